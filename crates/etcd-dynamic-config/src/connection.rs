@@ -1,0 +1,296 @@
+//! The only module that names `etcd_client` types: connecting, paginated range reads at
+//! one revision, and watch streams turned into engine inputs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, TlsOptions, WatchOptions,
+    WatchStream,
+};
+
+use crate::engine::state::{Event, Input, Kv};
+use crate::error::{BoxError, Error, Result};
+use crate::settings::EtcdSettings;
+
+/// Keys per page of a range read: large enough for few round trips, small enough to keep
+/// each response well under the message size limit.
+const PAGE_SIZE: i64 = 5_000;
+/// The largest response accepted from etcd. A watch response may batch up to a thousand
+/// revisions of up to 1.5 MiB each, far above tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// A connection to etcd: cheap to clone, shared by the range reads and watches.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    client: Client,
+    endpoints: Arc<str>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the client: its options hold the password.
+        f.debug_struct("Connection")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects and authenticates.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when no endpoint answers, [`Error::Refused`] for wrong
+    /// credentials or a rejected certificate.
+    pub(crate) async fn connect(settings: &EtcdSettings) -> Result<Self> {
+        let endpoints: Arc<str> = Arc::from(settings.endpoints_label());
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_auto_token_refresh(true);
+        if let Some((name, password)) = settings.credentials() {
+            options = options.with_user(name, password);
+        }
+        if let Some(ca) = settings.ca_cert() {
+            options = options
+                .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem.clone())));
+        }
+        let client = Client::connect(settings.endpoints(), Some(options))
+            .await
+            .map_err(|error| classify(&endpoints, error))?;
+        Ok(Self { client, endpoints })
+    }
+
+    /// Reads every key under `prefix_dir` at one revision, page by page.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
+    pub(crate) async fn list(&self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let range_end = prefix_end(prefix_dir.as_bytes());
+        let mut kvs = Vec::new();
+        let mut start = prefix_dir.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(PAGE_SIZE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut response = kv
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(|error| classify(&self.endpoints, error))?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |header| header.revision());
+            }
+            let more = response.more();
+            let page = response.take_kvs();
+            if let Some(last) = page.last() {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            kvs.reserve(page.len());
+            for pair in page {
+                let mod_revision = pair.mod_revision();
+                let (key, value) = pair.into_key_value();
+                if let Some(key) = utf8_key(key) {
+                    kvs.push(Kv {
+                        key,
+                        value,
+                        mod_revision,
+                    });
+                }
+            }
+            if !more {
+                return Ok((kvs, revision));
+            }
+        }
+    }
+
+    /// Opens a watch on `prefix_dir` from `from_revision`, with previous values and
+    /// progress notifications.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn watch(&self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision)
+            .with_prev_key()
+            .with_progress_notify();
+        let stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .watch(prefix_dir, Some(options))
+            .await
+            .map_err(|error| classify(&self.endpoints, error))?;
+        Ok(Watch {
+            stream,
+            endpoints: self.endpoints.clone(),
+        })
+    }
+}
+
+/// An open watch stream.
+pub(crate) struct Watch {
+    stream: WatchStream,
+    endpoints: Arc<str>,
+}
+
+impl Watch {
+    /// The next engine input: events, a progress notification, a compaction, or `Broken`
+    /// when the stream ends. `Err` when the stream fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::connect`].
+    pub(crate) async fn next(&mut self) -> Result<Input> {
+        loop {
+            let response = match self.stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Ok(Input::Broken),
+                Err(error) => return Err(classify(&self.endpoints, error)),
+            };
+            if response.canceled() {
+                if response.compact_revision() > 0 {
+                    return Ok(Input::Compacted {
+                        compact_revision: response.compact_revision(),
+                    });
+                }
+                let reason = response.cancel_reason();
+                return Err(classify_message(&self.endpoints, reason));
+            }
+            if response.created() && response.events().is_empty() {
+                continue;
+            }
+            if response.events().is_empty() {
+                let revision = response.header().map_or(0, |header| header.revision());
+                return Ok(Input::Progress { revision });
+            }
+            let events = response
+                .events()
+                .iter()
+                .filter_map(|event| {
+                    let kv = event.kv()?;
+                    let key = utf8_key(kv.key().to_vec())?;
+                    Some(Event {
+                        key,
+                        value: match event.event_type() {
+                            EventType::Put => Some(kv.value().to_vec()),
+                            EventType::Delete => None,
+                        },
+                        mod_revision: kv.mod_revision(),
+                        prev_mod_revision: event.prev_kv().map(|prev| prev.mod_revision()),
+                    })
+                })
+                .collect();
+            return Ok(Input::Watched { events });
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // the whole key space
+}
+
+fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
+    match String::from_utf8(key) {
+        Ok(key) => Some(Arc::from(key)),
+        Err(error) => {
+            tracing::warn!(
+                event = "key_ignored",
+                key = %String::from_utf8_lossy(error.as_bytes()),
+                "an etcd key is not UTF-8 text and names no configuration value"
+            );
+            None
+        }
+    }
+}
+
+/// gRPC status codes that mean "this request will never succeed": `INVALID_ARGUMENT`
+/// (etcd's answer to a wrong password) and `PERMISSION_DENIED`.
+const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
+
+/// Sorts an `etcd_client` error into retryable or final.
+fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
+    let refused = match &error {
+        etcd_client::Error::GRpcStatus(status) => {
+            (FINAL_GRPC_CODES.contains(&(status.code() as i32)) || is_auth_message(status.message()))
+                .then(|| status.message().to_owned())
+        }
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
+            Some(error.to_string())
+        }
+        _ => None,
+    };
+    match refused {
+        Some(reason) => Error::Refused { reason },
+        None => Error::Unavailable {
+            endpoints: endpoints.to_string(),
+            source: BoxError::from(error),
+        },
+    }
+}
+
+fn classify_message(endpoints: &Arc<str>, message: &str) -> Error {
+    if is_auth_message(message) {
+        Error::Refused {
+            reason: message.to_owned(),
+        }
+    } else {
+        Error::Unavailable {
+            endpoints: endpoints.to_string(),
+            source: BoxError::from(format!("watch cancelled: {message}")),
+        }
+    }
+}
+
+fn is_auth_message(message: &str) -> bool {
+    ["authentication failed", "permission denied", "user name is empty"]
+        .iter()
+        .any(|needle| message.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/app/"), b"/app0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn auth_failures_are_final_network_failures_retryable() {
+        let endpoints: Arc<str> = Arc::from("http://127.0.0.1:1");
+        let refused = classify_message(&endpoints, "etcdserver: permission denied");
+        assert!(!refused.is_retryable(), "{refused}");
+        let broken = classify_message(&endpoints, "etcdserver: no leader");
+        assert!(broken.is_retryable(), "{broken}");
+        let error = classify(
+            &endpoints,
+            etcd_client::Error::WatchError("stream closed".into()),
+        );
+        assert!(error.is_retryable(), "{error}");
+    }
+}

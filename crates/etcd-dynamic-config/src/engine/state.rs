@@ -1,0 +1,511 @@
+//! The list-then-watch cache as a pure, synchronous state machine.
+//!
+//! [`State::step`] takes one [`Input`] (what etcd said) and returns [`Output`]s (what to
+//! publish, what to ask etcd next). It never awaits and never touches the network, so
+//! every transition is unit-tested without a server; the I/O loop in `engine` executes
+//! the outputs against etcd.
+//!
+//! ```text
+//!   Empty --Listed--> Watching --Watched/Progress--> Watching
+//!     ^                  |  \--Broken--> Watch { from: revision + 1 }
+//!     |                  \--Compacted / diverged--> List (re-list, diff, publish)
+//!     \--Broken--> List
+//! ```
+
+use std::collections::BTreeMap;
+
+use imbl::OrdMap;
+use std::sync::Arc;
+
+use crate::schema::Schema;
+use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Value, ValueChange};
+
+/// A key-value pair from a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Kv {
+    pub(crate) key: Arc<str>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) mod_revision: i64,
+}
+
+/// A watch event, taken from the watch payload itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) key: Arc<str>,
+    /// `Some(bytes)` for a put, `None` for a delete.
+    pub(crate) value: Option<Vec<u8>>,
+    /// The revision of the write (for a delete: of the deletion).
+    pub(crate) mod_revision: i64,
+    /// The mod revision of the key before this event (`prev_kv`), when etcd sent it.
+    pub(crate) prev_mod_revision: Option<i64>,
+}
+
+/// What etcd said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// A complete range read of the prefix, every page at `revision`.
+    Listed { kvs: Vec<Kv>, revision: i64 },
+    /// One watch response: events in revision order, whole revisions only.
+    Watched { events: Vec<Event> },
+    /// A progress notification: no event under the prefix up to `revision`.
+    Progress { revision: i64 },
+    /// The watch start revision was compacted away.
+    Compacted { compact_revision: i64 },
+    /// The watch stream ended or failed.
+    Broken,
+}
+
+/// Why a full re-list is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListReason {
+    /// Nothing has been loaded yet.
+    Initial,
+    /// The revision to resume from was compacted.
+    Compacted { compact_revision: i64 },
+    /// A watch event disagreed with the cached state (`prev_kv` did not match).
+    Diverged { key_revision: i64 },
+}
+
+/// A value that failed coercion; the name keeps its last good value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The configuration name.
+    pub name: Arc<str>,
+    /// The etcd key that holds the rejected value.
+    pub key: Arc<str>,
+    /// The revision that wrote it.
+    pub revision: i64,
+    /// Why it was rejected (never the value itself).
+    pub reason: String,
+}
+
+/// What to do next.
+#[derive(Debug, Clone)]
+pub(crate) enum Output {
+    /// Make this snapshot the current one.
+    Publish(Arc<Snapshot>),
+    /// Tell the change listeners (one per applied revision, in order).
+    Notify(ConfigChange),
+    /// A value was rejected.
+    Reject(Rejection),
+    /// Several keys map to one name; the first key (in key order) wins.
+    Collide { name: Arc<str>, keys: Vec<Arc<str>> },
+    /// Read the whole prefix (again).
+    List(ListReason),
+    /// Watch the prefix from this revision on.
+    Watch { from_revision: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Empty,
+    Watching,
+}
+
+/// A key that lost a name collision: kept so it can take over if the winner goes.
+#[derive(Debug, Clone)]
+struct Shadowed {
+    name: Arc<str>,
+    mod_revision: i64,
+    value: Result<Value, String>,
+}
+
+/// The cache: the current entries plus what is needed to apply the next event.
+#[derive(Debug)]
+pub(crate) struct State {
+    schema: Arc<Schema>,
+    /// The prefix with a trailing `/`: `/APPS/ControlUnit/`.
+    prefix_dir: Arc<str>,
+    phase: Phase,
+    revision: i64,
+    entries: Entries,
+    /// Name → the rejected current value of its owning key.
+    rejected: OrdMap<Arc<str>, Rejection>,
+    /// Key → the key's data, for keys that lost a name collision.
+    shadowed: OrdMap<Arc<str>, Shadowed>,
+}
+
+/// The state before a revision is applied, to return to if it cannot be applied whole.
+/// Persistent maps make taking one O(1).
+struct Checkpoint {
+    entries: Entries,
+    rejected: OrdMap<Arc<str>, Rejection>,
+    shadowed: OrdMap<Arc<str>, Shadowed>,
+}
+
+/// The changes of one revision, merged per name.
+#[derive(Default)]
+struct Pending(BTreeMap<Arc<str>, (Option<Value>, Option<Value>)>);
+
+impl Pending {
+    fn record(&mut self, name: &Arc<str>, old: Option<Value>, new: Option<Value>) {
+        self.0
+            .entry(name.clone())
+            .and_modify(|(_, last)| last.clone_from(&new))
+            .or_insert((old, new));
+    }
+
+    fn into_change(self, revision: i64) -> Option<ConfigChange> {
+        let changes: Vec<ValueChange> = self
+            .0
+            .into_iter()
+            .filter(|(_, (old, new))| old != new)
+            .map(|(name, (old, new))| ValueChange { name, old, new })
+            .collect();
+        (!changes.is_empty()).then_some(ConfigChange { revision, changes })
+    }
+}
+
+impl State {
+    /// An empty cache for `prefix` (without trailing `/`).
+    pub(crate) fn new(schema: Arc<Schema>, prefix: &str) -> Self {
+        Self {
+            schema,
+            prefix_dir: Arc::from(format!("{}/", prefix.trim_end_matches('/'))),
+            phase: Phase::Empty,
+            revision: 0,
+            entries: Entries::default(),
+            rejected: OrdMap::new(),
+            shadowed: OrdMap::new(),
+        }
+    }
+
+    /// The prefix with a trailing `/`, as ranged and watched.
+    pub(crate) fn prefix_dir(&self) -> &str {
+        &self.prefix_dir
+    }
+
+    /// The revision of the current snapshot.
+    pub(crate) fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The values currently rejected.
+    pub(crate) fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.rejected.values()
+    }
+
+    /// Names that several keys map to, with all their keys (winner first).
+    pub(crate) fn collisions(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
+        let mut by_name: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        for (key, shadowed) in &self.shadowed {
+            by_name
+                .entry(shadowed.name.clone())
+                .or_default()
+                .push(key.clone());
+        }
+        by_name
+            .into_iter()
+            .map(|(name, mut keys)| {
+                if let Some(owner) = self.owner(&name) {
+                    keys.insert(0, owner.clone());
+                }
+                (name, keys)
+            })
+            .collect()
+    }
+
+    /// Applies one input and says what to do next.
+    pub(crate) fn step(&mut self, input: Input) -> Vec<Output> {
+        match (self.phase, input) {
+            (_, Input::Listed { kvs, revision }) => self.listed(kvs, revision),
+            (Phase::Watching, Input::Watched { events }) => self.watched(&events),
+            (Phase::Watching, Input::Progress { revision }) if revision > self.revision => {
+                self.revision = revision;
+                vec![self.publish()]
+            }
+            (Phase::Watching, Input::Compacted { compact_revision }) => {
+                vec![Output::List(ListReason::Compacted { compact_revision })]
+            }
+            (Phase::Watching, Input::Broken) => vec![Output::Watch {
+                from_revision: self.revision + 1,
+            }],
+            (Phase::Empty, Input::Broken | Input::Compacted { .. }) => {
+                vec![Output::List(ListReason::Initial)]
+            }
+            (_, Input::Watched { .. } | Input::Progress { .. }) => Vec::new(),
+        }
+    }
+
+    fn publish(&self) -> Output {
+        Output::Publish(Arc::new(Snapshot::new(self.revision, self.entries.clone())))
+    }
+
+    fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&*self.prefix_dir)
+    }
+
+    fn name_for(&self, key: &str) -> Option<Arc<str>> {
+        self.relative(key)
+            .and_then(|relative| self.schema.name_for(relative))
+    }
+
+    /// The key that currently owns `name` (its value may be rejected).
+    fn owner(&self, name: &str) -> Option<&Arc<str>> {
+        match self.rejected.get(name) {
+            Some(rejection) => Some(&rejection.key),
+            None => self.entries.get(name).map(Entry::etcd_key),
+        }
+    }
+
+    /// The mod revision this cache holds for `key`, if it tracks the key.
+    fn tracked_revision(&self, name: &str, key: &str) -> Option<i64> {
+        if let Some(shadowed) = self.shadowed.get(key) {
+            return Some(shadowed.mod_revision);
+        }
+        if let Some(rejection) = self.rejected.get(name) {
+            return (*rejection.key == *key).then_some(rejection.revision);
+        }
+        self.entries
+            .get(name)
+            .filter(|entry| **entry.etcd_key() == *key)
+            .map(Entry::mod_revision)
+    }
+
+    fn listed(&mut self, mut kvs: Vec<Kv>, revision: i64) -> Vec<Output> {
+        let was_empty = self.phase == Phase::Empty;
+        let old_entries = std::mem::take(&mut self.entries);
+        self.rejected.clear();
+        self.shadowed.clear();
+        kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let mut outputs = Vec::new();
+        let mut ignored = Pending::default();
+        for kv in kvs {
+            if let Some(name) = self.name_for(&kv.key) {
+                let value = self.schema.coerce(&name, &kv.value);
+                self.put(&name, kv.key, kv.mod_revision, value, &mut ignored, &mut outputs);
+            }
+        }
+        // A rejected value leaves the name at its last good value.
+        for name in self.rejected.keys() {
+            if !self.entries.contains_key(name)
+                && let Some(entry) = old_entries.get(name)
+            {
+                self.entries.insert(name.clone(), entry.clone());
+            }
+        }
+        self.phase = Phase::Watching;
+        self.revision = revision;
+        outputs.push(self.publish());
+        if !was_empty && let Some(change) = diff(&old_entries, &self.entries, revision) {
+            outputs.push(Output::Notify(change));
+        }
+        outputs.push(Output::Watch {
+            from_revision: revision + 1,
+        });
+        outputs
+    }
+
+    fn watched(&mut self, events: &[Event]) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        let mut notifications = Vec::new();
+        let mut applied = false;
+        let mut relist = None;
+        for group in events.chunk_by(|a, b| a.mod_revision == b.mod_revision) {
+            let revision = group[0].mod_revision;
+            if revision <= self.revision {
+                continue; // already applied (a resumed watch may repeat a revision)
+            }
+            // One revision is one transaction: all of it, or none of it.
+            let checkpoint = self.checkpoint();
+            let mut pending = Pending::default();
+            let mut group_outputs = Vec::new();
+            let outcome = group
+                .iter()
+                .try_for_each(|event| self.apply(event, &mut pending, &mut group_outputs));
+            if let Err(reason) = outcome {
+                self.restore(checkpoint);
+                relist = Some(reason);
+                break;
+            }
+            self.revision = revision;
+            applied = true;
+            outputs.append(&mut group_outputs);
+            notifications.extend(pending.into_change(revision).map(Output::Notify));
+        }
+        if applied {
+            outputs.push(self.publish());
+        }
+        outputs.append(&mut notifications);
+        outputs.extend(relist.map(Output::List));
+        outputs
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            entries: self.entries.clone(),
+            rejected: self.rejected.clone(),
+            shadowed: self.shadowed.clone(),
+        }
+    }
+
+    fn restore(&mut self, checkpoint: Checkpoint) {
+        self.entries = checkpoint.entries;
+        self.rejected = checkpoint.rejected;
+        self.shadowed = checkpoint.shadowed;
+    }
+
+    /// Applies one event; `Err` when it contradicts the cache.
+    fn apply(
+        &mut self,
+        event: &Event,
+        pending: &mut Pending,
+        outputs: &mut Vec<Output>,
+    ) -> Result<(), ListReason> {
+        let Some(name) = self.name_for(&event.key) else {
+            return Ok(());
+        };
+        let tracked = self.tracked_revision(&name, &event.key);
+        let consistent = match (event.prev_mod_revision, tracked) {
+            (Some(prev), Some(tracked)) => prev == tracked,
+            // etcd knew the key before this event, the cache never saw it.
+            (Some(_), None) => false,
+            _ => true,
+        };
+        if !consistent {
+            return Err(ListReason::Diverged {
+                key_revision: event.mod_revision,
+            });
+        }
+        match &event.value {
+            Some(raw) => {
+                let value = self.schema.coerce(&name, raw);
+                let key = event.key.clone();
+                self.put(&name, key, event.mod_revision, value, pending, outputs);
+            }
+            None => self.delete(&name, &event.key, pending),
+        }
+        Ok(())
+    }
+
+    fn put(
+        &mut self,
+        name: &Arc<str>,
+        key: Arc<str>,
+        mod_revision: i64,
+        value: Result<Value, String>,
+        pending: &mut Pending,
+        outputs: &mut Vec<Output>,
+    ) {
+        let owner = self.owner(name).cloned();
+        if let Some(owner) = owner.clone().filter(|owner| *owner < key) {
+            // Another key already names this value: this one waits in the shadows.
+            let first = self
+                .shadowed
+                .insert(
+                    key.clone(),
+                    Shadowed {
+                        name: name.clone(),
+                        mod_revision,
+                        value,
+                    },
+                )
+                .is_none();
+            if first {
+                outputs.push(collision(name, owner, key));
+            }
+            return;
+        }
+        if let Some(owner) = owner.filter(|owner| *owner != key) {
+            // This key sorts first: it takes the name over.
+            let displaced = Shadowed {
+                name: name.clone(),
+                mod_revision: self.tracked_revision(name, &owner).unwrap_or(0),
+                value: match self.rejected.get(name) {
+                    Some(rejection) => Err(rejection.reason.clone()),
+                    None => Ok(self.entries[name].value().clone()),
+                },
+            };
+            self.shadowed.insert(owner.clone(), displaced);
+            outputs.push(collision(name, key.clone(), owner));
+        }
+        self.shadowed.remove(&key);
+        self.set_owner(name, key, mod_revision, value, pending, outputs);
+    }
+
+    /// Makes `key` the owner of `name` with `value`.
+    fn set_owner(
+        &mut self,
+        name: &Arc<str>,
+        key: Arc<str>,
+        mod_revision: i64,
+        value: Result<Value, String>,
+        pending: &mut Pending,
+        outputs: &mut Vec<Output>,
+    ) {
+        match value {
+            Ok(value) => {
+                self.rejected.remove(name);
+                let old = self
+                    .entries
+                    .insert(name.clone(), Entry::from_etcd(key, mod_revision, value.clone()));
+                pending.record(name, old.map(|entry| entry.value().clone()), Some(value));
+            }
+            Err(reason) => {
+                let rejection = Rejection {
+                    name: name.clone(),
+                    key,
+                    revision: mod_revision,
+                    reason,
+                };
+                outputs.push(Output::Reject(rejection.clone()));
+                self.rejected.insert(name.clone(), rejection);
+            }
+        }
+    }
+
+    fn delete(&mut self, name: &Arc<str>, key: &Arc<str>, pending: &mut Pending) {
+        if self.shadowed.remove(key).is_some() {
+            return;
+        }
+        if self.owner(name) != Some(key) {
+            return;
+        }
+        self.rejected.remove(name);
+        let old = self.entries.remove(name).map(|entry| entry.value().clone());
+        pending.record(name, old, None);
+        // The next key in order that maps to the same name takes over.
+        let heir = self
+            .shadowed
+            .iter()
+            .find(|(_, shadowed)| shadowed.name == *name)
+            .map(|(key, _)| key.clone());
+        if let Some(heir) = heir {
+            let shadowed = self.shadowed.remove(&heir).expect("heir is shadowed");
+            let mut ignored = Vec::new();
+            self.set_owner(
+                name,
+                heir,
+                shadowed.mod_revision,
+                shadowed.value,
+                pending,
+                &mut ignored,
+            );
+        }
+    }
+}
+
+fn collision(name: &Arc<str>, winner: Arc<str>, loser: Arc<str>) -> Output {
+    Output::Collide {
+        name: name.clone(),
+        keys: vec![winner, loser],
+    }
+}
+
+/// The change from `old` to `new`, in name order.
+fn diff(old: &Entries, new: &Entries, revision: i64) -> Option<ConfigChange> {
+    let mut pending = Pending::default();
+    for (name, entry) in new {
+        let before = old.get(name).map(|entry| entry.value().clone());
+        pending.record(name, before, Some(entry.value().clone()));
+    }
+    for (name, entry) in old {
+        if !new.contains_key(name) {
+            pending.record(name, Some(entry.value().clone()), None);
+        }
+    }
+    pending.into_change(revision)
+}
+
+#[cfg(test)]
+mod tests;

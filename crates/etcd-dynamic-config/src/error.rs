@@ -1,0 +1,80 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Boxed error used as a `source()` without naming another crate's types in the API.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong, with what it concerns and why.
+///
+/// Network failures are [retryable](Error::is_retryable); wrong settings, wrong
+/// credentials and permission errors are final.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A connection setting is malformed (bad URL, unreadable file, not a boolean).
+    #[error("invalid setting {setting}: {reason}")]
+    Setting {
+        /// The setting, by its environment variable name, e.g. `EtcdSettings__HostName`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// etcd could not be reached or stopped answering; worth retrying.
+    #[error("etcd unavailable at {endpoints}")]
+    Unavailable {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// The transport or gRPC failure.
+        #[source]
+        source: BoxError,
+    },
+
+    /// etcd refused the request for good: wrong credentials, missing permission,
+    /// a certificate it does not accept. Retrying does not help.
+    #[error("etcd refused the request: {reason}")]
+    Refused {
+        /// What etcd said, e.g. `authentication failed, invalid user ID or password`.
+        reason: String,
+    },
+
+    /// `start` did not finish before its deadline.
+    #[error("start did not finish within {0:?}")]
+    StartTimeout(Duration),
+
+    /// A value could not be read as the type asked for.
+    #[error("{name}: {reason} ({origin})")]
+    Value {
+        /// The configuration name.
+        name: String,
+        /// Why the value does not fit (never the value itself).
+        reason: String,
+        /// Where the value came from, e.g. `etcd key /app/Port @ rev 812`.
+        origin: String,
+    },
+
+    /// A name is not in the configuration.
+    #[error("{0}: no such name in the configuration")]
+    Missing(String),
+
+    /// `start` was called on a configuration that is already running.
+    #[error("the configuration is already started")]
+    AlreadyStarted,
+
+    /// The configuration cannot run here (e.g. the blocking facade could not create its
+    /// runtime).
+    #[error("{0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Whether trying again later may succeed (etcd down or unreachable), as opposed to a
+    /// final error (bad setting, wrong credentials, permission denied).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::StartTimeout(_))
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,57 @@
+//! Configuration kept in etcd, served in-process.
+//!
+//! Every key under one prefix is loaded with one ranged read at one revision, kept
+//! current by a watch that resumes from the last applied revision (and re-lists after a
+//! compaction), and read lock-free from any thread through immutable snapshots.
+//!
+//! ```no_run
+//! use etcd_dynamic_config::{EtcdConfig, EtcdSettings, Schema};
+//!
+//! # async fn run() -> etcd_dynamic_config::Result<()> {
+//! let settings = EtcdSettings::builder()
+//!     .endpoints("http://127.0.0.1:2379")
+//!     .root_key("/apps/myapp")
+//!     .build()?;
+//! let config = EtcdConfig::builder()
+//!     .settings(settings)
+//!     .schema(Schema::auto_discover())
+//!     .build()?;
+//! let report = config.start().await?;
+//! println!("{} names at revision {}", report.loaded, report.revision);
+//!
+//! let snapshot = config.snapshot(); // one atomic load; use it for the whole request
+//! let port: u16 = snapshot.get_as("database.port")?;
+//! config.on_change(|change| println!("revision {}: {:?}", change.revision, change.changes));
+//! config.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Names come from key paths: `/apps/myapp/Database/Port` → `database.port`
+//! (see [`schema::naming`]). Snapshots can be used without a server:
+//!
+//! ```
+//! use etcd_dynamic_config::schema::naming::name_from_path;
+//!
+//! assert_eq!(name_from_path("AIHttpTimeout").as_deref(), Some("ai_http_timeout"));
+//! assert_eq!(name_from_path("Database/MaxPool").as_deref(), Some("database.max_pool"));
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod blocking;
+mod config;
+mod connection;
+mod engine;
+mod error;
+pub mod schema;
+pub mod settings;
+mod snapshot;
+mod store;
+
+pub use config::{DEFAULT_START_TIMEOUT, EtcdConfig, EtcdConfigBuilder, StartReport};
+pub use engine::state::Rejection;
+pub use error::{Error, Result};
+pub use schema::Schema;
+pub use settings::{EtcdSettings, EtcdSettingsBuilder};
+pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
+pub use store::Subscription;

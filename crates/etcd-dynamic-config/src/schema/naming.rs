@@ -1,0 +1,91 @@
+//! The naming rules: etcd key paths → configuration names.
+
+/// Turns one CamelCase key segment into snake_case, as the Python original does:
+/// `CategorizationApiUrl` → `categorization_api_url`, `AIHttpTimeout` →
+/// `ai_http_timeout`, `LogSQLLevel` → `log_sql_level`.
+///
+/// An underscore goes before an upper-case letter that follows a lower-case letter or a
+/// digit, or that starts a capitalised word after an acronym. Existing separators are
+/// kept and never doubled.
+pub fn snake_case(segment: &str) -> String {
+    let chars: Vec<char> = segment.chars().collect();
+    let mut out = String::with_capacity(segment.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_is_lower = chars.get(i + 1).is_some_and(|next| next.is_lowercase());
+            if prev.is_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_uppercase() && next_is_lower)
+            {
+                out.push('_');
+            }
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// The auto-discovered name of a key path relative to the prefix: each `/`-separated
+/// segment in snake_case, joined with `.` (`Database/MaxPool` → `database.max_pool`).
+///
+/// `None` for a path with an empty segment (`a//b`, a trailing `/`), which names nothing.
+pub fn name_from_path(relative: &str) -> Option<String> {
+    let mut name = String::with_capacity(relative.len() + 4);
+    for (i, segment) in relative.split('/').enumerate() {
+        if segment.is_empty() {
+            return None;
+        }
+        if i > 0 {
+            name.push('.');
+        }
+        name.push_str(&snake_case(segment));
+    }
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_follows_the_python_rules() {
+        let cases = [
+            ("CategorizationApiUrl", "categorization_api_url"),
+            ("AIHttpTimeout", "ai_http_timeout"),
+            ("AiHttpTimeoutSeconds", "ai_http_timeout_seconds"),
+            ("LogSQLLevel", "log_sql_level"),
+            ("LogLevel", "log_level"),
+            ("PostgresDsn", "postgres_dsn"),
+            ("URL", "url"),
+            ("Url", "url"),
+            ("already_snake", "already_snake"),
+            ("Mixed_Case", "mixed_case"),
+            ("V2Api", "v2_api"),
+            ("Http2Enabled", "http2_enabled"),
+            ("MaxPool10", "max_pool10"),
+            ("X", "x"),
+            ("", ""),
+            ("ÄrgerWert", "ärger_wert"),
+        ];
+        for (segment, expected) in cases {
+            assert_eq!(snake_case(segment), expected, "for {segment:?}");
+        }
+    }
+
+    #[test]
+    fn nested_paths_join_with_dots() {
+        let cases = [
+            ("LogLevel", Some("log_level")),
+            ("Database/Host", Some("database.host")),
+            ("Database/MaxPool", Some("database.max_pool")),
+            ("API/SecretKey", Some("api.secret_key")),
+            ("a//b", None),
+            ("Trailing/", None),
+            ("", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(name_from_path(path).as_deref(), expected, "for {path:?}");
+        }
+    }
+}

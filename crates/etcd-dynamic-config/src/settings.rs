@@ -1,0 +1,539 @@
+//! Connection settings: the seed-compatible `EtcdSettings__*` environment, and a builder.
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `EtcdSettings__HostName` | endpoint URL(s), `http://` or `https://`, comma-separated for a cluster |
+//! | `EtcdSettings__UserName`, `EtcdSettings__Password` | etcd authentication |
+//! | `EtcdSettings__RootKey` | the prefix (default `/APPS/ControlUnit`) |
+//! | `EtcdSettings__CaCertPath` | CA bundle (PEM) to verify the server |
+//! | `EtcdSettings__Dev` | `true`: the prefix gets `/dev` in front |
+//! | `USE_LOCAL_CONFIG` | `true`: do not contact etcd; values come from env vars |
+//!
+//! Code wins over environment: start from [`EtcdSettingsBuilder::from_env`] and override.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{Error, Result};
+
+/// `EtcdSettings__HostName`
+pub const HOST_NAME: &str = "EtcdSettings__HostName";
+/// `EtcdSettings__UserName`
+pub const USER_NAME: &str = "EtcdSettings__UserName";
+/// `EtcdSettings__Password`
+pub const PASSWORD: &str = "EtcdSettings__Password";
+/// `EtcdSettings__RootKey`
+pub const ROOT_KEY: &str = "EtcdSettings__RootKey";
+/// `EtcdSettings__CaCertPath`
+pub const CA_CERT_PATH: &str = "EtcdSettings__CaCertPath";
+/// `EtcdSettings__Dev`
+pub const DEV: &str = "EtcdSettings__Dev";
+/// `USE_LOCAL_CONFIG`
+pub const USE_LOCAL_CONFIG: &str = "USE_LOCAL_CONFIG";
+
+/// The endpoint used when `EtcdSettings__HostName` is not set: etcd's own default.
+pub const DEFAULT_ENDPOINT: &str = "http://localhost:2379";
+/// The prefix used when `EtcdSettings__RootKey` is not set (the ControlUnit schema).
+pub const DEFAULT_ROOT_KEY: &str = "/APPS/ControlUnit";
+
+/// Validated connection settings.
+///
+/// `Debug` never shows the password.
+#[derive(Clone)]
+pub struct EtcdSettings {
+    endpoints: Vec<String>,
+    user: Option<(String, SecretString)>,
+    root_key: String,
+    ca_cert: Option<CaCert>,
+    dev: bool,
+    use_local_config: bool,
+}
+
+/// A CA bundle read from disk at build time, so an unreadable file fails early.
+#[derive(Clone)]
+pub(crate) struct CaCert {
+    pub(crate) path: PathBuf,
+    pub(crate) pem: Vec<u8>,
+}
+
+impl EtcdSettings {
+    /// Reads the settings from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] naming the first malformed variable.
+    pub fn from_env() -> Result<Self> {
+        EtcdSettingsBuilder::from_env()?.build()
+    }
+
+    /// Reads the settings through `lookup` (a variable name → its value), so tests and
+    /// programs can supply their own environment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] naming the first malformed variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        EtcdSettingsBuilder::from_lookup(lookup)?.build()
+    }
+
+    /// An empty builder: `http://localhost:2379`, no auth, prefix `/APPS/ControlUnit`.
+    #[must_use]
+    pub fn builder() -> EtcdSettingsBuilder {
+        EtcdSettingsBuilder::default()
+    }
+
+    /// The endpoint URLs.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The user name, when authentication is configured.
+    pub fn user_name(&self) -> Option<&str> {
+        self.user.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// The configuration prefix, with `/dev` in front when `EtcdSettings__Dev` is set.
+    /// Never ends with `/`.
+    pub fn prefix(&self) -> String {
+        if self.dev {
+            format!("/dev{}", self.root_key)
+        } else {
+            self.root_key.clone()
+        }
+    }
+
+    /// The CA bundle path, when one is configured.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_cert.as_ref().map(|ca| ca.path.as_path())
+    }
+
+    /// Whether values come from env vars only (`USE_LOCAL_CONFIG=true`).
+    pub fn use_local_config(&self) -> bool {
+        self.use_local_config
+    }
+
+    pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
+        self.user
+            .as_ref()
+            .map(|(name, password)| (name.as_str(), password.expose_secret()))
+    }
+
+    pub(crate) fn ca_cert(&self) -> Option<&CaCert> {
+        self.ca_cert.as_ref()
+    }
+
+    /// The endpoints joined for messages.
+    pub(crate) fn endpoints_label(&self) -> String {
+        self.endpoints.join(",")
+    }
+}
+
+impl fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("user_name", &self.user_name())
+            .field("password", &self.user.as_ref().map(|_| "[REDACTED]"))
+            .field("prefix", &self.prefix())
+            .field("ca_cert_path", &self.ca_cert_path())
+            .field("use_local_config", &self.use_local_config)
+            .finish()
+    }
+}
+
+/// Builds [`EtcdSettings`]; every setting is checked in [`build`](Self::build).
+#[derive(Default)]
+pub struct EtcdSettingsBuilder {
+    endpoints: Option<String>,
+    user_name: Option<String>,
+    password: Option<SecretString>,
+    root_key: Option<String>,
+    ca_cert_path: Option<PathBuf>,
+    dev: bool,
+    use_local_config: bool,
+}
+
+impl fmt::Debug for EtcdSettingsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSettingsBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("user_name", &self.user_name)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("root_key", &self.root_key)
+            .field("ca_cert_path", &self.ca_cert_path)
+            .field("dev", &self.dev)
+            .field("use_local_config", &self.use_local_config)
+            .finish()
+    }
+}
+
+impl EtcdSettingsBuilder {
+    /// A builder pre-filled from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] when a boolean variable is not a boolean.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// A builder pre-filled through `lookup` (a variable name → its value).
+    ///
+    /// Empty variables count as unset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] when a boolean variable is not a boolean.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        Ok(Self {
+            endpoints: get(HOST_NAME),
+            user_name: get(USER_NAME),
+            password: get(PASSWORD).map(SecretString::from),
+            root_key: get(ROOT_KEY),
+            ca_cert_path: get(CA_CERT_PATH).map(PathBuf::from),
+            dev: get(DEV).map_or(Ok(false), |value| parse_flag(DEV, &value))?,
+            use_local_config: get(USE_LOCAL_CONFIG)
+                .map_or(Ok(false), |value| parse_flag(USE_LOCAL_CONFIG, &value))?,
+        })
+    }
+
+    /// Endpoint URL(s), comma-separated, each `http://host:port` or `https://host:port`.
+    #[must_use]
+    pub fn endpoints(mut self, endpoints: impl Into<String>) -> Self {
+        self.endpoints = Some(endpoints.into());
+        self
+    }
+
+    /// User name and password for etcd authentication.
+    #[must_use]
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user_name = Some(name.into());
+        self.password = Some(SecretString::from(password.into()));
+        self
+    }
+
+    /// The configuration prefix, e.g. `/apps/myapp/prod`.
+    #[must_use]
+    pub fn root_key(mut self, root_key: impl Into<String>) -> Self {
+        self.root_key = Some(root_key.into());
+        self
+    }
+
+    /// A CA bundle (PEM) to verify the servers of `https://` endpoints.
+    #[must_use]
+    pub fn ca_cert_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert_path = Some(path.into());
+        self
+    }
+
+    /// Puts `/dev` in front of the prefix (the ControlUnit development rule).
+    #[must_use]
+    pub fn dev(mut self, dev: bool) -> Self {
+        self.dev = dev;
+        self
+    }
+
+    /// Serve values from env vars only and never contact etcd.
+    #[must_use]
+    pub fn use_local_config(mut self, local: bool) -> Self {
+        self.use_local_config = local;
+        self
+    }
+
+    /// Checks every setting and reads the CA bundle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] naming the setting: a malformed or mixed-scheme endpoint list, a
+    /// user without password (or the reverse), a prefix that is empty or does not start
+    /// with `/`, a CA bundle that cannot be read or holds no certificate, an `https://`
+    /// endpoint without a CA bundle.
+    pub fn build(self) -> Result<EtcdSettings> {
+        let endpoints = parse_endpoints(self.endpoints.as_deref().unwrap_or(DEFAULT_ENDPOINT))?;
+        let user = match (self.user_name, self.password) {
+            (Some(name), Some(password)) => Some((name, password)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(setting(PASSWORD, "a user name is set but no password"));
+            }
+            (None, Some(_)) => {
+                return Err(setting(USER_NAME, "a password is set but no user name"));
+            }
+        };
+        let root_key = parse_root_key(self.root_key.as_deref().unwrap_or(DEFAULT_ROOT_KEY))?;
+        let ca_cert = self.ca_cert_path.map(read_ca_cert).transpose()?;
+        let tls = endpoints[0].starts_with("https://");
+        if tls && ca_cert.is_none() {
+            return Err(setting(
+                CA_CERT_PATH,
+                "https:// endpoints need a CA bundle to verify the server",
+            ));
+        }
+        if !tls && ca_cert.is_some() {
+            return Err(setting(
+                HOST_NAME,
+                "a CA bundle is set but the endpoints are http://; use https://",
+            ));
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            user,
+            root_key,
+            ca_cert,
+            dev: self.dev,
+            use_local_config: self.use_local_config,
+        })
+    }
+}
+
+fn setting(setting: &'static str, reason: impl Into<String>) -> Error {
+    Error::Setting {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// `1 true yes y on` / `0 false no n off`, case-insensitive.
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Some(true),
+        "0" | "false" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_flag(name: &'static str, text: &str) -> Result<bool> {
+    parse_bool(text).ok_or_else(|| {
+        setting(
+            name,
+            format!("expected true or false (1/0, yes/no, on/off), found {text:?}"),
+        )
+    })
+}
+
+fn parse_endpoints(text: &str) -> Result<Vec<String>> {
+    let endpoints = text
+        .split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(parse_endpoint)
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = endpoints.first() else {
+        return Err(setting(HOST_NAME, "no endpoint given"));
+    };
+    let scheme = first.split("://").next();
+    if endpoints
+        .iter()
+        .any(|endpoint| endpoint.split("://").next() != scheme)
+    {
+        return Err(setting(
+            HOST_NAME,
+            format!("mixes http:// and https:// endpoints: {text:?}"),
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// Checks `scheme://host[:port][/]` and returns it without the trailing slash.
+fn parse_endpoint(endpoint: &str) -> Result<String> {
+    let invalid = |why: &str| setting(HOST_NAME, format!("{endpoint:?}: {why}"));
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return Err(invalid("expected http://host:port or https://host:port"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(invalid("expected only host and port after the scheme"));
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return Err(invalid("unclosed [ in an IPv6 address"));
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid("the host is empty"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return Err(invalid("the port must be a number from 1 to 65535"));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+pub(crate) fn parse_root_key(text: &str) -> Result<String> {
+    let trimmed = text.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(setting(
+            ROOT_KEY,
+            "the prefix is empty; a configuration must own a prefix such as /apps/myapp",
+        ));
+    }
+    if !trimmed.starts_with('/') {
+        return Err(setting(
+            ROOT_KEY,
+            format!("{text:?}: the prefix must start with /"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn read_ca_cert(path: PathBuf) -> Result<CaCert> {
+    let pem = std::fs::read(&path)
+        .map_err(|error| setting(CA_CERT_PATH, format!("cannot read {}: {error}", path.display())))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(setting(
+            CA_CERT_PATH,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(CaCert { path, pem })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<EtcdSettings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        EtcdSettings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    fn setting_error(result: Result<EtcdSettings>) -> (&'static str, String) {
+        match result {
+            Err(Error::Setting { setting, reason }) => (setting, reason),
+            other => panic!("expected a setting error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_python_original() {
+        let settings = from(&[]).unwrap();
+        assert_eq!(settings.endpoints(), ["http://localhost:2379"]);
+        assert_eq!(settings.prefix(), "/APPS/ControlUnit");
+        assert_eq!(settings.user_name(), None);
+        assert!(!settings.use_local_config());
+    }
+
+    #[test]
+    fn reads_the_seed_environment() {
+        let settings = from(&[
+            (HOST_NAME, "http://10.0.0.1:2379, http://10.0.0.2:2379/"),
+            (USER_NAME, "app"),
+            (PASSWORD, "hunter2"),
+            (ROOT_KEY, "/apps/myapp/"),
+            (DEV, "TRUE"),
+            (USE_LOCAL_CONFIG, "no"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.endpoints(),
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(settings.credentials(), Some(("app", "hunter2")));
+        assert_eq!(settings.prefix(), "/dev/apps/myapp");
+        assert!(!settings.use_local_config());
+    }
+
+    #[test]
+    fn code_wins_over_environment() {
+        let settings = EtcdSettingsBuilder::from_lookup(|name| {
+            (name == ROOT_KEY).then(|| "/from/env".to_owned())
+        })
+        .unwrap()
+        .root_key("/from/code")
+        .build()
+        .unwrap();
+        assert_eq!(settings.prefix(), "/from/code");
+    }
+
+    #[test]
+    fn malformed_settings_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (&[(HOST_NAME, "localhost:2379")], HOST_NAME, "expected http://"),
+            (&[(HOST_NAME, "ftp://x:1")], HOST_NAME, "scheme"),
+            (&[(HOST_NAME, "http://:2379")], HOST_NAME, "host is empty"),
+            (&[(HOST_NAME, "http://h:99999")], HOST_NAME, "port"),
+            (&[(HOST_NAME, "http://h:2379/v3")], HOST_NAME, "only host and port"),
+            (&[(HOST_NAME, " , ")], HOST_NAME, "no endpoint"),
+            (
+                &[(HOST_NAME, "http://a:1,https://b:2")],
+                HOST_NAME,
+                "mixes",
+            ),
+            (&[(DEV, "maybe")], DEV, "expected true or false"),
+            (&[(USE_LOCAL_CONFIG, "2")], USE_LOCAL_CONFIG, "found \"2\""),
+            (&[(USER_NAME, "app")], PASSWORD, "no password"),
+            (&[(PASSWORD, "pw")], USER_NAME, "no user name"),
+            (&[(ROOT_KEY, "apps/x")], ROOT_KEY, "must start with /"),
+            (&[(ROOT_KEY, "/")], ROOT_KEY, "empty"),
+            (
+                &[(CA_CERT_PATH, "/nonexistent/ca.pem")],
+                CA_CERT_PATH,
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                &[(HOST_NAME, "https://h:2379")],
+                CA_CERT_PATH,
+                "need a CA bundle",
+            ),
+        ];
+        for (vars, expected_setting, expected_reason) in cases {
+            let (setting, reason) = setting_error(from(vars));
+            assert_eq!(setting, *expected_setting, "for {vars:?}");
+            assert!(
+                reason.contains(expected_reason),
+                "for {vars:?}: {reason:?} lacks {expected_reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ca_bundle_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let path_text = path.display().to_string();
+        let (setting, reason) = setting_error(from(&[
+            (HOST_NAME, "https://127.0.0.1:2379"),
+            (CA_CERT_PATH, &path_text),
+        ]));
+        assert_eq!(setting, CA_CERT_PATH);
+        assert!(reason.contains("holds no PEM certificate"), "{reason}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let settings = from(&[(USER_NAME, "app"), (PASSWORD, "s3cr3t-pw")]).unwrap();
+        let builder = EtcdSettings::builder().user("app", "s3cr3t-pw");
+        for text in [format!("{settings:?}"), format!("{builder:?}")] {
+            assert!(!text.contains("s3cr3t-pw"), "{text}");
+            assert!(text.contains("REDACTED"), "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_accepted() {
+        let settings = from(&[(HOST_NAME, "http://[::1]:2379")]).unwrap();
+        assert_eq!(settings.endpoints(), ["http://[::1]:2379"]);
+    }
+}

@@ -1,0 +1,153 @@
+//! Where snapshots are published: one [`Writer`] (the engine), any number of readers.
+//!
+//! Readers load the current snapshot with one atomic operation (`arc-swap`), wait for the
+//! next one through a [`Subscription`], or get every change through a callback run on a
+//! dedicated thread, so a slow or panicking callback never stalls the engine.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::snapshot::{ConfigChange, Snapshot};
+
+type Callback = Arc<dyn Fn(&ConfigChange) + Send + Sync + 'static>;
+
+/// The published state, shared by the engine and every handle.
+pub(crate) struct Store {
+    current: ArcSwap<Snapshot>,
+    latest: watch::Sender<Arc<Snapshot>>,
+    callbacks: Arc<Mutex<Vec<Callback>>>,
+    /// Started with the first callback; changes are queued only when someone listens.
+    dispatch: OnceLock<mpsc::Sender<ConfigChange>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("current", &self.current.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub(crate) fn new() -> Arc<Self> {
+        let empty = Arc::new(Snapshot::default());
+        Arc::new(Self {
+            current: ArcSwap::new(empty.clone()),
+            latest: watch::Sender::new(empty),
+            callbacks: Arc::default(),
+            dispatch: OnceLock::new(),
+        })
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    pub(crate) fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Calls `f` with the current snapshot without touching its reference count.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.current.load())
+    }
+
+    pub(crate) fn subscribe(&self) -> Subscription {
+        Subscription {
+            receiver: self.latest.subscribe(),
+        }
+    }
+
+    pub(crate) fn on_change(&self, callback: Callback) {
+        self.callbacks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(callback);
+        self.dispatch.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel();
+            let callbacks = self.callbacks.clone();
+            std::thread::Builder::new()
+                .name("etcd-config-callbacks".into())
+                .spawn(move || run_callbacks(&receiver, &callbacks))
+                .expect("spawn the callback thread");
+            sender
+        });
+    }
+}
+
+fn run_callbacks(receiver: &mpsc::Receiver<ConfigChange>, callbacks: &Mutex<Vec<Callback>>) {
+    while let Ok(change) = receiver.recv() {
+        let current = callbacks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for callback in current {
+            if catch_unwind(AssertUnwindSafe(|| callback(&change))).is_err() {
+                tracing::error!(
+                    event = "callback_panicked",
+                    revision = change.revision,
+                    "an on_change callback panicked; the engine goes on"
+                );
+            }
+        }
+    }
+}
+
+/// The engine's handle on the store: the only one that publishes. Not `Clone`.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    store: Arc<Store>,
+}
+
+impl Writer {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.store.current.store(snapshot.clone());
+        self.store.latest.send_replace(snapshot);
+    }
+
+    pub(crate) fn notify(&self, change: ConfigChange) {
+        if let Some(dispatch) = self.store.dispatch.get() {
+            // The thread only stops when the store is dropped, and this writer holds it.
+            let _ = dispatch.send(change);
+        }
+    }
+}
+
+/// Receives the latest snapshot whenever a new one is published.
+///
+/// Slow receivers skip intermediate snapshots: they always see the latest one.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    receiver: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Subscription {
+    /// The latest snapshot, marking it seen.
+    pub fn latest(&mut self) -> Arc<Snapshot> {
+        self.receiver.borrow_and_update().clone()
+    }
+
+    /// Waits for a snapshot newer than the last one seen.
+    ///
+    /// `None` once the configuration is dropped.
+    pub async fn changed(&mut self) -> Option<Arc<Snapshot>> {
+        self.receiver.changed().await.ok()?;
+        Some(self.latest())
+    }
+
+    /// Waits until a snapshot satisfies `condition` (checked on the current one first).
+    ///
+    /// `None` once the configuration is dropped.
+    pub async fn wait_for(
+        &mut self,
+        mut condition: impl FnMut(&Snapshot) -> bool,
+    ) -> Option<Arc<Snapshot>> {
+        let snapshot = self.receiver.wait_for(|snapshot| condition(snapshot)).await.ok()?;
+        Some(snapshot.clone())
+    }
+}
