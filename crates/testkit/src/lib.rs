@@ -448,3 +448,70 @@ impl EtcdCluster {
         connect(&self.endpoints()).await
     }
 }
+
+/// A loopback TCP proxy in front of an etcd member that can cut connections: for faults
+/// etcd itself cannot show, such as a client cut off while etcd goes on.
+#[derive(Debug)]
+pub struct FaultProxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `127.0.0.1:target_port`.
+    ///
+    /// # Panics
+    ///
+    /// When no loopback port can be bound.
+    pub async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (cut, cut_receiver) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_receiver.borrow() {
+                    drop(inbound); // refused while cut
+                    continue;
+                }
+                let mut cut_receiver = cut_receiver.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_receiver.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    /// The proxy's client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every proxied connection and refuses new ones until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.cut.send_replace(true);
+        self.task.abort();
+    }
+}

@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use etcd_dynamic_config::schema::naming::name_from_path;
+use etcd_dynamic_config::{EtcdConfig, EtcdSettings, Snapshot};
+
+/// How long a test waits for the configuration to catch up before it fails.
+pub const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// A configuration of `prefix` on `endpoints`, auto-discovering names.
+pub fn config(endpoints: &[String], prefix: &str) -> EtcdConfig {
+    let settings = EtcdSettings::builder()
+        .endpoints(endpoints.join(","))
+        .root_key(prefix)
+        .build()
+        .expect("valid settings");
+    EtcdConfig::builder()
+        .settings(settings)
+        .build()
+        .expect("valid configuration")
+}
+
+/// Waits until the configuration's snapshot reaches `revision`.
+///
+/// # Panics
+///
+/// After [`CATCH_UP`], with the revision reached.
+pub async fn wait_for_revision(config: &EtcdConfig, revision: i64) -> Arc<Snapshot> {
+    let mut subscription = config.subscribe();
+    tokio::time::timeout(
+        CATCH_UP,
+        subscription.wait_for(|snapshot| snapshot.revision() >= revision),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the snapshot did not reach revision {revision} within {CATCH_UP:?}; it is at {}",
+            config.snapshot().revision()
+        )
+    })
+    .expect("configuration alive")
+}
+
+/// The names and values etcd holds under `prefix` at `revision`, mapped like the
+/// library's auto-discovery: the reference a snapshot is compared with.
+pub async fn etcd_state(client: &mut Client, prefix: &str, revision: i64) -> BTreeMap<String, String> {
+    let dir = format!("{prefix}/");
+    let response = client
+        .get(dir.as_str(), Some(GetOptions::new().with_prefix().with_revision(revision)))
+        .await
+        .expect("range read");
+    let mut state = BTreeMap::new();
+    for kv in response.kvs() {
+        let key = kv.key_str().expect("utf-8 key");
+        if let Some(name) = name_from_path(&key[dir.len()..]) {
+            state
+                .entry(name)
+                .or_insert_with(|| kv.value_str().expect("utf-8 value").to_owned());
+        }
+    }
+    state
+}
+
+/// A snapshot's names and values as text.
+pub fn values(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    snapshot
+        .to_map()
+        .into_iter()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
+}
+
+/// Puts `key = value` and returns the revision of the write.
+pub async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
+    client
+        .put(key, value, None)
+        .await
+        .expect("put")
+        .header()
+        .expect("header")
+        .revision()
+}
