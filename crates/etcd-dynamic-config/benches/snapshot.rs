@@ -1,1 +1,80 @@
-fn main(){}
+//! The read path and the update path, in process, without a server.
+//!
+//! - `read/*`: `config.snapshot()` then `get(name)`, the way an application reads a value
+//!   (SPEC target: ≤ 50 ns median).
+//! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
+//!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
+//!   copy). `update/copy_whole_map` is the cost an O(n) design would pay per update,
+//!   measured in the same run for comparison.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use etcd_dynamic_config::bench_support::{Engine, config_with};
+
+fn pairs(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("/bench/Service{:03}/Key{i:06}", i % 500),
+                format!("value-{i}"),
+            )
+        })
+        .collect()
+}
+
+fn read(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read");
+    for n in [1_000usize, 100_000] {
+        let mut engine = Engine::listed("/bench", pairs(n), 1);
+        let snapshot = engine
+            .apply(&[("/bench/Service000/Key000000", "v")], 2)
+            .expect("published");
+        let config = config_with(snapshot);
+        let name = format!("service{:03}.key{:06}", (n / 2) % 500, n / 2);
+        assert!(config.snapshot().get(&name).is_some());
+        group.bench_with_input(BenchmarkId::new("snapshot_get", n), &name, |b, name| {
+            b.iter(|| config.snapshot().get(black_box(name)).is_some());
+        });
+        group.bench_with_input(BenchmarkId::new("get_as_string", n), &n, |b, _| {
+            let name = "service000.key000000";
+            let snapshot = config.snapshot();
+            b.iter(|| snapshot.get_as::<String>(black_box(name)).is_ok());
+        });
+    }
+    group.finish();
+}
+
+fn update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("update");
+    for n in [1_000usize, 100_000] {
+        let mut engine = Engine::listed("/bench", pairs(n), 1);
+        let mut revision = 1;
+        let key = format!("/bench/Service{:03}/Key{:06}", (n / 3) % 500, n / 3);
+        group.bench_with_input(BenchmarkId::new("one_put", n), &key, |b, key| {
+            b.iter(|| {
+                revision += 1;
+                engine.apply(&[(key.as_str(), "changed")], revision)
+            });
+        });
+        let keys: Vec<String> = (0..10)
+            .map(|k| format!("/bench/Service{:03}/Key{:06}", (k * 7) % 500, k * 7))
+            .collect();
+        group.bench_with_input(BenchmarkId::new("txn_10_keys", n), &keys, |b, keys| {
+            b.iter(|| {
+                revision += 1;
+                let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "t")).collect();
+                engine.apply(&pairs, revision)
+            });
+        });
+        let map: HashMap<String, String> = pairs(n).into_iter().collect();
+        group.bench_with_input(BenchmarkId::new("copy_whole_map", n), &map, |b, map| {
+            b.iter(|| black_box(map.clone()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, read, update);
+criterion_main!(benches);

@@ -110,7 +110,11 @@ impl Subscription {
     /// When called from inside an async runtime.
     pub fn changed_timeout(&mut self, timeout: std::time::Duration) -> Option<Arc<Snapshot>> {
         let inner = &mut self.inner;
-        self.handle
-            .block_on(async { tokio::time::timeout(timeout, inner.changed()).await.ok().flatten() })
+        self.handle.block_on(async {
+            tokio::time::timeout(timeout, inner.changed())
+                .await
+                .ok()
+                .flatten()
+        })
     }
 }

@@ -103,7 +103,8 @@ impl EtcdConfig {
         if inner.lock_running().is_some() {
             return Err(Error::AlreadyStarted);
         }
-        let span = tracing::info_span!("etcd_config", prefix = %inner.prefix);
+        // At error level so every event the engine emits carries the prefix, whatever the filter.
+        let span = tracing::error_span!("etcd_config", prefix = %inner.prefix);
         let load = async {
             let connection = Connection::connect(&inner.settings).await?;
             let state = State::new(inner.schema.clone(), &inner.prefix);
@@ -124,7 +125,12 @@ impl EtcdConfig {
                 .state()
                 .collisions()
                 .into_iter()
-                .map(|(name, keys)| (name.to_string(), keys.iter().map(|k| k.to_string()).collect()))
+                .map(|(name, keys)| {
+                    (
+                        name.to_string(),
+                        keys.iter().map(|k| k.to_string()).collect(),
+                    )
+                })
                 .collect(),
         };
         span.in_scope(|| {
@@ -182,6 +188,12 @@ impl EtcdConfig {
     /// next callbacks, never the engine; a panicking one is logged and skipped.
     pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + Sync + 'static) {
         self.inner.store.on_change(Arc::new(callback));
+    }
+}
+
+impl EtcdConfig {
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.inner.store
     }
 }
 

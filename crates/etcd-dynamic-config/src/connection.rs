@@ -232,10 +232,10 @@ const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
 /// Sorts an `etcd_client` error into retryable or final.
 fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
     let refused = match &error {
-        etcd_client::Error::GRpcStatus(status) => {
-            (FINAL_GRPC_CODES.contains(&(status.code() as i32)) || is_auth_message(status.message()))
-                .then(|| status.message().to_owned())
-        }
+        etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES
+            .contains(&(status.code() as i32))
+            || is_auth_message(status.message()))
+        .then(|| status.message().to_owned()),
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
             Some(error.to_string())
         }
@@ -264,9 +264,13 @@ fn classify_message(endpoints: &Arc<str>, message: &str) -> Error {
 }
 
 fn is_auth_message(message: &str) -> bool {
-    ["authentication failed", "permission denied", "user name is empty"]
-        .iter()
-        .any(|needle| message.contains(needle))
+    [
+        "authentication failed",
+        "permission denied",
+        "user name is empty",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 #[cfg(test)]

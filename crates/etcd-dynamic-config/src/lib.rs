@@ -38,6 +38,8 @@
 
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod blocking;
 mod config;
 mod connection;

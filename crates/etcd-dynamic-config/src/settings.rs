@@ -390,8 +390,12 @@ pub(crate) fn parse_root_key(text: &str) -> Result<String> {
 }
 
 fn read_ca_cert(path: PathBuf) -> Result<CaCert> {
-    let pem = std::fs::read(&path)
-        .map_err(|error| setting(CA_CERT_PATH, format!("cannot read {}: {error}", path.display())))?;
+    let pem = std::fs::read(&path).map_err(|error| {
+        setting(
+            CA_CERT_PATH,
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })?;
     if !pem
         .windows(b"-----BEGIN CERTIFICATE-----".len())
         .any(|window| window == b"-----BEGIN CERTIFICATE-----")
@@ -469,17 +473,21 @@ mod tests {
     #[test]
     fn malformed_settings_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str, &str)] = &[
-            (&[(HOST_NAME, "localhost:2379")], HOST_NAME, "expected http://"),
+            (
+                &[(HOST_NAME, "localhost:2379")],
+                HOST_NAME,
+                "expected http://",
+            ),
             (&[(HOST_NAME, "ftp://x:1")], HOST_NAME, "scheme"),
             (&[(HOST_NAME, "http://:2379")], HOST_NAME, "host is empty"),
             (&[(HOST_NAME, "http://h:99999")], HOST_NAME, "port"),
-            (&[(HOST_NAME, "http://h:2379/v3")], HOST_NAME, "only host and port"),
-            (&[(HOST_NAME, " , ")], HOST_NAME, "no endpoint"),
             (
-                &[(HOST_NAME, "http://a:1,https://b:2")],
+                &[(HOST_NAME, "http://h:2379/v3")],
                 HOST_NAME,
-                "mixes",
+                "only host and port",
             ),
+            (&[(HOST_NAME, " , ")], HOST_NAME, "no endpoint"),
+            (&[(HOST_NAME, "http://a:1,https://b:2")], HOST_NAME, "mixes"),
             (&[(DEV, "maybe")], DEV, "expected true or false"),
             (&[(USE_LOCAL_CONFIG, "2")], USE_LOCAL_CONFIG, "found \"2\""),
             (&[(USER_NAME, "app")], PASSWORD, "no password"),

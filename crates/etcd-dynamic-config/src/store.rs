@@ -147,7 +147,11 @@ impl Subscription {
         &mut self,
         mut condition: impl FnMut(&Snapshot) -> bool,
     ) -> Option<Arc<Snapshot>> {
-        let snapshot = self.receiver.wait_for(|snapshot| condition(snapshot)).await.ok()?;
+        let snapshot = self
+            .receiver
+            .wait_for(|snapshot| condition(snapshot))
+            .await
+            .ok()?;
         Some(snapshot.clone())
     }
 }

@@ -43,7 +43,10 @@ async fn initial_load_reads_the_prefix_at_one_revision() {
     let config = config(&[etcd.endpoint()], "/apps/myapp");
     let report = config.start().await.expect("start");
 
-    assert_eq!(report.revision, revision, "loaded at the revision of the read");
+    assert_eq!(
+        report.revision, revision,
+        "loaded at the revision of the read"
+    );
     assert_eq!(report.loaded, 4);
     assert!(report.rejected.is_empty() && report.collisions.is_empty());
     let snapshot = config.snapshot();
@@ -144,12 +147,19 @@ async fn a_panicking_or_slow_callback_never_stalls_the_engine() {
     // The snapshot is current long before the slow callback has seen every change.
     let snapshot = wait_for_revision(&config, last).await;
     assert_eq!(snapshot.get("counter").unwrap().as_str(), "19");
-    assert!(seen.load(Ordering::SeqCst) < 20, "callbacks are still behind");
+    assert!(
+        seen.load(Ordering::SeqCst) < 20,
+        "callbacks are still behind"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(seen.load(Ordering::SeqCst), 20, "every change reaches every callback");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        20,
+        "every change reaches every callback"
+    );
     config.stop().await;
 }
 
@@ -259,7 +269,11 @@ async fn resumes_after_kill_and_restart_without_losing_an_update() {
                     // a value of its own, so every applied write is a change.
                     let attempt = tokio::time::timeout(
                         Duration::from_secs(2),
-                        client.put(format!("/app/Counter{}", i % 25), format!("{i}.{attempt}"), None),
+                        client.put(
+                            format!("/app/Counter{}", i % 25),
+                            format!("{i}.{attempt}"),
+                            None,
+                        ),
                     )
                     .await;
                     if let Ok(Ok(response)) = attempt {
@@ -383,7 +397,10 @@ async fn loads_watches_and_updates_100_000_keys() {
                         )
                     })
                     .collect();
-                client.txn(Txn::new().and_then(ops)).await.expect("seed txn");
+                client
+                    .txn(Txn::new().and_then(ops))
+                    .await
+                    .expect("seed txn");
             }
         }));
     }

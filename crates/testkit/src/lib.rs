@@ -31,7 +31,9 @@ const PORT_ATTEMPTS: usize = 5;
 /// When no etcd binary can be found, with a message saying how to install one.
 pub fn etcd_binary() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(find_etcd).clone().unwrap_or_else(|message| panic!("{message}"))
+    BIN.get_or_init(find_etcd)
+        .clone()
+        .unwrap_or_else(|message| panic!("{message}"))
 }
 
 fn find_etcd() -> Result<PathBuf, String> {
@@ -58,7 +60,9 @@ fn find_etcd() -> Result<PathBuf, String> {
 /// Reserves a loopback port no other member of this process has been given.
 fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
     loop {
         let listener =
@@ -179,7 +183,11 @@ impl EtcdMember {
     }
 
     fn spawn(&mut self) {
-        assert!(self.child.is_none(), "member {} is already running", self.name);
+        assert!(
+            self.child.is_none(),
+            "member {} is already running",
+            self.name
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -365,7 +373,10 @@ pub async fn compact(client: &mut Client, revision: i64) {
 ///
 /// When etcd does not answer.
 pub async fn current_revision(client: &mut Client) -> i64 {
-    let response = client.get("testkit-probe", None).await.expect("read the revision");
+    let response = client
+        .get("testkit-probe", None)
+        .await
+        .expect("read the revision");
     response.header().expect("response header").revision()
 }
 
@@ -395,7 +406,12 @@ impl EtcdCluster {
         for _ in 0..PORT_ATTEMPTS {
             let mut members: Vec<EtcdMember> = (0..size)
                 .map(|i| {
-                    EtcdMember::configure(&format!("m{i}"), free_port(), free_port(), options.clone())
+                    EtcdMember::configure(
+                        &format!("m{i}"),
+                        free_port(),
+                        free_port(),
+                        options.clone(),
+                    )
                 })
                 .collect();
             let initial_cluster = members

@@ -12,7 +12,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 
 use crate::connection::Connection;
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::store::Writer;
 use state::{Input, ListReason, Output, State};
 
@@ -85,7 +85,7 @@ impl Engine {
             if error.is_retryable() {
                 tracing::debug!(
                     event = "etcd_retry",
-                    error = %error,
+                    error = %Chain(&error),
                     next = ?action,
                     delay_ms = delay.as_millis() as u64,
                     "etcd request failed; retrying"
@@ -93,7 +93,7 @@ impl Engine {
             } else {
                 tracing::error!(
                     event = "etcd_refused",
-                    error = %error,
+                    error = %Chain(&error),
                     next = ?action,
                     delay_ms = delay.as_millis() as u64,
                     "etcd refused the request; the last good configuration keeps serving"
@@ -144,7 +144,11 @@ impl Engine {
                 };
             }
         };
-        tracing::debug!(event = "watch_started", from_revision, "watching the prefix");
+        tracing::debug!(
+            event = "watch_started",
+            from_revision,
+            "watching the prefix"
+        );
         let mut progressed = false;
         loop {
             let (input, error) = match watch.next().await {
@@ -159,7 +163,9 @@ impl Engine {
                     tracing::warn!(
                         event = "watch_broken",
                         resume_from = self.state.revision() + 1,
-                        error = error.as_ref().map(tracing::field::display),
+                        error = error
+                            .as_ref()
+                            .map(|error| tracing::field::display(Chain(error))),
                         "the watch stream broke; resuming from the last applied revision + 1"
                     );
                 }

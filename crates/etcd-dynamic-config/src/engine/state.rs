@@ -273,7 +273,14 @@ impl State {
         for kv in kvs {
             if let Some(name) = self.name_for(&kv.key) {
                 let value = self.schema.coerce(&name, &kv.value);
-                self.put(&name, kv.key, kv.mod_revision, value, &mut ignored, &mut outputs);
+                self.put(
+                    &name,
+                    kv.key,
+                    kv.mod_revision,
+                    value,
+                    &mut ignored,
+                    &mut outputs,
+                );
             }
         }
         // A rejected value leaves the name at its last good value.
@@ -436,9 +443,10 @@ impl State {
         match value {
             Ok(value) => {
                 self.rejected.remove(name);
-                let old = self
-                    .entries
-                    .insert(name.clone(), Entry::from_etcd(key, mod_revision, value.clone()));
+                let old = self.entries.insert(
+                    name.clone(),
+                    Entry::from_etcd(key, mod_revision, value.clone()),
+                );
                 pending.record(name, old.map(|entry| entry.value().clone()), Some(value));
             }
             Err(reason) => {

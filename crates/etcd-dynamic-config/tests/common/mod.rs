@@ -48,10 +48,17 @@ pub async fn wait_for_revision(config: &EtcdConfig, revision: i64) -> Arc<Snapsh
 
 /// The names and values etcd holds under `prefix` at `revision`, mapped like the
 /// library's auto-discovery: the reference a snapshot is compared with.
-pub async fn etcd_state(client: &mut Client, prefix: &str, revision: i64) -> BTreeMap<String, String> {
+pub async fn etcd_state(
+    client: &mut Client,
+    prefix: &str,
+    revision: i64,
+) -> BTreeMap<String, String> {
     let dir = format!("{prefix}/");
     let response = client
-        .get(dir.as_str(), Some(GetOptions::new().with_prefix().with_revision(revision)))
+        .get(
+            dir.as_str(),
+            Some(GetOptions::new().with_prefix().with_revision(revision)),
+        )
         .await
         .expect("range read");
     let mut state = BTreeMap::new();

@@ -86,7 +86,10 @@ fn change(name: &str, old: Option<&str>, new: Option<&str>) -> ValueChange {
 fn listed() -> State {
     let mut state = state();
     state.step(Input::Listed {
-        kvs: vec![kv("/app/LogLevel", "INFO", 7), kv("/app/Db/Port", "5432", 9)],
+        kvs: vec![
+            kv("/app/LogLevel", "INFO", 7),
+            kv("/app/Db/Port", "5432", 9),
+        ],
         revision: 10,
     });
     state
@@ -116,7 +119,10 @@ fn first_list_publishes_and_watches_from_the_next_revision() {
             mod_revision: 9
         }
     );
-    assert!(notifications(&outputs).is_empty(), "no change on first load");
+    assert!(
+        notifications(&outputs).is_empty(),
+        "no change on first load"
+    );
     assert_eq!(control(&outputs), ["Watch { from_revision: 11 }"]);
 }
 
@@ -268,7 +274,10 @@ fn compaction_relists_and_publishes_the_difference() {
     );
     // Meanwhile Db/Port was deleted, LogLevel changed, Feature created.
     let outputs = state.step(Input::Listed {
-        kvs: vec![kv("/app/LogLevel", "ERROR", 44), kv("/app/Feature", "on", 45)],
+        kvs: vec![
+            kv("/app/LogLevel", "ERROR", 44),
+            kv("/app/Feature", "on", 45),
+        ],
         revision: 60,
     });
     let snapshot = published(&outputs).unwrap();
@@ -301,16 +310,19 @@ fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
             put("/app/Db/Port", "1", 11, Some(8)),
         ],
     });
-    assert!(published(&outputs).is_none(), "nothing of revision 11 is published");
-    assert_eq!(
-        control(&outputs),
-        ["List(Diverged { key_revision: 11 })"]
+    assert!(
+        published(&outputs).is_none(),
+        "nothing of revision 11 is published"
     );
+    assert_eq!(control(&outputs), ["List(Diverged { key_revision: 11 })"]);
     assert_eq!(state.revision(), 10);
     // The half-applied revision was rolled back: a re-list finding the published state
     // again reports no change.
     let outputs = state.step(Input::Listed {
-        kvs: vec![kv("/app/LogLevel", "INFO", 7), kv("/app/Db/Port", "5432", 9)],
+        kvs: vec![
+            kv("/app/LogLevel", "INFO", 7),
+            kv("/app/Db/Port", "5432", 9),
+        ],
         revision: 12,
     });
     assert!(notifications(&outputs).is_empty(), "{outputs:?}");
@@ -320,10 +332,7 @@ fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
     let outputs = state.step(Input::Watched {
         events: vec![put("/app/Unknown", "1", 11, Some(3))],
     });
-    assert_eq!(
-        control(&outputs),
-        ["List(Diverged { key_revision: 11 })"]
-    );
+    assert_eq!(control(&outputs), ["List(Diverged { key_revision: 11 })"]);
 }
 
 #[test]
@@ -361,7 +370,11 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
     assert_eq!(&*rejection.name, "log_level");
     assert_eq!(&*rejection.key, "/app/LogLevel");
     assert_eq!(rejection.revision, 11);
-    assert!(rejection.reason.contains("not UTF-8"), "{}", rejection.reason);
+    assert!(
+        rejection.reason.contains("not UTF-8"),
+        "{}",
+        rejection.reason
+    );
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 11);
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), "INFO");
@@ -402,7 +415,10 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
 fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     let mut state = state();
     let outputs = state.step(Input::Listed {
-        kvs: vec![kv("/app/log_level", "lower", 5), kv("/app/LogLevel", "upper", 6)],
+        kvs: vec![
+            kv("/app/log_level", "lower", 5),
+            kv("/app/LogLevel", "upper", 6),
+        ],
         revision: 6,
     });
     assert!(
@@ -412,7 +428,11 @@ fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     );
     // "/app/LogLevel" sorts before "/app/log_level".
     assert_eq!(
-        published(&outputs).unwrap().get("log_level").unwrap().as_str(),
+        published(&outputs)
+            .unwrap()
+            .get("log_level")
+            .unwrap()
+            .as_str(),
         "upper"
     );
     assert_eq!(
@@ -542,7 +562,10 @@ impl Model {
     }
 }
 
-fn apply_changes(mut view: BTreeMap<String, String>, change: &ConfigChange) -> BTreeMap<String, String> {
+fn apply_changes(
+    mut view: BTreeMap<String, String>,
+    change: &ConfigChange,
+) -> BTreeMap<String, String> {
     for value_change in &change.changes {
         let name = value_change.name.to_string();
         assert_eq!(

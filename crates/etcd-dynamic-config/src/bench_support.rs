@@ -1,0 +1,69 @@
+//! Entry points for the crate's own benchmarks: the engine's state machine and a
+//! configuration without a server. Not part of the public API; may change at any time.
+
+use std::sync::Arc;
+
+use crate::config::EtcdConfig;
+use crate::engine::state::{Event, Input, Kv, Output, State};
+use crate::schema::Schema;
+use crate::settings::EtcdSettings;
+use crate::snapshot::Snapshot;
+use crate::store::Writer;
+
+/// The state machine behind one prefix.
+#[derive(Debug)]
+pub struct Engine {
+    state: State,
+}
+
+impl Engine {
+    /// A state that listed `pairs` (absolute keys) at `revision`.
+    pub fn listed(prefix: &str, pairs: Vec<(String, String)>, revision: i64) -> Self {
+        let mut state = State::new(Arc::new(Schema::auto_discover()), prefix);
+        let kvs = pairs
+            .into_iter()
+            .map(|(key, value)| Kv {
+                key: Arc::from(key),
+                value: value.into_bytes(),
+                mod_revision: 1,
+            })
+            .collect();
+        state.step(Input::Listed { kvs, revision });
+        Self { state }
+    }
+
+    /// Applies one revision writing `pairs` and returns the published snapshot.
+    pub fn apply(&mut self, pairs: &[(&str, &str)], revision: i64) -> Option<Arc<Snapshot>> {
+        let events = pairs
+            .iter()
+            .map(|(key, value)| Event {
+                key: Arc::from(*key),
+                value: Some(value.as_bytes().to_vec()),
+                mod_revision: revision,
+                prev_mod_revision: None,
+            })
+            .collect();
+        self.state
+            .step(Input::Watched { events })
+            .into_iter()
+            .find_map(|output| match output {
+                Output::Publish(snapshot) => Some(snapshot),
+                _ => None,
+            })
+    }
+}
+
+/// A configuration serving `snapshot`, never connected.
+///
+/// # Panics
+///
+/// Never with the default settings.
+pub fn config_with(snapshot: Arc<Snapshot>) -> EtcdConfig {
+    let settings = EtcdSettings::builder().build().expect("default settings");
+    let config = EtcdConfig::builder()
+        .settings(settings)
+        .build()
+        .expect("default configuration");
+    Writer::new(config.store().clone()).publish(snapshot);
+    config
+}
