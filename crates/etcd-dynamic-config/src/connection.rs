@@ -10,7 +10,7 @@ use etcd_client::{
 };
 
 use crate::engine::state::{Event, Input, Kv};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Chain, Error, Result};
 use crate::settings::EtcdSettings;
 
 /// Keys per page of a range read: large enough for few round trips, small enough to keep
@@ -87,7 +87,7 @@ impl Connection {
             let mut response = kv
                 .get(start.clone(), Some(options))
                 .await
-                .map_err(|error| classify(&self.endpoints, error))?;
+                .map_err(|error| naming_prefix(classify(&self.endpoints, error), prefix_dir))?;
             if revision == 0 {
                 revision = response.header().map_or(0, |header| header.revision());
             }
@@ -133,7 +133,7 @@ impl Connection {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .watch(prefix_dir, Some(options))
             .await
-            .map_err(|error| classify(&self.endpoints, error))?;
+            .map_err(|error| naming_prefix(classify(&self.endpoints, error), prefix_dir))?;
         Ok(Watch {
             stream,
             endpoints: self.endpoints.clone(),
@@ -199,6 +199,16 @@ impl Watch {
     }
 }
 
+/// Says which prefix a permission error is about.
+fn naming_prefix(error: Error, prefix_dir: &str) -> Error {
+    match error {
+        Error::Refused { reason } if reason.contains("permission denied") => Error::Refused {
+            reason: format!("{reason}: the user may not read the prefix {prefix_dir}"),
+        },
+        other => other,
+    }
+}
+
 /// The first key after every key that starts with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -231,7 +241,13 @@ const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
 
 /// Sorts an `etcd_client` error into retryable or final.
 fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
+    let chain = Chain(&error).to_string();
     let refused = match &error {
+        _ if chain.contains("invalid peer certificate") => Some(format!(
+            "the server's TLS certificate is not trusted ({}); check the CA bundle \
+             (EtcdSettings__CaCertPath) and that the endpoint's host name is in the certificate",
+            tls_detail(&chain)
+        )),
         etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES
             .contains(&(status.code() as i32))
             || is_auth_message(status.message()))
@@ -248,6 +264,14 @@ fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
             source: BoxError::from(error),
         },
     }
+}
+
+/// The part of a TLS failure that says what is wrong, e.g.
+/// `invalid peer certificate: UnknownIssuer`.
+fn tls_detail(chain: &str) -> &str {
+    let start = chain.find("invalid peer certificate").unwrap_or(0);
+    let rest = &chain[start..];
+    rest.find(['"', ',', ')']).map_or(rest, |end| &rest[..end])
 }
 
 fn classify_message(endpoints: &Arc<str>, message: &str) -> Error {

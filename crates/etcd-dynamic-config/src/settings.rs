@@ -472,7 +472,8 @@ mod tests {
 
     #[test]
     fn malformed_settings_name_the_variable() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Vars = &'static [(&'static str, &'static str)];
+        let cases: &[(Vars, &str, &str)] = &[
             (
                 &[(HOST_NAME, "localhost:2379")],
                 HOST_NAME,

@@ -363,10 +363,10 @@ async fn compaction_while_cut_off_relists_and_drops_deleted_keys() {
     while changes.lock().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let changes = changes.lock().unwrap();
-    let names: Vec<_> = changes[0].changes.iter().map(|c| &*c.name).collect();
+    let first = changes.lock().unwrap()[0].clone();
+    let names: Vec<_> = first.changes.iter().map(|c| &*c.name).collect();
     assert_eq!(names, ["added", "change", "delete.me"]);
-    assert_eq!(changes[0].changes[2].new, None);
+    assert_eq!(first.changes[2].new, None);
     config.stop().await;
 }
 
@@ -499,4 +499,27 @@ fn the_blocking_facade_needs_no_runtime() {
         .expect("a new snapshot");
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), "DEBUG");
     config.stop();
+}
+
+#[tokio::test]
+async fn loads_from_a_three_member_cluster_and_follows_writes_to_any_member() {
+    let cluster = testkit::EtcdCluster::start(3).await;
+    let mut first = cluster.members()[0].client().await;
+    put(&mut first, "/app/LogLevel", "INFO").await;
+    let config = config(&cluster.endpoints(), "/app");
+    config.start().await.expect("start");
+    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), "INFO");
+
+    let mut last = 0;
+    for (i, member) in cluster.members().iter().enumerate() {
+        let mut client = member.client().await;
+        last = put(&mut client, &format!("/app/Member{i}"), "wrote").await;
+    }
+    let snapshot = wait_for_revision(&config, last).await;
+    assert_eq!(
+        values(&snapshot),
+        etcd_state(&mut first, "/app", snapshot.revision()).await
+    );
+    assert_eq!(snapshot.len(), 4);
+    config.stop().await;
 }

@@ -14,7 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions};
+mod certs;
+
+pub use certs::TestCerts;
+
+use std::sync::Arc;
+
+use etcd_client::{Certificate, Client, CompactionOptions, ConnectOptions, Identity, TlsOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -37,7 +43,14 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 fn find_etcd() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("ETCD_BIN") {
+    find_etcd_in(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))
+}
+
+fn find_etcd_in(
+    etcd_bin: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    if let Some(bin) = etcd_bin {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
             Ok(bin)
@@ -45,7 +58,7 @@ fn find_etcd() -> Result<PathBuf, String> {
             Err(format!("ETCD_BIN={} is not a file", bin.display()))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = path.unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("etcd"))
         .find(|candidate| candidate.is_file())
@@ -74,11 +87,37 @@ fn free_port() -> u16 {
     }
 }
 
-/// Extra command-line flags for members, e.g. a short auth token TTL.
+/// How members are started: TLS, client certificates, extra flags.
 #[derive(Debug, Clone, Default)]
 pub struct MemberOptions {
-    /// Flags appended to every member's command line.
+    /// Flags appended to every member's command line, e.g. `--auth-token-ttl=2`.
     pub extra_args: Vec<String>,
+    tls: Option<Arc<TestCerts>>,
+    client_cert_auth: bool,
+}
+
+impl MemberOptions {
+    /// Serves clients over TLS (`https://`) with the server certificate of `certs`.
+    #[must_use]
+    pub fn tls(mut self, certs: Arc<TestCerts>) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// Requires a client certificate signed by the CA (mTLS); implies TLS.
+    #[must_use]
+    pub fn client_cert_auth(mut self, certs: Arc<TestCerts>) -> Self {
+        self.tls = Some(certs);
+        self.client_cert_auth = true;
+        self
+    }
+
+    /// Appends a flag to the members' command lines.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
 }
 
 /// One etcd process with its own data directory and loopback ports.
@@ -90,6 +129,8 @@ pub struct EtcdMember {
     client_port: u16,
     peer_port: u16,
     initial_cluster: String,
+    /// Shared by every member of one cluster, unique across clusters.
+    cluster_token: String,
     options: MemberOptions,
     dir: TempDir,
     child: Option<Child>,
@@ -127,23 +168,54 @@ impl EtcdMember {
 
     fn configure(name: &str, client_port: u16, peer_port: u16, options: MemberOptions) -> Self {
         etcd_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-etcd-")
+            .tempdir()
+            .expect("create a temporary directory for etcd");
         Self {
             name: name.to_owned(),
             client_port,
             peer_port,
             initial_cluster: String::new(),
+            cluster_token: format!("testkit-{}", dir.path().display()),
             options,
-            dir: tempfile::Builder::new()
-                .prefix("testkit-etcd-")
-                .tempdir()
-                .expect("create a temporary directory for etcd"),
+            dir,
             child: None,
         }
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Options that let a plain `etcd-client` connect to this member: the CA and, for
+    /// mTLS, the client certificate. Add `.with_user(..)` when auth is on.
+    ///
+    /// # Panics
+    ///
+    /// When the certificate files cannot be read.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        if let Some(certs) = &self.options.tls {
+            let read = |path: PathBuf| std::fs::read(&path).expect("read a test certificate");
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(certs.ca())));
+            if self.options.client_cert_auth {
+                tls = tls.identity(Identity::from_pem(
+                    read(certs.client_cert()),
+                    read(certs.client_key()),
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        options
     }
 
     /// The client port on 127.0.0.1.
@@ -165,7 +237,10 @@ impl EtcdMember {
     ///
     /// When the member does not answer.
     pub async fn client(&self) -> Client {
-        connect(&[self.endpoint()]).await
+        let endpoint = self.endpoint();
+        Client::connect([endpoint.as_str()], Some(self.connect_options()))
+            .await
+            .unwrap_or_else(|error| panic!("connect to {endpoint}: {error}"))
     }
 
     /// The process id of the running member.
@@ -214,7 +289,7 @@ impl EtcdMember {
             "--initial-cluster-state".into(),
             "new".into(),
             "--initial-cluster-token".into(),
-            format!("testkit-{}", self.dir.path().display()),
+            self.cluster_token.clone(),
             "--heartbeat-interval".into(),
             "50".into(),
             "--election-timeout".into(),
@@ -224,6 +299,14 @@ impl EtcdMember {
             "--log-level".into(),
             "warn".into(),
         ];
+        if let Some(certs) = &self.options.tls {
+            args.push(format!("--cert-file={}", certs.server_cert().display()));
+            args.push(format!("--key-file={}", certs.server_key().display()));
+            if self.options.client_cert_auth {
+                args.push("--client-cert-auth".into());
+                args.push(format!("--trusted-ca-file={}", certs.ca().display()));
+            }
+        }
         args.extend(self.options.extra_args.iter().cloned());
         let mut command = command_dying_with_parent(&etcd_binary());
         command
@@ -239,6 +322,7 @@ impl EtcdMember {
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let endpoint = self.endpoint();
+        let options = self.connect_options();
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -246,7 +330,7 @@ impl EtcdMember {
                 self.child = None;
                 return Err(format!("etcd exited with {status}:\n{}", self.log()));
             }
-            if probe(&endpoint).await {
+            if probe(&endpoint, options.clone()).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -327,19 +411,70 @@ fn command_dying_with_parent(program: &Path) -> Command {
     }
 }
 
-/// Whether a linearizable read succeeds against `endpoint` within a second.
-async fn probe(endpoint: &str) -> bool {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_millis(500))
-        .with_timeout(Duration::from_secs(1));
+/// Whether `endpoint` serves a linearizable read within two seconds. A member with auth
+/// on answers an anonymous read with an auth error: that counts as serving.
+async fn probe(endpoint: &str, options: ConnectOptions) -> bool {
     let attempt = async {
         let mut client = Client::connect([endpoint], Some(options)).await.ok()?;
-        client.get("testkit-probe", None).await.ok()
+        match client.get("testkit-probe", None).await {
+            Ok(_) => Some(()),
+            Err(etcd_client::Error::GRpcStatus(status))
+                if status.message().contains("user name is empty")
+                    || status.message().contains("invalid auth token") =>
+            {
+                Some(())
+            }
+            Err(_) => None,
+        }
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(_))
+        Ok(Some(()))
     )
+}
+
+/// Turns authentication on: a `root` user with `root_password`, then `auth enable`.
+/// From then on clients need credentials.
+///
+/// # Panics
+///
+/// When etcd refuses.
+pub async fn enable_auth(client: &mut Client, root_password: &str) {
+    client
+        .user_add("root", root_password, None)
+        .await
+        .expect("add the root user");
+    client
+        .user_grant_role("root", "root")
+        .await
+        .expect("grant root the root role");
+    client.auth_enable().await.expect("enable auth");
+}
+
+/// Adds `user` with `password` and a role allowing only reads of keys under `prefix`.
+///
+/// # Panics
+///
+/// When etcd refuses.
+pub async fn add_reader(client: &mut Client, user: &str, password: &str, prefix: &str) {
+    use etcd_client::{Permission, PermissionType};
+    let role = format!("{user}-reader");
+    client.role_add(role.as_str()).await.expect("add the role");
+    client
+        .role_grant_permission(
+            role.as_str(),
+            Permission::new(PermissionType::Read, prefix).with_prefix(),
+        )
+        .await
+        .expect("grant read on the prefix");
+    client
+        .user_add(user, password, None)
+        .await
+        .expect("add the user");
+    client
+        .user_grant_role(user, role.as_str())
+        .await
+        .expect("grant the role");
 }
 
 /// Connects a plain `etcd-client` to `endpoints`.
@@ -419,14 +554,16 @@ impl EtcdCluster {
                 .map(|member| format!("{}={}", member.name, member.peer_url()))
                 .collect::<Vec<_>>()
                 .join(",");
+            let token = members[0].cluster_token.clone();
             for member in &mut members {
                 member.initial_cluster.clone_from(&initial_cluster);
+                member.cluster_token.clone_from(&token);
                 member.spawn();
             }
             let mut failure = String::new();
             for member in &mut members {
                 if let Err(log) = member.wait_ready().await {
-                    let _ = write!(failure, "member {}: {log}\n", member.name);
+                    let _ = writeln!(failure, "member {}: {log}", member.name);
                 }
             }
             if failure.is_empty() {
@@ -529,5 +666,34 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.cut.send_replace(true);
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_etcd_says_how_to_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let message = find_etcd_in(None, Some(empty.path().into())).unwrap_err();
+        assert!(message.contains("apt-get install etcd-server"), "{message}");
+        assert!(message.contains("ETCD_BIN"), "{message}");
+
+        let message = find_etcd_in(Some("/nonexistent/etcd".into()), None).unwrap_err();
+        assert!(
+            message.contains("ETCD_BIN=/nonexistent/etcd is not a file"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn etcd_is_found_on_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("etcd"), "").unwrap();
+        assert_eq!(
+            find_etcd_in(None, Some(dir.path().into())).unwrap(),
+            dir.path().join("etcd")
+        );
     }
 }

@@ -611,15 +611,11 @@ proptest! {
                         .filter(|event| event.mod_revision >= from_revision)
                         .cloned()
                         .collect();
-                    let mut batch_end = 0;
-                    let mut seen = 0;
-                    for group in pending.chunk_by(|a, b| a.mod_revision == b.mod_revision) {
-                        if seen == revisions {
-                            break;
-                        }
-                        batch_end += group.len();
-                        seen += 1;
-                    }
+                    let batch_end: usize = pending
+                        .chunk_by(|a, b| a.mod_revision == b.mod_revision)
+                        .take(revisions)
+                        .map(<[Event]>::len)
+                        .sum();
                     let batch: Vec<Event> = pending[..batch_end]
                         .iter()
                         .filter(|event| event.key.starts_with("/app/"))

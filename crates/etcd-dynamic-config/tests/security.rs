@@ -1,0 +1,137 @@
+//! TLS with a CA bundle and username/password authentication against real members.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{put, wait_for_revision};
+use etcd_client::{Client, ConnectOptions};
+use etcd_dynamic_config::{Error, EtcdConfig, EtcdSettings};
+use testkit::{EtcdMember, MemberOptions, TestCerts};
+
+fn config(settings: EtcdSettings) -> EtcdConfig {
+    EtcdConfig::builder()
+        .settings(settings)
+        .start_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid configuration")
+}
+
+#[tokio::test]
+async fn tls_with_the_right_ca_loads_and_watches() {
+    let certs = Arc::new(TestCerts::generate());
+    let etcd = EtcdMember::start_with(MemberOptions::default().tls(certs.clone())).await;
+    assert!(etcd.endpoint().starts_with("https://"));
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .ca_cert_path(certs.ca())
+        .build()
+        .unwrap();
+    let config = config(settings);
+    config.start().await.expect("start over TLS");
+    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), "INFO");
+    let revision = put(&mut client, "/app/LogLevel", "DEBUG").await;
+    let snapshot = wait_for_revision(&config, revision).await;
+    assert_eq!(snapshot.get("log_level").unwrap().as_str(), "DEBUG");
+    config.stop().await;
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_that_did_not_sign_the_server_is_refused() {
+    let certs = Arc::new(TestCerts::generate());
+    let etcd = EtcdMember::start_with(MemberOptions::default().tls(certs.clone())).await;
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .ca_cert_path(certs.other_ca())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = config(settings).start().await.expect_err("wrong CA");
+    println!("wrong CA: {error}");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    assert!(matches!(error, Error::Refused { .. }), "{error:?}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+}
+
+async fn member_with_auth() -> (EtcdMember, Client) {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    put(&mut client, "/other/Secret", "not for app").await;
+    testkit::add_reader(&mut client, "app", "app-password", "/app/").await;
+    testkit::enable_auth(&mut client, "root-password").await;
+    let root = Client::connect(
+        [etcd.endpoint()],
+        Some(ConnectOptions::new().with_user("root", "root-password")),
+    )
+    .await
+    .expect("root client");
+    (etcd, root)
+}
+
+#[tokio::test]
+async fn a_read_only_user_on_the_prefix_loads_and_watches() {
+    let (etcd, mut root) = member_with_auth().await;
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .user("app", "app-password")
+        .build()
+        .unwrap();
+    let config = config(settings);
+    config.start().await.expect("start with a read-only user");
+    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), "INFO");
+    let revision = put(&mut root, "/app/LogLevel", "WARN").await;
+    let snapshot = wait_for_revision(&config, revision).await;
+    assert_eq!(snapshot.get("log_level").unwrap().as_str(), "WARN");
+    config.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_final_error_without_retries() {
+    let (etcd, _root) = member_with_auth().await;
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .user("app", "wrong-password")
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = config(settings).start().await.expect_err("wrong password");
+    println!("wrong password: {error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at once"
+    );
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(
+        error.to_string().contains("authentication failed"),
+        "{error}"
+    );
+    assert!(!format!("{error:?}").contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn permission_denied_outside_the_prefix_is_final() {
+    let (etcd, _root) = member_with_auth().await;
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/other")
+        .user("app", "app-password")
+        .build()
+        .unwrap();
+    let error = config(settings).start().await.expect_err("no permission");
+    println!("permission denied: {error}");
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    assert!(
+        error.to_string().contains("/other/"),
+        "names the prefix: {error}"
+    );
+}

@@ -1,0 +1,96 @@
+//! The test kit's own faults work as the other tests assume.
+
+use std::time::Duration;
+
+use testkit::{EtcdCluster, EtcdMember, FaultProxy};
+
+async fn answers(client: &mut etcd_client::Client) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), client.get("probe", None)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn a_member_can_be_frozen_killed_and_restarted_with_its_data() {
+    let mut etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    client.put("/kit/Key", "kept", None).await.unwrap();
+
+    etcd.freeze();
+    assert!(
+        !answers(&mut client).await,
+        "a frozen member answers nothing"
+    );
+    etcd.thaw();
+    assert!(answers(&mut client).await, "a thawed member answers again");
+
+    etcd.kill();
+    assert!(!etcd.is_running());
+    assert!(
+        !answers(&mut client).await,
+        "a killed member answers nothing"
+    );
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    let response = client.get("/kit/Key", None).await.unwrap();
+    assert_eq!(response.kvs()[0].value_str().unwrap(), "kept");
+}
+
+#[tokio::test]
+async fn compaction_removes_history() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    client.put("/kit/Key", "1", None).await.unwrap();
+    client.put("/kit/Key", "2", None).await.unwrap();
+    let revision = testkit::current_revision(&mut client).await;
+    testkit::compact(&mut client, revision).await;
+    let old = client
+        .get(
+            "/kit/Key",
+            Some(etcd_client::GetOptions::new().with_revision(revision - 1)),
+        )
+        .await;
+    assert!(
+        old.unwrap_err().to_string().contains("compacted"),
+        "reading before the compaction fails"
+    );
+}
+
+#[tokio::test]
+async fn a_three_member_cluster_replicates_and_survives_one_loss() {
+    let mut cluster = EtcdCluster::start(3).await;
+    assert_eq!(cluster.endpoints().len(), 3);
+    let mut first = cluster.members()[0].client().await;
+    first.put("/kit/Replicated", "yes", None).await.unwrap();
+    let mut third = cluster.members()[2].client().await;
+    let response = third.get("/kit/Replicated", None).await.unwrap();
+    assert_eq!(response.kvs()[0].value_str().unwrap(), "yes");
+
+    cluster.member(0).kill();
+    third.put("/kit/AfterLoss", "still", None).await.unwrap();
+    cluster.member(0).restart().await;
+    let mut first = cluster.members()[0].client().await;
+    let response = first.get("/kit/AfterLoss", None).await.unwrap();
+    assert_eq!(response.kvs()[0].value_str().unwrap(), "still");
+}
+
+#[tokio::test]
+async fn the_fault_proxy_cuts_and_restores() {
+    let etcd = EtcdMember::start().await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let mut client = testkit::connect(&[proxy.endpoint()]).await;
+    assert!(answers(&mut client).await);
+    proxy.cut();
+    assert!(!answers(&mut client).await, "cut off");
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..20 {
+        if answers(&mut client).await {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "restored");
+}
