@@ -68,7 +68,16 @@ async fn a_three_member_cluster_replicates_and_survives_one_loss() {
     assert_eq!(response.kvs()[0].value_str().unwrap(), "yes");
 
     cluster.member(0).kill();
-    third.put("/kit/AfterLoss", "still", None).await.unwrap();
+    // The survivors may need to elect a new leader first.
+    let mut written = false;
+    for _ in 0..20 {
+        if third.put("/kit/AfterLoss", "still", None).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(written, "two of three members accept writes");
     cluster.member(0).restart().await;
     let mut first = cluster.members()[0].client().await;
     let response = first.get("/kit/AfterLoss", None).await.unwrap();
