@@ -63,6 +63,14 @@ impl Connection {
         Ok(Self { client, endpoints })
     }
 
+    /// The error for a watch stream that etcd closed without saying why.
+    pub(crate) fn stream_ended(&self) -> Error {
+        Error::Unavailable {
+            endpoints: self.endpoints.to_string(),
+            source: BoxError::from("the watch stream ended"),
+        }
+    }
+
     /// Reads every key under `prefix_dir` at one revision, page by page.
     ///
     /// # Errors

@@ -171,12 +171,7 @@ impl Engine {
                 }
                 return Outcome {
                     next,
-                    error: error.or_else(|| {
-                        broken.then(|| Error::Unavailable {
-                            endpoints: String::new(),
-                            source: "the watch stream ended".into(),
-                        })
-                    }),
+                    error: error.or_else(|| broken.then(|| self.connection.stream_ended())),
                     progressed,
                 };
             }

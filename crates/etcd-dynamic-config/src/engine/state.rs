@@ -102,6 +102,14 @@ enum Phase {
     Watching,
 }
 
+/// One key's write as the cache applies it: the value already coerced.
+#[derive(Debug)]
+struct Write {
+    key: Arc<str>,
+    mod_revision: i64,
+    value: Result<Value, String>,
+}
+
 /// A key that lost a name collision: kept so it can take over if the winner goes.
 #[derive(Debug, Clone)]
 struct Shadowed {
@@ -272,15 +280,12 @@ impl State {
         let mut ignored = Pending::default();
         for kv in kvs {
             if let Some(name) = self.name_for(&kv.key) {
-                let value = self.schema.coerce(&name, &kv.value);
-                self.put(
-                    &name,
-                    kv.key,
-                    kv.mod_revision,
-                    value,
-                    &mut ignored,
-                    &mut outputs,
-                );
+                let write = Write {
+                    value: self.schema.coerce(&name, &kv.value),
+                    key: kv.key,
+                    mod_revision: kv.mod_revision,
+                };
+                self.put(&name, write, &mut ignored, &mut outputs);
             }
         }
         // A rejected value leaves the name at its last good value.
@@ -376,11 +381,14 @@ impl State {
         }
         match &event.value {
             Some(raw) => {
-                let value = self.schema.coerce(&name, raw);
-                let key = event.key.clone();
-                self.put(&name, key, event.mod_revision, value, pending, outputs);
+                let write = Write {
+                    key: event.key.clone(),
+                    mod_revision: event.mod_revision,
+                    value: self.schema.coerce(&name, raw),
+                };
+                self.put(&name, write, pending, outputs);
             }
-            None => self.delete(&name, &event.key, pending),
+            None => self.delete(&name, &event.key, pending, outputs),
         }
         Ok(())
     }
@@ -388,32 +396,24 @@ impl State {
     fn put(
         &mut self,
         name: &Arc<str>,
-        key: Arc<str>,
-        mod_revision: i64,
-        value: Result<Value, String>,
+        write: Write,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
         let owner = self.owner(name).cloned();
-        if let Some(owner) = owner.clone().filter(|owner| *owner < key) {
+        if let Some(owner) = owner.clone().filter(|owner| *owner < write.key) {
             // Another key already names this value: this one waits in the shadows.
-            let first = self
-                .shadowed
-                .insert(
-                    key.clone(),
-                    Shadowed {
-                        name: name.clone(),
-                        mod_revision,
-                        value,
-                    },
-                )
-                .is_none();
-            if first {
-                outputs.push(collision(name, owner, key));
+            let shadowed = Shadowed {
+                name: name.clone(),
+                mod_revision: write.mod_revision,
+                value: write.value,
+            };
+            if self.shadowed.insert(write.key.clone(), shadowed).is_none() {
+                outputs.push(collision(name, owner, write.key));
             }
             return;
         }
-        if let Some(owner) = owner.filter(|owner| *owner != key) {
+        if let Some(owner) = owner.filter(|owner| *owner != write.key) {
             // This key sorts first: it takes the name over.
             let displaced = Shadowed {
                 name: name.clone(),
@@ -424,36 +424,32 @@ impl State {
                 },
             };
             self.shadowed.insert(owner.clone(), displaced);
-            outputs.push(collision(name, key.clone(), owner));
+            outputs.push(collision(name, write.key.clone(), owner));
         }
-        self.shadowed.remove(&key);
-        self.set_owner(name, key, mod_revision, value, pending, outputs);
+        self.shadowed.remove(&write.key);
+        self.set_owner(name, write, pending, outputs);
     }
 
-    /// Makes `key` the owner of `name` with `value`.
+    /// Makes the written key the owner of `name`.
     fn set_owner(
         &mut self,
         name: &Arc<str>,
-        key: Arc<str>,
-        mod_revision: i64,
-        value: Result<Value, String>,
+        write: Write,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
-        match value {
+        match write.value {
             Ok(value) => {
                 self.rejected.remove(name);
-                let old = self.entries.insert(
-                    name.clone(),
-                    Entry::from_etcd(key, mod_revision, value.clone()),
-                );
+                let entry = Entry::from_etcd(write.key, write.mod_revision, value.clone());
+                let old = self.entries.insert(name.clone(), entry);
                 pending.record(name, old.map(|entry| entry.value().clone()), Some(value));
             }
             Err(reason) => {
                 let rejection = Rejection {
                     name: name.clone(),
-                    key,
-                    revision: mod_revision,
+                    key: write.key,
+                    revision: write.mod_revision,
                     reason,
                 };
                 outputs.push(Output::Reject(rejection.clone()));
@@ -462,7 +458,13 @@ impl State {
         }
     }
 
-    fn delete(&mut self, name: &Arc<str>, key: &Arc<str>, pending: &mut Pending) {
+    fn delete(
+        &mut self,
+        name: &Arc<str>,
+        key: &Arc<str>,
+        pending: &mut Pending,
+        outputs: &mut Vec<Output>,
+    ) {
         if self.shadowed.remove(key).is_some() {
             return;
         }
@@ -480,15 +482,12 @@ impl State {
             .map(|(key, _)| key.clone());
         if let Some(heir) = heir {
             let shadowed = self.shadowed.remove(&heir).expect("heir is shadowed");
-            let mut ignored = Vec::new();
-            self.set_owner(
-                name,
-                heir,
-                shadowed.mod_revision,
-                shadowed.value,
-                pending,
-                &mut ignored,
-            );
+            let write = Write {
+                key: heir,
+                mod_revision: shadowed.mod_revision,
+                value: shadowed.value,
+            };
+            self.set_owner(name, write, pending, outputs);
         }
     }
 }
