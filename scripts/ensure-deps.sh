@@ -34,10 +34,10 @@ if command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 
-cat >&2 <<MSG
-error: missing ${missing[*]}, and this is not a Debian-like system with apt-get.
-Install by hand, then run this again:
-  - etcd 3.4 or newer (https://etcd.io), on PATH or named by ETCD_BIN=/path/to/etcd
-  - protoc, the protobuf compiler, on PATH or named by PROTOC=/path/to/protoc
-MSG
+{
+  echo "error: missing ${missing[*]}, and this is not a Debian-like system with apt-get."
+  echo "Install by hand, then run this again:"
+  echo "  - etcd 3.4 or newer (https://etcd.io), on PATH or named by ETCD_BIN=/path/to/etcd"
+  echo "  - protoc, the protobuf compiler, on PATH or named by PROTOC=/path/to/protoc"
+} >&2
 exit 1

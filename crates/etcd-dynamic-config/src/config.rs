@@ -97,9 +97,24 @@ impl EtcdConfig {
     /// # Errors
     ///
     /// [`Error::AlreadyStarted`]; [`Error::StartTimeout`] when etcd does not answer within
-    /// the start timeout; [`Error::Unavailable`] or [`Error::Refused`] from etcd.
+    /// the start timeout; [`Error::Unavailable`] or [`Error::Refused`] from etcd;
+    /// [`Error::Setting`] for `USE_LOCAL_CONFIG=true`, which this version cannot serve
+    /// yet (it needs a schema that names the values to read from env vars).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime; use [`crate::blocking::EtcdConfig`] there.
     pub async fn start(&self) -> Result<StartReport> {
         let inner = &self.inner;
+        if inner.settings.use_local_config() {
+            return Err(Error::Setting {
+                setting: crate::settings::USE_LOCAL_CONFIG,
+                reason: "local mode (values from env vars only, no etcd) is not available yet: \
+                         it needs a schema that names the values; unset USE_LOCAL_CONFIG to \
+                         read from etcd"
+                    .to_owned(),
+            });
+        }
         if inner.lock_running().is_some() {
             return Err(Error::AlreadyStarted);
         }

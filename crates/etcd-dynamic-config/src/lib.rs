@@ -50,6 +50,11 @@ pub mod settings;
 mod snapshot;
 mod store;
 
+/// The README's examples compile.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 pub use config::{DEFAULT_START_TIMEOUT, EtcdConfig, EtcdConfigBuilder, StartReport};
 pub use engine::state::Rejection;
 pub use error::{Error, Result};

@@ -523,3 +523,20 @@ async fn loads_from_a_three_member_cluster_and_follows_writes_to_any_member() {
     assert_eq!(snapshot.len(), 4);
     config.stop().await;
 }
+
+#[tokio::test]
+async fn local_mode_is_refused_rather_than_silently_reading_etcd() {
+    let settings = etcd_dynamic_config::EtcdSettings::from_lookup(|name| {
+        (name == "USE_LOCAL_CONFIG").then(|| "true".to_owned())
+    })
+    .unwrap();
+    let config = etcd_dynamic_config::EtcdConfig::builder()
+        .settings(settings)
+        .build()
+        .unwrap();
+    let error = config.start().await.expect_err("not available yet");
+    assert!(
+        matches!(&error, Error::Setting { setting, .. } if *setting == "USE_LOCAL_CONFIG"),
+        "{error}"
+    );
+}
