@@ -19,7 +19,10 @@ pub struct Engine {
 impl Engine {
     /// A state that listed `pairs` (absolute keys) at `revision`.
     pub fn listed(prefix: &str, pairs: Vec<(String, String)>, revision: i64) -> Self {
-        let mut state = State::new(Arc::new(Schema::auto_discover()), prefix);
+        let keys = Arc::new(Schema::auto_discover())
+            .bind(prefix)
+            .expect("auto-discovery binds to any prefix");
+        let mut state = State::new(keys, Default::default());
         let kvs = pairs
             .into_iter()
             .map(|(key, value)| Kv {

@@ -1,24 +1,29 @@
 //! [`EtcdConfig`]: the configuration of one prefix, loaded from etcd and kept current.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::binding::Binding;
 use crate::connection::Connection;
 use crate::engine::Engine;
 use crate::engine::state::{Rejection, State};
 use crate::error::{Error, Result};
-use crate::schema::Schema;
+use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
 use crate::store::{Store, Subscription, Writer};
 
 /// How long [`EtcdConfig::start`] waits for etcd by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads an environment variable: the process environment, or one a test supplies.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The configuration of one etcd prefix, served in-process.
 ///
@@ -27,28 +32,38 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// # Consistency
 ///
-/// A [`Snapshot`] always equals the state of the prefix at one etcd revision: keys
-/// written in one transaction appear together. Load one snapshot and use it for a whole
-/// request to read values that belong together.
+/// A [`Snapshot`] always equals the state of the prefix at one etcd revision (after
+/// coercion): keys written in one transaction appear together. Load one snapshot and use
+/// it for a whole request to read values that belong together.
 #[derive(Clone, Debug)]
 pub struct EtcdConfig {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     settings: EtcdSettings,
-    schema: Arc<Schema>,
-    prefix: String,
+    keys: KeyMap,
     start_timeout: Duration,
+    env: EnvLookup,
     store: Arc<Store>,
     running: Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("prefix", &self.keys.prefix_dir())
+            .field("settings", &self.settings)
+            .field("start_timeout", &self.start_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct Running {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The engine; `None` in local mode, which has nothing to run.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -64,15 +79,30 @@ impl Drop for Inner {
     }
 }
 
+/// Where the configuration at start came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StartSource {
+    /// etcd, over env vars and defaults for names etcd does not hold.
+    Etcd,
+    /// Env vars and defaults only (`USE_LOCAL_CONFIG=true`); etcd is never contacted.
+    Local,
+}
+
 /// What [`EtcdConfig::start`] loaded.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StartReport {
-    /// The etcd revision of the first snapshot.
+    /// Where the values came from.
+    pub source: StartSource,
+    /// The etcd revision of the first snapshot (0 in local mode).
     pub revision: i64,
-    /// How many names were loaded.
+    /// How many names have a value.
     pub loaded: usize,
-    /// Values that were rejected (their names are absent or at their defaults).
+    /// Declared names that no source gave a value.
+    pub missing: Vec<String>,
+    /// Values that were rejected (their names hold their env var, default, or nothing).
     pub rejected: Vec<Rejection>,
     /// Names that several keys map to, with the keys (the first one wins).
     pub collisions: Vec<(String, Vec<String>)>,
@@ -86,81 +116,103 @@ impl EtcdConfig {
         EtcdConfigBuilder::default()
     }
 
-    /// The prefix this configuration owns.
+    /// The prefix this configuration owns, with a trailing `/`.
     pub fn prefix(&self) -> &str {
-        &self.inner.prefix
+        self.inner.keys.prefix_dir()
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        self.inner.keys.schema()
     }
 
     /// Loads the prefix with one ranged read at one revision, then keeps it current with a
     /// watch from the next revision, in the background on the current tokio runtime.
+    /// Names etcd does not hold take their env var, else their default.
+    ///
+    /// With `USE_LOCAL_CONFIG=true` the values come from env vars and defaults only, with
+    /// the same coercion and validation, and etcd is never contacted.
     ///
     /// # Errors
     ///
     /// [`Error::AlreadyStarted`]; [`Error::StartTimeout`] when etcd does not answer within
     /// the start timeout; [`Error::Unavailable`] or [`Error::Refused`] from etcd;
-    /// [`Error::Setting`] for `USE_LOCAL_CONFIG=true`, which this version cannot serve
-    /// yet (it needs a schema that names the values to read from env vars).
+    /// [`Error::Invalid`] when a required name has no value or a check fails.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime; use [`crate::blocking::EtcdConfig`] there.
     pub async fn start(&self) -> Result<StartReport> {
         let inner = &self.inner;
-        if inner.settings.use_local_config() {
-            return Err(Error::Setting {
-                setting: crate::settings::USE_LOCAL_CONFIG,
-                reason: "local mode (values from env vars only, no etcd) is not available yet: \
-                         it needs a schema that names the values; unset USE_LOCAL_CONFIG to \
-                         read from etcd"
-                    .to_owned(),
-            });
-        }
         if inner.lock_running().is_some() {
             return Err(Error::AlreadyStarted);
         }
-        // At error level so every event the engine emits carries the prefix, whatever the filter.
-        let span = tracing::error_span!("etcd_config", prefix = %inner.prefix);
-        let load = async {
-            let connection = Connection::connect(&inner.settings).await?;
-            let state = State::new(inner.schema.clone(), &inner.prefix);
-            let mut engine = Engine::new(connection, state, Writer::new(inner.store.clone()));
-            let next = engine.load().await?;
-            Ok::<_, Error>((engine, next))
-        };
-        let (engine, next) = tokio::time::timeout(inner.start_timeout, load)
-            .instrument(span.clone())
-            .await
-            .map_err(|_| Error::StartTimeout(inner.start_timeout))??;
+        // At error level so every event the engine emits carries the prefix, whatever the
+        // filter.
+        let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
+        let schema = inner.keys.schema();
+        let (fallback, mut rejected) = schema.fallback(&*inner.env);
 
-        let report = StartReport {
-            revision: engine.state().revision(),
-            loaded: inner.store.with(Snapshot::len),
-            rejected: engine.state().rejections().cloned().collect(),
-            collisions: engine
-                .state()
+        let (report, engine) = if inner.settings.use_local_config() {
+            let snapshot = Arc::new(Snapshot::new(0, fallback));
+            schema
+                .validate(&snapshot)
+                .map_err(|reasons| Error::Invalid { reasons })?;
+            Writer::new(inner.store.clone()).publish(snapshot);
+            (self.report(StartSource::Local, 0, rejected, Vec::new()), None)
+        } else {
+            let load = async {
+                let connection = Connection::connect(&inner.settings).await?;
+                let state = State::new(inner.keys.clone(), fallback);
+                let mut engine = Engine::new(connection, state, Writer::new(inner.store.clone()));
+                let next = engine.load().await?;
+                Ok::<_, Error>((engine, next))
+            };
+            let (engine, next) = tokio::time::timeout(inner.start_timeout, load)
+                .instrument(span.clone())
+                .await
+                .map_err(|_| Error::StartTimeout(inner.start_timeout))??;
+            let state = engine.state();
+            if let Some(rejection) = state.rejected_revision() {
+                return Err(Error::Invalid {
+                    reasons: rejection.reasons.clone(),
+                });
+            }
+            rejected.extend(state.rejections().cloned());
+            let collisions = state
                 .collisions()
                 .into_iter()
-                .map(|(name, keys)| {
-                    (
-                        name.to_string(),
-                        keys.iter().map(|k| k.to_string()).collect(),
-                    )
-                })
-                .collect(),
+                .map(|(name, keys)| (name.to_string(), keys.iter().map(|k| k.to_string()).collect()))
+                .collect();
+            let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
+            (report, Some((engine, next)))
         };
+
         span.in_scope(|| {
+            for rejection in &report.rejected {
+                tracing::warn!(
+                    event = "update_rejected",
+                    name = %rejection.name,
+                    source = %rejection.source,
+                    reason = %rejection.reason,
+                    "a value was rejected at start"
+                );
+            }
             tracing::info!(
                 event = "started",
-                source = "etcd",
+                source = ?report.source,
                 revision = report.revision,
                 loaded = report.loaded,
+                missing = report.missing.len(),
                 rejected = report.rejected.len(),
                 "configuration loaded"
             );
         });
 
         let (stop, stop_receiver) = watch::channel(false);
-        let task = tokio::spawn(engine.run(next, stop_receiver).instrument(span));
+        let task = engine.map(|(engine, next)| {
+            tokio::spawn(engine.run(next, stop_receiver).instrument(span))
+        });
         let mut running = inner.lock_running();
         if running.is_some() {
             // Another start won the race; this engine goes away.
@@ -171,13 +223,38 @@ impl EtcdConfig {
         Ok(report)
     }
 
+    fn report(
+        &self,
+        source: StartSource,
+        revision: i64,
+        rejected: Vec<Rejection>,
+        collisions: Vec<(String, Vec<String>)>,
+    ) -> StartReport {
+        let snapshot = self.snapshot();
+        StartReport {
+            source,
+            revision,
+            loaded: snapshot.len(),
+            missing: self
+                .schema()
+                .names()
+                .filter(|spec| snapshot.get(spec.name()).is_none())
+                .map(|spec| spec.name().to_owned())
+                .collect(),
+            rejected,
+            collisions,
+        }
+    }
+
     /// Stops watching etcd. The last snapshot keeps serving; [`start`](Self::start) may
     /// be called again.
     pub async fn stop(&self) {
         let running = self.inner.lock_running().take();
         if let Some(running) = running {
             running.stop.send_replace(true);
-            let _ = running.task.await;
+            if let Some(task) = running.task {
+                let _ = task.await;
+            }
         }
     }
 
@@ -204,9 +281,25 @@ impl EtcdConfig {
     pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + Sync + 'static) {
         self.inner.store.on_change(Arc::new(callback));
     }
-}
 
-impl EtcdConfig {
+    /// The configuration read as `T` (names split at `.` into nested structs), rebuilt on
+    /// every applied revision; [`Binding::load`] is one atomic load.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when the current snapshot does not read as `T` (call it after
+    /// [`start`](Self::start), or give `T` defaults).
+    pub fn bind<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Binding<T>> {
+        let binding = Binding::new(self.snapshot().deserialize::<T>()?);
+        let target = binding.clone();
+        self.inner
+            .store
+            .on_publish(Box::new(move |snapshot| target.rebuild(snapshot)));
+        // A revision published between the first read and the registration is not missed.
+        binding.rebuild(&self.snapshot());
+        Ok(binding)
+    }
+
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
@@ -221,30 +314,43 @@ impl Inner {
 }
 
 /// Builds an [`EtcdConfig`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EtcdConfigBuilder {
     settings: Option<EtcdSettings>,
     schema: Option<Schema>,
     prefix: Option<String>,
     start_timeout: Option<Duration>,
+    env: Option<EnvLookup>,
+}
+
+impl std::fmt::Debug for EtcdConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfigBuilder")
+            .field("settings", &self.settings)
+            .field("schema", &self.schema)
+            .field("prefix", &self.prefix)
+            .field("start_timeout", &self.start_timeout)
+            .field("custom_env", &self.env.is_some())
+            .finish()
+    }
 }
 
 impl EtcdConfigBuilder {
-    /// Connection settings (default: [`EtcdSettings::from_env`]).
+    /// Connection settings (default: read from the environment).
     #[must_use]
     pub fn settings(mut self, settings: EtcdSettings) -> Self {
         self.settings = Some(settings);
         self
     }
 
-    /// How keys map to names (default: [`Schema::auto_discover`]).
+    /// How keys map to names and values (default: [`Schema::auto_discover`]).
     #[must_use]
     pub fn schema(mut self, schema: Schema) -> Self {
         self.schema = Some(schema);
         self
     }
 
-    /// The prefix to load, overriding the settings' root key.
+    /// The prefix to load, overriding the schema's and the settings' root key.
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
@@ -258,29 +364,56 @@ impl EtcdConfigBuilder {
         self
     }
 
-    /// Checks the settings and builds the configuration (nothing is contacted yet).
+    /// Where env vars are read (default: the process environment): for the settings when
+    /// none are given, for env var fallbacks and for local mode.
+    #[must_use]
+    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.env = Some(Arc::new(lookup));
+        self
+    }
+
+    /// Checks the settings and schema and builds the configuration (nothing is contacted
+    /// yet).
     ///
     /// # Errors
     ///
-    /// [`Error::Setting`] for malformed settings or prefix.
+    /// [`Error::Setting`] for malformed settings or prefix; [`Error::Schema`] for an
+    /// explicit key outside the prefix.
     pub fn build(self) -> Result<EtcdConfig> {
+        let env: EnvLookup = self
+            .env
+            .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
         let settings = match self.settings {
             Some(settings) => settings,
-            None => EtcdSettings::from_env()?,
+            None => EtcdSettings::from_lookup(&*env)?,
         };
-        let prefix = match self.prefix {
-            Some(prefix) => parse_root_key(&prefix)?,
+        let schema = Arc::new(self.schema.unwrap_or_else(Schema::auto_discover));
+        let prefix = match self.prefix.as_deref().or(schema.prefix()) {
+            Some(prefix) => parse_root_key(prefix)?,
             None => settings.prefix(),
         };
+        let keys = schema.bind(&prefix)?;
         Ok(EtcdConfig {
             inner: Arc::new(Inner {
                 settings,
-                schema: Arc::new(self.schema.unwrap_or_default()),
-                prefix,
+                keys,
                 start_timeout: self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
+                env,
                 store: Store::new(),
                 running: Mutex::new(None),
             }),
         })
     }
+}
+
+/// The process-wide ControlUnit configuration built from the environment, like the
+/// Python `etcd_config`: [`Schema::control_unit`] under `EtcdSettings__RootKey`.
+///
+/// # Errors
+///
+/// The settings error, when the environment is malformed (the same one on every call).
+pub fn etcd_config() -> std::result::Result<&'static EtcdConfig, &'static Error> {
+    static DEFAULT: LazyLock<Result<EtcdConfig>> =
+        LazyLock::new(|| EtcdConfig::builder().schema(Schema::control_unit()).build());
+    DEFAULT.as_ref()
 }

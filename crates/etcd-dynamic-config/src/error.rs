@@ -54,6 +54,33 @@ pub enum Error {
         origin: String,
     },
 
+    /// A schema declaration is inconsistent (a default of the wrong kind, a bad pattern,
+    /// a key outside the prefix, a TOML file that does not parse).
+    #[error("invalid schema: {what}: {reason}")]
+    Schema {
+        /// What is wrong: a name, a key, a file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The configuration does not read as the asked type.
+    #[error("the configuration does not read as {target}: {reason}")]
+    Bind {
+        /// The type asked for.
+        target: &'static str,
+        /// serde's reason, e.g. ``missing field `port` ``.
+        reason: String,
+    },
+
+    /// The configuration breaks the schema: a required name has no value, or a check
+    /// over the whole configuration fails.
+    #[error("the configuration is not valid: {}", reasons.join("; "))]
+    Invalid {
+        /// Every problem found.
+        reasons: Vec<String>,
+    },
+
     /// A name is not in the configuration.
     #[error("{0}: no such name in the configuration")]
     Missing(String),

@@ -40,6 +40,7 @@
 
 #[doc(hidden)]
 pub mod bench_support;
+mod binding;
 pub mod blocking;
 mod config;
 mod connection;
@@ -49,14 +50,19 @@ pub mod schema;
 pub mod settings;
 mod snapshot;
 mod store;
+mod value;
 
 /// The README's examples compile.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-pub use config::{DEFAULT_START_TIMEOUT, EtcdConfig, EtcdConfigBuilder, StartReport};
-pub use engine::state::Rejection;
+pub use binding::Binding;
+pub use config::{
+    DEFAULT_START_TIMEOUT, EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource,
+    etcd_config,
+};
+pub use engine::state::{Rejection, RevisionRejection};
 pub use error::{Error, Result};
 pub use schema::Schema;
 pub use settings::{EtcdSettings, EtcdSettingsBuilder};

@@ -10,54 +10,8 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
 use crate::error::{Error, Result};
-use crate::settings::parse_bool;
-
-/// A configuration value.
-#[derive(Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Value {
-    /// Text, as stored in etcd.
-    String(Arc<str>),
-}
-
-impl Value {
-    /// The value as text.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::String(text) => text,
-        }
-    }
-
-    /// Reads the value as `T` through serde: numbers and booleans are parsed from the
-    /// text, sequences are comma-separated, enums match unit variants by name.
-    ///
-    /// # Errors
-    ///
-    /// A serde error saying why the text does not fit `T`.
-    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, de::value::Error> {
-        T::deserialize(TextDeserializer(self.as_str()))
-    }
-}
-
-impl fmt::Debug for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::String(text) => fmt::Debug::fmt(&**text, f),
-        }
-    }
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<&str> for Value {
-    fn from(text: &str) -> Self {
-        Self::String(Arc::from(text))
-    }
-}
+use crate::value::ValueDeserializer;
+pub use crate::value::Value;
 
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,28 +24,42 @@ pub enum Source {
         /// The revision that last wrote the key.
         mod_revision: i64,
     },
+    /// An environment variable.
+    Env {
+        /// Its name.
+        var: Arc<str>,
+    },
+    /// The schema's default.
+    Default,
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Etcd { key, mod_revision } => write!(f, "etcd key {key} @ rev {mod_revision}"),
+            Self::Env { var } => write!(f, "env var {var}"),
+            Self::Default => f.write_str("default"),
         }
     }
 }
 
-/// One name's value with its provenance.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What `Debug` shows instead of a secret value.
+const REDACTED: &str = "[REDACTED]";
+
+/// One name's value with its provenance. `Debug` hides the value of a secret name.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     value: Value,
     source: Source,
+    secret: bool,
 }
 
 impl Entry {
-    pub(crate) fn from_etcd(key: Arc<str>, mod_revision: i64, value: Value) -> Self {
+    pub(crate) fn new(value: Value, source: Source, secret: bool) -> Self {
         Self {
             value,
-            source: Source::Etcd { key, mod_revision },
+            source,
+            secret,
         }
     }
 
@@ -105,16 +73,29 @@ impl Entry {
         &self.source
     }
 
-    pub(crate) fn etcd_key(&self) -> &Arc<str> {
-        match &self.source {
-            Source::Etcd { key, .. } => key,
-        }
+    /// Whether the schema marks the name secret.
+    pub fn is_secret(&self) -> bool {
+        self.secret
     }
 
-    pub(crate) fn mod_revision(&self) -> i64 {
+    /// The etcd key and mod revision, when the value came from etcd.
+    pub(crate) fn etcd(&self) -> Option<(&Arc<str>, i64)> {
         match &self.source {
-            Source::Etcd { mod_revision, .. } => *mod_revision,
+            Source::Etcd { key, mod_revision } => Some((key, *mod_revision)),
+            _ => None,
         }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("Entry");
+        if self.secret {
+            out.field("value", &format_args!("{REDACTED}"));
+        } else {
+            out.field("value", &self.value);
+        }
+        out.field("source", &self.source).finish()
     }
 }
 
@@ -142,7 +123,7 @@ impl Snapshot {
         Self { revision, entries }
     }
 
-    /// The etcd revision this snapshot reflects (0 before anything was loaded).
+    /// The etcd revision this snapshot reflects (0 when nothing came from etcd).
     pub fn revision(&self) -> i64 {
         self.revision
     }
@@ -176,6 +157,17 @@ impl Snapshot {
         })
     }
 
+    /// The whole snapshot read as `T`: names split at `.` into nested structs
+    /// (`database.host` → field `host` of field `database`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] with serde's reason (a missing field, a value of the wrong type).
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
+        let tree = Node::tree(self).map_err(|reason| bind_error::<T>(reason))?;
+        T::deserialize(tree).map_err(|error| bind_error::<T>(error.to_string()))
+    }
+
     /// How many names the snapshot holds.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -200,6 +192,13 @@ impl Snapshot {
     }
 }
 
+fn bind_error<T>(reason: String) -> Error {
+    Error::Bind {
+        target: std::any::type_name::<T>(),
+        reason,
+    }
+}
+
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
@@ -209,8 +208,8 @@ impl fmt::Debug for Snapshot {
     }
 }
 
-/// One name's change within a revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One name's change within a revision. `Debug` hides the values of a secret name.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ValueChange {
     /// The configuration name.
     pub name: Arc<str>,
@@ -218,6 +217,23 @@ pub struct ValueChange {
     pub old: Option<Value>,
     /// The value after (`None`: the name was removed).
     pub new: Option<Value>,
+    /// Whether the schema marks the name secret: never print `old` or `new` then.
+    pub secret: bool,
+}
+
+impl fmt::Debug for ValueChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("ValueChange");
+        out.field("name", &self.name);
+        if self.secret {
+            let hide = |value: &Option<Value>| value.as_ref().map(|_| REDACTED);
+            out.field("old", &hide(&self.old))
+                .field("new", &hide(&self.new));
+        } else {
+            out.field("old", &self.old).field("new", &self.new);
+        }
+        out.finish()
+    }
 }
 
 /// Everything one applied revision changed, in name order.
@@ -229,58 +245,83 @@ pub struct ConfigChange {
     pub changes: Vec<ValueChange>,
 }
 
-/// Reads text as any serde type: the way values are parsed on demand.
-struct TextDeserializer<'a>(&'a str);
-
-macro_rules! parse_number {
-    ($($method:ident => $visit:ident : $ty:ty),* $(,)?) => {$(
-        fn $method<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-            let text = self.0.trim();
-            match text.parse::<$ty>() {
-                Ok(number) => visitor.$visit(number),
-                Err(error) => Err(de::Error::custom(format_args!(
-                    "expected {}, found text that does not parse as one ({error})",
-                    stringify!($ty)
-                ))),
-            }
-        }
-    )*};
+/// The snapshot as a tree of names, for reading it into nested structs.
+enum Node<'a> {
+    Leaf(&'a Value),
+    Branch(BTreeMap<&'a str, Node<'a>>),
 }
 
-impl<'de> de::Deserializer<'de> for TextDeserializer<'de> {
+impl<'a> Node<'a> {
+    fn tree(snapshot: &'a Snapshot) -> Result<Self, String> {
+        let mut root = BTreeMap::new();
+        let mut names: Vec<(&str, &Value)> = snapshot
+            .entries
+            .iter()
+            .map(|(name, entry)| (&**name, &entry.value))
+            .collect();
+        names.sort_unstable_by_key(|(name, _)| *name);
+        for (name, value) in names {
+            let mut branch = &mut root;
+            let mut segments = name.split('.').peekable();
+            while let Some(segment) = segments.next() {
+                if segments.peek().is_none() {
+                    if branch.insert(segment, Node::Leaf(value)).is_some() {
+                        return Err(format!("{name} is both a value and a group of values"));
+                    }
+                    break;
+                }
+                let node = branch
+                    .entry(segment)
+                    .or_insert_with(|| Node::Branch(BTreeMap::new()));
+                branch = match node {
+                    Node::Branch(children) => children,
+                    Node::Leaf(_) => {
+                        return Err(format!("{name} is below {segment}, which is a value"));
+                    }
+                };
+            }
+        }
+        Ok(Node::Branch(root))
+    }
+}
+
+impl<'de> IntoDeserializer<'de, de::value::Error> for Node<'de> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Node<'de> {
     type Error = de::value::Error;
 
     fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        visitor.visit_borrowed_str(self.0)
-    }
-
-    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        match parse_bool(self.0) {
-            Some(flag) => visitor.visit_bool(flag),
-            None => Err(de::Error::custom(
-                "expected a boolean (1 true yes y on / 0 false no n off)",
-            )),
+        match self {
+            Node::Leaf(value) => ValueDeserializer(value).deserialize_any(visitor),
+            Node::Branch(children) => {
+                visitor.visit_map(de::value::MapDeserializer::new(children.into_iter()))
+            }
         }
     }
 
-    parse_number! {
-        deserialize_i8 => visit_i8: i8,
-        deserialize_i16 => visit_i16: i16,
-        deserialize_i32 => visit_i32: i32,
-        deserialize_i64 => visit_i64: i64,
-        deserialize_i128 => visit_i128: i128,
-        deserialize_u8 => visit_u8: u8,
-        deserialize_u16 => visit_u16: u16,
-        deserialize_u32 => visit_u32: u32,
-        deserialize_u64 => visit_u64: u64,
-        deserialize_u128 => visit_u128: u128,
-        deserialize_f32 => visit_f32: f32,
-        deserialize_f64 => visit_f64: f64,
-        deserialize_char => visit_char: char,
+    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self {
+            Node::Leaf(value) => ValueDeserializer(value).deserialize_option(visitor),
+            branch => visitor.visit_some(branch),
+        }
     }
 
-    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        visitor.visit_some(self)
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self {
+            Node::Leaf(value) => ValueDeserializer(value).deserialize_struct(name, fields, visitor),
+            branch => branch.deserialize_any(visitor),
+        }
     }
 
     fn deserialize_newtype_struct<V: de::Visitor<'de>>(
@@ -291,90 +332,117 @@ impl<'de> de::Deserializer<'de> for TextDeserializer<'de> {
         visitor.visit_newtype_struct(self)
     }
 
-    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        let items = self
-            .0
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(TextDeserializer);
-        visitor.visit_seq(de::value::SeqDeserializer::new(items))
-    }
-
     fn deserialize_enum<V: de::Visitor<'de>>(
         self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
+        name: &'static str,
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        visitor.visit_enum(self.0.trim().into_deserializer())
+        match self {
+            Node::Leaf(value) => ValueDeserializer(value).deserialize_enum(name, variants, visitor),
+            branch => branch.deserialize_any(visitor),
+        }
     }
 
     serde::forward_to_deserialize_any! {
-        str string bytes byte_buf unit unit_struct tuple tuple_struct map struct identifier
-        ignored_any
+        tuple tuple_struct map identifier ignored_any unit unit_struct bytes byte_buf seq
+        string str char
+    }
+
+    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_bool(visitor))
+    }
+
+    fn deserialize_i8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i8(visitor))
+    }
+
+    fn deserialize_i16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i16(visitor))
+    }
+
+    fn deserialize_i32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i32(visitor))
+    }
+
+    fn deserialize_i64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i64(visitor))
+    }
+
+    fn deserialize_u8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u8(visitor))
+    }
+
+    fn deserialize_u16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u16(visitor))
+    }
+
+    fn deserialize_u32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u32(visitor))
+    }
+
+    fn deserialize_u64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u64(visitor))
+    }
+
+    fn deserialize_f32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_f32(visitor))
+    }
+
+    fn deserialize_f64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_f64(visitor))
     }
 }
 
-impl<'de> IntoDeserializer<'de, de::value::Error> for TextDeserializer<'de> {
-    type Deserializer = Self;
-
-    fn into_deserializer(self) -> Self {
-        self
+impl<'de> Node<'de> {
+    /// Parses a leaf as the type asked for (text is parsed on demand); a branch is a map.
+    fn leaf_or_any<V: de::Visitor<'de>>(
+        self,
+        visitor: V,
+        leaf: impl FnOnce(ValueDeserializer<'de>, V) -> Result<V::Value, de::value::Error>,
+    ) -> Result<V::Value, de::value::Error> {
+        match self {
+            Node::Leaf(value) => leaf(ValueDeserializer(value), visitor),
+            branch => de::Deserializer::deserialize_any(branch, visitor),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
+pub(crate) mod tests {
     use super::*;
+
+    /// A snapshot at revision 1 holding `pairs`, each from a made-up etcd key.
+    pub(crate) fn snapshot_of(pairs: &[(&str, Value)]) -> Snapshot {
+        let mut entries = Entries::default();
+        for (name, value) in pairs {
+            let source = Source::Etcd {
+                key: Arc::from(format!("/app/{name}")),
+                mod_revision: 1,
+            };
+            entries.insert(Arc::from(*name), Entry::new(value.clone(), source, false));
+        }
+        Snapshot::new(1, entries)
+    }
 
     fn snapshot_with(name: &str, text: &str) -> Snapshot {
         let mut entries = Entries::default();
+        let source = Source::Etcd {
+            key: Arc::from("/app/Key"),
+            mod_revision: 812,
+        };
         entries.insert(
             Arc::from(name),
-            Entry::from_etcd(Arc::from("/app/Key"), 812, Value::from(text)),
+            Entry::new(Value::from(text), source, false),
         );
         Snapshot::new(812, entries)
     }
 
     #[test]
-    fn get_as_parses_text_into_the_asked_type() {
-        assert_eq!(
-            snapshot_with("p", " 5432 ").get_as::<u16>("p").unwrap(),
-            5432
-        );
-        assert_eq!(snapshot_with("t", "2.5").get_as::<f64>("t").unwrap(), 2.5);
-        assert!(snapshot_with("b", "Yes").get_as::<bool>("b").unwrap());
-        assert!(!snapshot_with("b", "off").get_as::<bool>("b").unwrap());
-        assert_eq!(
-            snapshot_with("s", "a, b,,c")
-                .get_as::<Vec<String>>("s")
-                .unwrap(),
-            ["a", "b", "c"]
-        );
-        assert_eq!(
-            snapshot_with("o", "7").get_as::<Option<i32>>("o").unwrap(),
-            Some(7)
-        );
-        assert_eq!(
-            snapshot_with("u", "http://x")
-                .get_as::<String>("u")
-                .unwrap(),
-            "http://x"
-        );
-
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        enum Level {
-            Info,
-            Debug,
-        }
-        assert_eq!(
-            snapshot_with("l", "Debug").get_as::<Level>("l").unwrap(),
-            Level::Debug
-        );
-        assert!(snapshot_with("l", "Info").get_as::<Level>("l").is_ok());
+    fn get_as_reads_the_asked_type() {
+        assert_eq!(snapshot_with("p", " 5432 ").get_as::<u16>("p").unwrap(), 5432);
+        let typed = snapshot_of(&[("n", Value::Integer(7))]);
+        assert_eq!(typed.get_as::<u8>("n").unwrap(), 7);
     }
 
     #[test]
@@ -387,28 +455,81 @@ mod tests {
         assert!(text.contains("(etcd key /app/Key @ rev 812)"), "{text}");
         assert!(!text.contains("ten-secret"), "{text}");
 
-        let error = snapshot_with("flag", "maybe")
-            .get_as::<bool>("flag")
-            .unwrap_err();
-        assert!(error.to_string().contains("expected a boolean"), "{error}");
-
         let error = snapshot_with("x", "1").get_as::<u16>("y").unwrap_err();
         assert!(matches!(error, Error::Missing(name) if name == "y"));
-
-        let error = snapshot_with("x", "1").get_as::<Duration>("x").unwrap_err();
-        assert!(matches!(error, Error::Value { .. }), "{error}");
     }
 
     #[test]
     fn to_map_is_sorted_by_name() {
-        let mut entries = Entries::default();
-        for name in ["b", "a", "c"] {
-            entries.insert(
-                Arc::from(name),
-                Entry::from_etcd(Arc::from(name), 1, Value::from(name)),
-            );
-        }
-        let map = Snapshot::new(1, entries).to_map();
+        let snapshot = snapshot_of(&[
+            ("b", Value::from("2")),
+            ("a", Value::from("1")),
+            ("c", Value::from("3")),
+        ]);
+        let map = snapshot.to_map();
         assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn the_whole_snapshot_reads_into_nested_structs() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Database {
+            host: String,
+            port: u16,
+            replicas: Option<Vec<String>>,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct App {
+            log_level: String,
+            use_cache: bool,
+            timeout: std::time::Duration,
+            database: Database,
+            missing: Option<u32>,
+        }
+        let snapshot = snapshot_of(&[
+            ("log_level", Value::from("INFO")),
+            ("use_cache", Value::Bool(true)),
+            ("timeout", Value::from("1m")),
+            ("database.host", Value::from("db")),
+            ("database.port", Value::from("5432")),
+            ("unrelated.extra", Value::from("ignored")),
+        ]);
+        assert_eq!(
+            snapshot.deserialize::<App>().unwrap(),
+            App {
+                log_level: "INFO".into(),
+                use_cache: true,
+                timeout: std::time::Duration::from_secs(60),
+                database: Database {
+                    host: "db".into(),
+                    port: 5432,
+                    replicas: None,
+                },
+                missing: None,
+            }
+        );
+
+        let broken = snapshot_of(&[("database.host", Value::from("db"))]);
+        let error = broken.deserialize::<Database>().unwrap_err().to_string();
+        assert!(error.contains("missing field `host`"), "{error}");
+
+        let clash = snapshot_of(&[("a", Value::from("1")), ("a.b", Value::from("2"))]);
+        let error = clash.deserialize::<App>().unwrap_err().to_string();
+        assert!(error.contains("a.b is below a, which is a value"), "{error}");
+    }
+
+    #[test]
+    fn debug_hides_secret_values() {
+        let entry = Entry::new(Value::from("hunter2"), Source::Default, true);
+        assert!(!format!("{entry:?}").contains("hunter2"));
+        let change = ValueChange {
+            name: Arc::from("password"),
+            old: Some(Value::from("hunter2")),
+            new: Some(Value::from("hunter3")),
+            secret: true,
+        };
+        let text = format!("{change:?}");
+        assert!(!text.contains("hunter"), "{text}");
+        assert!(text.contains("REDACTED"), "{text}");
     }
 }

@@ -14,12 +14,15 @@ use tokio::sync::watch;
 use crate::snapshot::{ConfigChange, Snapshot};
 
 type Callback = Arc<dyn Fn(&ConfigChange) + Send + Sync + 'static>;
+type Rebuild = Box<dyn Fn(&Snapshot) + Send + Sync + 'static>;
 
 /// The published state, shared by the engine and every handle.
 pub(crate) struct Store {
     current: ArcSwap<Snapshot>,
     latest: watch::Sender<Arc<Snapshot>>,
     callbacks: Arc<Mutex<Vec<Callback>>>,
+    /// Typed bindings, rebuilt on every publish.
+    bindings: Mutex<Vec<Rebuild>>,
     /// Started with the first callback; changes are queued only when someone listens.
     dispatch: OnceLock<mpsc::Sender<ConfigChange>>,
 }
@@ -39,6 +42,7 @@ impl Store {
             current: ArcSwap::new(empty.clone()),
             latest: watch::Sender::new(empty),
             callbacks: Arc::default(),
+            bindings: Mutex::default(),
             dispatch: OnceLock::new(),
         })
     }
@@ -57,6 +61,14 @@ impl Store {
         Subscription {
             receiver: self.latest.subscribe(),
         }
+    }
+
+    /// Runs `rebuild` on every snapshot published from now on.
+    pub(crate) fn on_publish(&self, rebuild: Rebuild) {
+        self.bindings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(rebuild);
     }
 
     pub(crate) fn on_change(&self, callback: Callback) {
@@ -107,6 +119,15 @@ impl Writer {
 
     pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
         self.store.current.store(snapshot.clone());
+        for rebuild in self
+            .store
+            .bindings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            rebuild(&snapshot);
+        }
         self.store.latest.send_replace(snapshot);
     }
 

@@ -197,10 +197,15 @@ impl Engine {
                 Output::Reject(rejection) => tracing::warn!(
                     event = "update_rejected",
                     name = %rejection.name,
-                    key = %rejection.key,
-                    revision = rejection.revision,
+                    source = %rejection.source,
                     reason = %rejection.reason,
                     "a value was rejected; the name keeps its last good value"
+                ),
+                Output::RejectRevision(rejection) => tracing::warn!(
+                    event = "revision_rejected",
+                    revision = rejection.revision,
+                    reasons = ?rejection.reasons,
+                    "a revision breaks the schema's checks; the last good snapshot keeps serving"
                 ),
                 Output::Collide { name, keys } => tracing::warn!(
                     event = "name_collision",

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use imbl::OrdMap;
 use std::sync::Arc;
 
-use crate::schema::Schema;
-use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Value, ValueChange};
+use crate::schema::KeyMap;
+use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
 
 /// A key-value pair from a range read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,17 +66,39 @@ pub(crate) enum ListReason {
     Diverged { key_revision: i64 },
 }
 
-/// A value that failed coercion; the name keeps its last good value.
+/// A value that failed coercion or a validator; the name keeps its last good value (or
+/// its env var or default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// The configuration name.
     pub name: Arc<str>,
-    /// The etcd key that holds the rejected value.
-    pub key: Arc<str>,
-    /// The revision that wrote it.
-    pub revision: i64,
+    /// Where the rejected value came from (for etcd: the key and the revision that
+    /// wrote it).
+    pub source: Source,
     /// Why it was rejected (never the value itself).
     pub reason: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} ({})", self.name, self.reason, self.source)
+    }
+}
+
+/// A revision that broke a check over the whole configuration (or removed a required
+/// name): it was not published, and the last good snapshot keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRejection {
+    /// The etcd revision.
+    pub revision: i64,
+    /// Every check it breaks.
+    pub reasons: Vec<String>,
+}
+
+impl std::fmt::Display for RevisionRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "revision {}: {}", self.revision, self.reasons.join("; "))
+    }
 }
 
 /// What to do next.
@@ -88,6 +110,8 @@ pub(crate) enum Output {
     Notify(ConfigChange),
     /// A value was rejected.
     Reject(Rejection),
+    /// A whole revision was rejected.
+    RejectRevision(RevisionRejection),
     /// Several keys map to one name; the first key (in key order) wins.
     Collide { name: Arc<str>, keys: Vec<Arc<str>> },
     /// Read the whole prefix (again).
@@ -121,12 +145,20 @@ struct Shadowed {
 /// The cache: the current entries plus what is needed to apply the next event.
 #[derive(Debug)]
 pub(crate) struct State {
-    schema: Arc<Schema>,
-    /// The prefix with a trailing `/`: `/APPS/ControlUnit/`.
-    prefix_dir: Arc<str>,
+    keys: KeyMap,
+    /// What a name holds when etcd has nothing valid for it: env vars and defaults.
+    fallback: Entries,
     phase: Phase,
     revision: i64,
+    /// The prefix as etcd holds it (after coercion), at `revision`.
     entries: Entries,
+    /// The entries of the last published snapshot: `entries` unless a revision broke a
+    /// check.
+    published: Entries,
+    /// Changes applied since the last published snapshot (while revisions are rejected).
+    unpublished: Pending,
+    /// The latest revision that broke a check, until a valid one follows.
+    rejected_revision: Option<RevisionRejection>,
     /// Name → the rejected current value of its owning key.
     rejected: OrdMap<Arc<str>, Rejection>,
     /// Key → the key's data, for keys that lost a name collision.
@@ -141,8 +173,8 @@ struct Checkpoint {
     shadowed: OrdMap<Arc<str>, Shadowed>,
 }
 
-/// The changes of one revision, merged per name.
-#[derive(Default)]
+/// Changes merged per name: the first old value and the last new one.
+#[derive(Debug, Default, Clone)]
 struct Pending(BTreeMap<Arc<str>, (Option<Value>, Option<Value>)>);
 
 impl Pending {
@@ -153,26 +185,41 @@ impl Pending {
             .or_insert((old, new));
     }
 
-    fn into_change(self, revision: i64) -> Option<ConfigChange> {
+    fn merge(&mut self, later: Pending) {
+        for (name, (old, new)) in later.0 {
+            self.record(&name, old, new);
+        }
+    }
+
+    fn into_change(self, revision: i64, keys: &KeyMap) -> Option<ConfigChange> {
         let changes: Vec<ValueChange> = self
             .0
             .into_iter()
             .filter(|(_, (old, new))| old != new)
-            .map(|(name, (old, new))| ValueChange { name, old, new })
+            .map(|(name, (old, new))| ValueChange {
+                secret: keys.schema().is_secret(&name),
+                name,
+                old,
+                new,
+            })
             .collect();
         (!changes.is_empty()).then_some(ConfigChange { revision, changes })
     }
 }
 
 impl State {
-    /// An empty cache for `prefix` (without trailing `/`).
-    pub(crate) fn new(schema: Arc<Schema>, prefix: &str) -> Self {
+    /// An empty cache for the prefix of `keys`, with `fallback` values for names etcd
+    /// does not hold.
+    pub(crate) fn new(keys: KeyMap, fallback: Entries) -> Self {
         Self {
-            schema,
-            prefix_dir: Arc::from(format!("{}/", prefix.trim_end_matches('/'))),
+            keys,
+            entries: fallback.clone(),
+            published: fallback.clone(),
+            fallback,
             phase: Phase::Empty,
             revision: 0,
-            entries: Entries::default(),
+            unpublished: Pending::default(),
+            rejected_revision: None,
             rejected: OrdMap::new(),
             shadowed: OrdMap::new(),
         }
@@ -180,7 +227,39 @@ impl State {
 
     /// The prefix with a trailing `/`, as ranged and watched.
     pub(crate) fn prefix_dir(&self) -> &str {
-        &self.prefix_dir
+        self.keys.prefix_dir()
+    }
+
+    /// The latest revision rejected by a check, while no valid one followed.
+    pub(crate) fn rejected_revision(&self) -> Option<&RevisionRejection> {
+        self.rejected_revision.as_ref()
+    }
+
+    /// Publishes the current entries if they pass the checks; otherwise keeps the last
+    /// good snapshot and holds the changes back until a valid revision.
+    fn offer(&mut self, changes: Pending, outputs: &mut Vec<Output>) -> Option<Arc<Snapshot>> {
+        self.unpublished.merge(changes);
+        let candidate = Arc::new(Snapshot::new(self.revision, self.entries.clone()));
+        match self.keys.schema().validate(&candidate) {
+            Ok(()) => {
+                self.published = self.entries.clone();
+                self.rejected_revision = None;
+                let changes = std::mem::take(&mut self.unpublished);
+                if let Some(change) = changes.into_change(self.revision, &self.keys) {
+                    outputs.push(Output::Notify(change));
+                }
+                Some(candidate)
+            }
+            Err(reasons) => {
+                let rejection = RevisionRejection {
+                    revision: self.revision,
+                    reasons,
+                };
+                outputs.push(Output::RejectRevision(rejection.clone()));
+                self.rejected_revision = Some(rejection);
+                None
+            }
+        }
     }
 
     /// The revision of the current snapshot.
@@ -220,6 +299,9 @@ impl State {
             (Phase::Watching, Input::Watched { events }) => self.watched(&events),
             (Phase::Watching, Input::Progress { revision }) if revision > self.revision => {
                 self.revision = revision;
+                if self.rejected_revision.is_some() {
+                    return Vec::new(); // the last good snapshot keeps serving
+                }
                 vec![self.publish()]
             }
             (Phase::Watching, Input::Compacted { compact_revision }) => {
@@ -236,23 +318,21 @@ impl State {
     }
 
     fn publish(&self) -> Output {
-        Output::Publish(Arc::new(Snapshot::new(self.revision, self.entries.clone())))
-    }
-
-    fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
-        key.strip_prefix(&*self.prefix_dir)
+        Output::Publish(Arc::new(Snapshot::new(self.revision, self.published.clone())))
     }
 
     fn name_for(&self, key: &str) -> Option<Arc<str>> {
-        self.relative(key)
-            .and_then(|relative| self.schema.name_for(relative))
+        self.keys.name_for(key)
     }
 
     /// The key that currently owns `name` (its value may be rejected).
     fn owner(&self, name: &str) -> Option<&Arc<str>> {
         match self.rejected.get(name) {
-            Some(rejection) => Some(&rejection.key),
-            None => self.entries.get(name).map(Entry::etcd_key),
+            Some(rejection) => match &rejection.source {
+                Source::Etcd { key, .. } => Some(key),
+                _ => None,
+            },
+            None => self.entries.get(name).and_then(Entry::etcd).map(|(key, _)| key),
         }
     }
 
@@ -262,17 +342,21 @@ impl State {
             return Some(shadowed.mod_revision);
         }
         if let Some(rejection) = self.rejected.get(name) {
-            return (*rejection.key == *key).then_some(rejection.revision);
+            return match &rejection.source {
+                Source::Etcd { key: owner, mod_revision } if **owner == *key => Some(*mod_revision),
+                _ => None,
+            };
         }
         self.entries
             .get(name)
-            .filter(|entry| **entry.etcd_key() == *key)
-            .map(Entry::mod_revision)
+            .and_then(Entry::etcd)
+            .filter(|(owner, _)| ***owner == *key)
+            .map(|(_, mod_revision)| mod_revision)
     }
 
     fn listed(&mut self, mut kvs: Vec<Kv>, revision: i64) -> Vec<Output> {
         let was_empty = self.phase == Phase::Empty;
-        let old_entries = std::mem::take(&mut self.entries);
+        let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
         self.shadowed.clear();
         kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
@@ -281,7 +365,7 @@ impl State {
         for kv in kvs {
             if let Some(name) = self.name_for(&kv.key) {
                 let write = Write {
-                    value: self.schema.coerce(&name, &kv.value),
+                    value: self.keys.schema().coerce(&name, &kv.value),
                     key: kv.key,
                     mod_revision: kv.mod_revision,
                 };
@@ -290,18 +374,23 @@ impl State {
         }
         // A rejected value leaves the name at its last good value.
         for name in self.rejected.keys() {
-            if !self.entries.contains_key(name)
-                && let Some(entry) = old_entries.get(name)
-            {
+            if let Some(entry) = last_good.get(name) {
                 self.entries.insert(name.clone(), entry.clone());
             }
         }
         self.phase = Phase::Watching;
         self.revision = revision;
-        outputs.push(self.publish());
-        if !was_empty && let Some(change) = diff(&old_entries, &self.entries, revision) {
-            outputs.push(Output::Notify(change));
-        }
+        // Everything since the last published snapshot is in the difference.
+        self.unpublished = Pending::default();
+        let changes = if was_empty {
+            Pending::default()
+        } else {
+            diff(&self.published, &self.entries)
+        };
+        let mut notifications = Vec::new();
+        let published = self.offer(changes, &mut notifications);
+        outputs.extend(published.map(Output::Publish));
+        outputs.append(&mut notifications);
         outputs.push(Output::Watch {
             from_revision: revision + 1,
         });
@@ -311,7 +400,7 @@ impl State {
     fn watched(&mut self, events: &[Event]) -> Vec<Output> {
         let mut outputs = Vec::new();
         let mut notifications = Vec::new();
-        let mut applied = false;
+        let mut latest = None;
         let mut relist = None;
         for group in events.chunk_by(|a, b| a.mod_revision == b.mod_revision) {
             let revision = group[0].mod_revision;
@@ -331,13 +420,12 @@ impl State {
                 break;
             }
             self.revision = revision;
-            applied = true;
             outputs.append(&mut group_outputs);
-            notifications.extend(pending.into_change(revision).map(Output::Notify));
+            if let Some(snapshot) = self.offer(pending, &mut notifications) {
+                latest = Some(snapshot);
+            }
         }
-        if applied {
-            outputs.push(self.publish());
-        }
+        outputs.extend(latest.map(Output::Publish));
         outputs.append(&mut notifications);
         outputs.extend(relist.map(Output::List));
         outputs
@@ -384,7 +472,7 @@ impl State {
                 let write = Write {
                     key: event.key.clone(),
                     mod_revision: event.mod_revision,
-                    value: self.schema.coerce(&name, raw),
+                    value: self.keys.schema().coerce(&name, raw),
                 };
                 self.put(&name, write, pending, outputs);
             }
@@ -441,15 +529,22 @@ impl State {
         match write.value {
             Ok(value) => {
                 self.rejected.remove(name);
-                let entry = Entry::from_etcd(write.key, write.mod_revision, value.clone());
+                let source = Source::Etcd {
+                    key: write.key,
+                    mod_revision: write.mod_revision,
+                };
+                let secret = self.keys.schema().is_secret(name);
+                let entry = Entry::new(value.clone(), source, secret);
                 let old = self.entries.insert(name.clone(), entry);
                 pending.record(name, old.map(|entry| entry.value().clone()), Some(value));
             }
             Err(reason) => {
                 let rejection = Rejection {
                     name: name.clone(),
-                    key: write.key,
-                    revision: write.mod_revision,
+                    source: Source::Etcd {
+                        key: write.key,
+                        mod_revision: write.mod_revision,
+                    },
                     reason,
                 };
                 outputs.push(Output::Reject(rejection.clone()));
@@ -489,6 +584,13 @@ impl State {
             };
             self.set_owner(name, write, pending, outputs);
         }
+        // No key left (or only a rejected one): the env var or default applies again.
+        if !self.entries.contains_key(name)
+            && let Some(fallback) = self.fallback.get(name)
+        {
+            self.entries.insert(name.clone(), fallback.clone());
+            pending.record(name, None, Some(fallback.value().clone()));
+        }
     }
 }
 
@@ -499,8 +601,8 @@ fn collision(name: &Arc<str>, winner: Arc<str>, loser: Arc<str>) -> Output {
     }
 }
 
-/// The change from `old` to `new`, in name order.
-fn diff(old: &Entries, new: &Entries, revision: i64) -> Option<ConfigChange> {
+/// The changes from `old` to `new`.
+fn diff(old: &Entries, new: &Entries) -> Pending {
     let mut pending = Pending::default();
     for (name, entry) in new {
         let before = old.get(name).map(|entry| entry.value().clone());
@@ -511,7 +613,7 @@ fn diff(old: &Entries, new: &Entries, revision: i64) -> Option<ConfigChange> {
             pending.record(name, Some(entry.value().clone()), None);
         }
     }
-    pending.into_change(revision)
+    pending
 }
 
 #[cfg(test)]

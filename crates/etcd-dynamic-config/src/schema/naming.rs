@@ -44,6 +44,21 @@ pub fn name_from_path(relative: &str) -> Option<String> {
     Some(name)
 }
 
+/// The key segment whose snake_case is `segment`: `max_pool` → `MaxPool`. Used to show
+/// (and write) the key of an auto-discovered name.
+pub fn pascal_case(segment: &str) -> String {
+    segment
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +86,15 @@ mod tests {
         for (segment, expected) in cases {
             assert_eq!(snake_case(segment), expected, "for {segment:?}");
         }
+    }
+
+    #[test]
+    fn pascal_case_round_trips_through_snake_case() {
+        for name in ["log_level", "max_pool", "categorization_api_url", "x", "v2_api"] {
+            let segment = pascal_case(name);
+            assert_eq!(snake_case(&segment), name, "via {segment}");
+        }
+        assert_eq!(pascal_case("max_pool"), "MaxPool");
     }
 
     #[test]

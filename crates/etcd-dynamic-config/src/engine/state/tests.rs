@@ -3,9 +3,13 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::snapshot::Source;
 
 fn state() -> State {
-    State::new(Arc::new(Schema::auto_discover()), "/app")
+    let keys = Arc::new(crate::schema::Schema::auto_discover())
+        .bind("/app")
+        .unwrap();
+    State::new(keys, Entries::default())
 }
 
 fn kv(key: &str, value: &str, mod_revision: i64) -> Kv {
@@ -79,16 +83,17 @@ fn change(name: &str, old: Option<&str>, new: Option<&str>) -> ValueChange {
         name: Arc::from(name),
         old: old.map(Value::from),
         new: new.map(Value::from),
+        secret: false,
     }
 }
 
-/// A state that listed `/app/LogLevel=INFO` and `/app/Db/Port=5432` at revision 10.
+/// A state that listed `/app/LogLevel=INFO` and `/app/Db/Name=5432` at revision 10.
 fn listed() -> State {
     let mut state = state();
     state.step(Input::Listed {
         kvs: vec![
             kv("/app/LogLevel", "INFO", 7),
-            kv("/app/Db/Port", "5432", 9),
+            kv("/app/Db/Name", "5432", 9),
         ],
         revision: 10,
     });
@@ -101,7 +106,7 @@ fn first_list_publishes_and_watches_from_the_next_revision() {
     let outputs = state.step(Input::Listed {
         kvs: vec![
             kv("/app/LogLevel", "INFO", 7),
-            kv("/app/Db/Port", "5432", 9),
+            kv("/app/Db/Name", "5432", 9),
             kv("/app/Empty//Segment", "x", 3),
         ],
         revision: 10,
@@ -110,12 +115,12 @@ fn first_list_publishes_and_watches_from_the_next_revision() {
     assert_eq!(snapshot.revision(), 10);
     assert_eq!(
         values(&snapshot),
-        map(&[("db.port", "5432"), ("log_level", "INFO")])
+        map(&[("db.name", "5432"), ("log_level", "INFO")])
     );
     assert_eq!(
-        snapshot.entry("db.port").unwrap().source(),
-        &crate::snapshot::Source::Etcd {
-            key: Arc::from("/app/Db/Port"),
+        snapshot.entry("db.name").unwrap().source(),
+        &Source::Etcd {
+            key: Arc::from("/app/Db/Name"),
             mod_revision: 9
         }
     );
@@ -161,7 +166,7 @@ fn puts_and_deletes_publish_with_old_and_new_values() {
     let outputs = state.step(Input::Watched {
         events: vec![
             put("/app/NewKey", "fresh", 12, None),
-            del("/app/Db/Port", 13, 9),
+            del("/app/Db/Name", 13, 9),
         ],
     });
     let snapshot = published(&outputs).unwrap();
@@ -179,7 +184,7 @@ fn puts_and_deletes_publish_with_old_and_new_values() {
             },
             ConfigChange {
                 revision: 13,
-                changes: vec![change("db.port", Some("5432"), None)]
+                changes: vec![change("db.name", Some("5432"), None)]
             },
         ],
         "one notification per revision, in order"
@@ -193,7 +198,7 @@ fn a_transaction_is_one_change_and_one_snapshot() {
     let outputs = state.step(Input::Watched {
         events: vec![
             put("/app/LogLevel", "WARN", 11, Some(7)),
-            put("/app/Db/Port", "6432", 11, Some(9)),
+            put("/app/Db/Name", "6432", 11, Some(9)),
             put("/app/Db/Host", "db", 11, None),
         ],
     });
@@ -208,7 +213,7 @@ fn a_transaction_is_one_change_and_one_snapshot() {
         changes[0].changes,
         [
             change("db.host", None, Some("db")),
-            change("db.port", Some("5432"), Some("6432")),
+            change("db.name", Some("5432"), Some("6432")),
             change("log_level", Some("INFO"), Some("WARN")),
         ]
     );
@@ -291,7 +296,7 @@ fn compaction_relists_and_publishes_the_difference() {
         [ConfigChange {
             revision: 60,
             changes: vec![
-                change("db.port", Some("5432"), None),
+                change("db.name", Some("5432"), None),
                 change("feature", None, Some("on")),
                 change("log_level", Some("INFO"), Some("ERROR")),
             ]
@@ -307,7 +312,7 @@ fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
     let outputs = state.step(Input::Watched {
         events: vec![
             put("/app/LogLevel", "DEBUG", 11, Some(7)),
-            put("/app/Db/Port", "1", 11, Some(8)),
+            put("/app/Db/Name", "1", 11, Some(8)),
         ],
     });
     assert!(
@@ -321,7 +326,7 @@ fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
     let outputs = state.step(Input::Listed {
         kvs: vec![
             kv("/app/LogLevel", "INFO", 7),
-            kv("/app/Db/Port", "5432", 9),
+            kv("/app/Db/Name", "5432", 9),
         ],
         revision: 12,
     });
@@ -341,7 +346,7 @@ fn earlier_revisions_of_a_batch_stay_published_when_a_later_one_diverges() {
     let outputs = state.step(Input::Watched {
         events: vec![
             put("/app/LogLevel", "DEBUG", 11, Some(7)),
-            put("/app/Db/Port", "1", 12, Some(8)),
+            put("/app/Db/Name", "1", 12, Some(8)),
         ],
     });
     assert_eq!(published(&outputs).unwrap().revision(), 11);
@@ -368,8 +373,13 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
         })
         .expect("a rejection");
     assert_eq!(&*rejection.name, "log_level");
-    assert_eq!(&*rejection.key, "/app/LogLevel");
-    assert_eq!(rejection.revision, 11);
+    assert_eq!(
+        rejection.source,
+        Source::Etcd {
+            key: Arc::from("/app/LogLevel"),
+            mod_revision: 11
+        }
+    );
     assert!(
         rejection.reason.contains("not UTF-8"),
         "{}",
@@ -377,7 +387,7 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
     );
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 11);
-    assert_eq!(snapshot.get("log_level").unwrap().as_str(), "INFO");
+    assert_eq!(snapshot.get("log_level"), Some(&Value::from("INFO")));
     assert!(notifications(&outputs).is_empty());
     assert_eq!(state.rejections().count(), 1);
 
@@ -402,12 +412,12 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
                 value: vec![0xff],
                 mod_revision: 20,
             },
-            kv("/app/Db/Port", "5432", 9),
+            kv("/app/Db/Name", "5432", 9),
         ],
         revision: 21,
     });
     let snapshot = published(&outputs).unwrap();
-    assert_eq!(snapshot.get("log_level").unwrap().as_str(), "INFO");
+    assert_eq!(snapshot.get("log_level"), Some(&Value::from("INFO")));
     assert!(notifications(&outputs).is_empty());
 }
 
@@ -428,12 +438,8 @@ fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     );
     // "/app/LogLevel" sorts before "/app/log_level".
     assert_eq!(
-        published(&outputs)
-            .unwrap()
-            .get("log_level")
-            .unwrap()
-            .as_str(),
-        "upper"
+        published(&outputs).unwrap().get("log_level"),
+        Some(&Value::from("upper"))
     );
     assert_eq!(
         state.collisions(),
@@ -460,6 +466,137 @@ fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     assert!(state.collisions().is_empty());
 }
 
+/// A state over a declared schema: a pool with a check, a required token (secret), and
+/// a level with a default and an env var.
+fn declared_state() -> State {
+    use crate::schema::{Check, Name, Schema};
+    let schema = Schema::builder()
+        .discover(true)
+        .name(Name::new("token").secret().required())
+        .name(Name::new("level").default("INFO"))
+        .check(Check::compare("min_pool", "<=", "max_pool").unwrap())
+        .build()
+        .unwrap();
+    let schema = Arc::new(schema);
+    let (fallback, _) = schema.fallback(&|var| (var == "LEVEL").then(|| "WARN".to_owned()));
+    State::new(schema.bind("/app").unwrap(), fallback)
+}
+
+fn revision_rejections(outputs: &[Output]) -> Vec<RevisionRejection> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::RejectRevision(rejection) => Some(rejection.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn names_etcd_lacks_take_their_env_var_or_default_and_return_to_it_on_delete() {
+    let mut state = declared_state();
+    let outputs = state.step(Input::Listed {
+        kvs: vec![kv("/app/Token", "t", 2), kv("/app/Level", "DEBUG", 3)],
+        revision: 3,
+    });
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.get("level"), Some(&Value::from("DEBUG")));
+
+    let outputs = state.step(Input::Watched {
+        events: vec![del("/app/Level", 4, 3)],
+    });
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.get("level"), Some(&Value::from("WARN")), "the env var");
+    assert_eq!(
+        snapshot.entry("level").unwrap().source(),
+        &Source::Env {
+            var: Arc::from("LEVEL")
+        }
+    );
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        [change("level", Some("DEBUG"), Some("WARN"))]
+    );
+}
+
+#[test]
+fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
+    let mut state = declared_state();
+    state.step(Input::Listed {
+        kvs: vec![
+            kv("/app/Token", "t", 2),
+            kv("/app/MinPool", "1", 3),
+            kv("/app/MaxPool", "5", 4),
+        ],
+        revision: 4,
+    });
+    // min_pool = 9 > max_pool = 5: rejected as a whole.
+    let outputs = state.step(Input::Watched {
+        events: vec![put("/app/MinPool", "9", 5, Some(3))],
+    });
+    assert!(published(&outputs).is_none());
+    assert!(notifications(&outputs).is_empty());
+    assert_eq!(
+        revision_rejections(&outputs),
+        [RevisionRejection {
+            revision: 5,
+            reasons: vec!["min_pool <= max_pool does not hold".into()]
+        }]
+    );
+    assert!(state.rejected_revision().is_some());
+    assert!(state.step(Input::Progress { revision: 9 }).is_empty(), "held back");
+
+    // The fix arrives: both changes are published together, relative to what was.
+    let outputs = state.step(Input::Watched {
+        events: vec![put("/app/MaxPool", "10", 10, Some(4))],
+    });
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.revision(), 10);
+    // `min_pool` is text by the naming rules (`*_min_*` needs a word before it); the
+    // check reads numbers from text.
+    assert_eq!(snapshot.get("min_pool"), Some(&Value::from("9")));
+    let changes = &notifications(&outputs)[0].changes;
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].name.as_ref(), "max_pool");
+    assert_eq!(changes[0].old, Some(Value::from("5")));
+    assert_eq!(changes[1].name.as_ref(), "min_pool");
+    assert_eq!(changes[1].old, Some(Value::from("1")));
+    assert!(state.rejected_revision().is_none());
+}
+
+#[test]
+fn deleting_a_required_name_is_rejected_and_secret_changes_are_marked() {
+    let mut state = declared_state();
+    state.step(Input::Listed {
+        kvs: vec![kv("/app/Token", "t1", 2)],
+        revision: 2,
+    });
+    let outputs = state.step(Input::Watched {
+        events: vec![put("/app/Token", "t2", 3, Some(2))],
+    });
+    let change = &notifications(&outputs)[0].changes[0];
+    assert!(change.secret, "the token is secret");
+    let outputs = state.step(Input::Watched {
+        events: vec![del("/app/Token", 4, 3)],
+    });
+    assert!(published(&outputs).is_none());
+    assert_eq!(
+        revision_rejections(&outputs)[0].reasons,
+        ["required name token has no value"]
+    );
+}
+
+#[test]
+fn an_initial_list_that_breaks_a_check_publishes_nothing() {
+    let mut state = declared_state();
+    let outputs = state.step(Input::Listed {
+        kvs: vec![kv("/app/Level", "DEBUG", 2)],
+        revision: 2,
+    });
+    assert!(published(&outputs).is_none());
+    assert_eq!(state.rejected_revision().unwrap().revision, 2);
+}
+
 // --- property: the snapshot always equals a replay of the events ---
 
 /// Keys the generated histories write, two of which collide on `log_level`.
@@ -467,7 +604,7 @@ const KEYS: [&str; 7] = [
     "/app/LogLevel",
     "/app/log_level",
     "/app/Db/Host",
-    "/app/Db/Port",
+    "/app/Db/Name",
     "/app/Feature",
     "/app/Deep/Nested/Key",
     "/elsewhere/Key",
@@ -570,7 +707,7 @@ fn apply_changes(
         let name = value_change.name.to_string();
         assert_eq!(
             view.get(&name).map(String::as_str),
-            value_change.old.as_ref().map(Value::as_str),
+            value_change.old.as_ref().map(Value::to_string).as_deref(),
             "old value of {name} at revision {}",
             change.revision
         );

@@ -1,0 +1,93 @@
+//! Typed bindings: the configuration read into a serde struct, rebuilt on every
+//! published snapshot, loaded lock-free.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::de::DeserializeOwned;
+
+use crate::snapshot::Snapshot;
+
+/// The configuration as a `T`, rebuilt on each applied revision.
+///
+/// A revision that does not read as `T` keeps the previous value; the failure is logged
+/// (`bind_rejected`) and kept in [`last_error`](Self::last_error) until a revision reads
+/// again.
+pub struct Binding<T> {
+    shared: Arc<Shared<T>>,
+}
+
+struct Shared<T> {
+    current: ArcSwap<T>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl<T> Clone for Binding<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Binding<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Binding")
+            .field("type", &std::any::type_name::<T>())
+            .field("last_error", &self.last_error())
+            .finish()
+    }
+}
+
+impl<T> Binding<T> {
+    /// Why the latest revision did not read as `T`, while it does not.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
+    pub(crate) fn new(initial: T) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(initial),
+                last_error: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The latest value: one atomic load, no lock.
+    pub fn load(&self) -> Arc<T> {
+        self.shared.current.load_full()
+    }
+
+    /// Reads `snapshot` as `T`; keeps the previous value when it does not read.
+    pub(crate) fn rebuild(&self, snapshot: &Snapshot) {
+        let mut last_error = self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match snapshot.deserialize::<T>() {
+            Ok(value) => {
+                self.shared.current.store(Arc::new(value));
+                *last_error = None;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    event = "bind_rejected",
+                    revision = snapshot.revision(),
+                    target = std::any::type_name::<T>(),
+                    error = %error,
+                    "a revision does not read as the bound type; the previous value stays"
+                );
+                *last_error = Some(error.to_string());
+            }
+        }
+    }
+}
