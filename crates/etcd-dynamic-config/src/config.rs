@@ -159,7 +159,10 @@ impl EtcdConfig {
                 .validate(&snapshot)
                 .map_err(|reasons| Error::Invalid { reasons })?;
             Writer::new(inner.store.clone()).publish(snapshot);
-            (self.report(StartSource::Local, 0, rejected, Vec::new()), None)
+            (
+                self.report(StartSource::Local, 0, rejected, Vec::new()),
+                None,
+            )
         } else {
             let load = async {
                 let connection = Connection::connect(&inner.settings).await?;
@@ -182,7 +185,12 @@ impl EtcdConfig {
             let collisions = state
                 .collisions()
                 .into_iter()
-                .map(|(name, keys)| (name.to_string(), keys.iter().map(|k| k.to_string()).collect()))
+                .map(|(name, keys)| {
+                    (
+                        name.to_string(),
+                        keys.iter().map(|k| k.to_string()).collect(),
+                    )
+                })
                 .collect();
             let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
             (report, Some((engine, next)))
@@ -210,9 +218,8 @@ impl EtcdConfig {
         });
 
         let (stop, stop_receiver) = watch::channel(false);
-        let task = engine.map(|(engine, next)| {
-            tokio::spawn(engine.run(next, stop_receiver).instrument(span))
-        });
+        let task = engine
+            .map(|(engine, next)| tokio::spawn(engine.run(next, stop_receiver).instrument(span)));
         let mut running = inner.lock_running();
         if running.is_some() {
             // Another start won the race; this engine goes away.

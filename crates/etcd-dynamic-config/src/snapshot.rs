@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
 use crate::error::{Error, Result};
-use crate::value::ValueDeserializer;
 pub use crate::value::Value;
+use crate::value::ValueDeserializer;
 
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -440,7 +440,10 @@ pub(crate) mod tests {
 
     #[test]
     fn get_as_reads_the_asked_type() {
-        assert_eq!(snapshot_with("p", " 5432 ").get_as::<u16>("p").unwrap(), 5432);
+        assert_eq!(
+            snapshot_with("p", " 5432 ").get_as::<u16>("p").unwrap(),
+            5432
+        );
         let typed = snapshot_of(&[("n", Value::Integer(7))]);
         assert_eq!(typed.get_as::<u8>("n").unwrap(), 7);
     }
@@ -515,7 +518,10 @@ pub(crate) mod tests {
 
         let clash = snapshot_of(&[("a", Value::from("1")), ("a.b", Value::from("2"))]);
         let error = clash.deserialize::<App>().unwrap_err().to_string();
-        assert!(error.contains("a.b is below a, which is a value"), "{error}");
+        assert!(
+            error.contains("a.b is below a, which is a value"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -193,7 +193,9 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
             Value::List(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
                 items.iter().map(|item| TextDeserializer(item)),
             )),
-            Value::Json(json) => de::Deserializer::deserialize_any(&**json, visitor).map_err(custom),
+            Value::Json(json) => {
+                de::Deserializer::deserialize_any(&**json, visitor).map_err(custom)
+            }
             Value::Duration(duration) => visitor.visit_f64(duration.as_secs_f64()),
         }
     }
@@ -484,7 +486,9 @@ mod tests {
         );
         assert_eq!(ninety.deserialize::<f64>().unwrap(), 90.5);
         assert_eq!(
-            Value::from(vec!["a", "b"]).deserialize::<Vec<String>>().unwrap(),
+            Value::from(vec!["a", "b"])
+                .deserialize::<Vec<String>>()
+                .unwrap(),
             ["a", "b"]
         );
         #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -506,7 +510,10 @@ mod tests {
     fn display_is_the_canonical_text() {
         assert_eq!(Value::Float(60.0).to_string(), "60.0");
         assert_eq!(Value::from(vec!["a", "b"]).to_string(), "a,b");
-        assert_eq!(Value::Duration(Duration::from_secs(90)).to_string(), "1m 30s");
+        assert_eq!(
+            Value::Duration(Duration::from_secs(90)).to_string(),
+            "1m 30s"
+        );
         assert_eq!(Value::Bool(false).to_string(), "false");
     }
 

@@ -489,7 +489,10 @@ fn the_blocking_facade_needs_no_runtime() {
     let report = config.start().unwrap();
     assert_eq!(report.loaded, 1);
     assert_eq!(
-        config.get_all_configs().get("log_level").and_then(Value::as_str),
+        config
+            .get_all_configs()
+            .get("log_level")
+            .and_then(Value::as_str),
         Some("INFO")
     );
     let mut subscription = config.subscribe();
@@ -509,7 +512,10 @@ async fn loads_from_a_three_member_cluster_and_follows_writes_to_any_member() {
     put(&mut first, "/app/LogLevel", "INFO").await;
     let config = config(&cluster.endpoints(), "/app");
     config.start().await.expect("start");
-    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), Some("INFO"));
+    assert_eq!(
+        config.snapshot().get("log_level").unwrap().as_str(),
+        Some("INFO")
+    );
 
     let mut last = 0;
     for (i, member) in cluster.members().iter().enumerate() {

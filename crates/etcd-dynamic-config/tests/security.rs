@@ -34,7 +34,10 @@ async fn tls_with_the_right_ca_loads_and_watches() {
         .unwrap();
     let config = config(settings);
     config.start().await.expect("start over TLS");
-    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), Some("INFO"));
+    assert_eq!(
+        config.snapshot().get("log_level").unwrap().as_str(),
+        Some("INFO")
+    );
     let revision = put(&mut client, "/app/LogLevel", "DEBUG").await;
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), Some("DEBUG"));
@@ -86,7 +89,10 @@ async fn a_read_only_user_on_the_prefix_loads_and_watches() {
         .unwrap();
     let config = config(settings);
     config.start().await.expect("start with a read-only user");
-    assert_eq!(config.snapshot().get("log_level").unwrap().as_str(), Some("INFO"));
+    assert_eq!(
+        config.snapshot().get("log_level").unwrap().as_str(),
+        Some("INFO")
+    );
     let revision = put(&mut root, "/app/LogLevel", "WARN").await;
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), Some("WARN"));

@@ -318,7 +318,10 @@ impl State {
     }
 
     fn publish(&self) -> Output {
-        Output::Publish(Arc::new(Snapshot::new(self.revision, self.published.clone())))
+        Output::Publish(Arc::new(Snapshot::new(
+            self.revision,
+            self.published.clone(),
+        )))
     }
 
     fn name_for(&self, key: &str) -> Option<Arc<str>> {
@@ -332,7 +335,11 @@ impl State {
                 Source::Etcd { key, .. } => Some(key),
                 _ => None,
             },
-            None => self.entries.get(name).and_then(Entry::etcd).map(|(key, _)| key),
+            None => self
+                .entries
+                .get(name)
+                .and_then(Entry::etcd)
+                .map(|(key, _)| key),
         }
     }
 
@@ -343,7 +350,10 @@ impl State {
         }
         if let Some(rejection) = self.rejected.get(name) {
             return match &rejection.source {
-                Source::Etcd { key: owner, mod_revision } if **owner == *key => Some(*mod_revision),
+                Source::Etcd {
+                    key: owner,
+                    mod_revision,
+                } if **owner == *key => Some(*mod_revision),
                 _ => None,
             };
         }

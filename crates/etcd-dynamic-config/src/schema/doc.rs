@@ -26,10 +26,22 @@ impl Schema {
                     None => "-".to_owned(),
                 };
                 let description = spec.description().unwrap_or("-").to_owned();
-                [key, format!("`{}`", self.env_var(name)), kind, default, description]
+                [
+                    key,
+                    format!("`{}`", self.env_var(name)),
+                    kind,
+                    default,
+                    description,
+                ]
             })
             .collect();
-        let header = ["Etcd Key", "Environment Variable", "Kind", "Default", "Description"];
+        let header = [
+            "Etcd Key",
+            "Environment Variable",
+            "Kind",
+            "Default",
+            "Description",
+        ];
         let widths: Vec<usize> = (0..header.len())
             .map(|column| {
                 rows.iter()

@@ -114,9 +114,10 @@ impl Schema {
             builder = builder.discover(discover);
         }
         for (name, spec) in file.names {
-            builder = builder.name(name_from_file(&name, spec).map_err(|reason| {
-                invalid(format!("names.{name}: {reason}"))
-            })?);
+            builder = builder.name(
+                name_from_file(&name, spec)
+                    .map_err(|reason| invalid(format!("names.{name}: {reason}")))?,
+            );
         }
         for check in file.checks {
             builder = builder.check(
@@ -187,5 +188,6 @@ fn default_value(kind: Kind, default: toml::Value) -> Result<Value, String> {
             .join(","),
         other => other.to_string(),
     };
-    kind.parse(&text).map_err(|reason| format!("default: {reason}"))
+    kind.parse(&text)
+        .map_err(|reason| format!("default: {reason}"))
 }

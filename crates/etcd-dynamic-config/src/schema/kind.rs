@@ -39,9 +39,7 @@ impl Kind {
         let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
         let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s));
         let contains = |parts: &[&str]| parts.iter().any(|p| name.contains(p));
-        if starts(&["use_", "is_", "has_"])
-            || ends(&["_enabled", "_debug", "_echo", "_start"])
-        {
+        if starts(&["use_", "is_", "has_"]) || ends(&["_enabled", "_debug", "_echo", "_start"]) {
             Self::Bool
         } else if ends(&["_statuses", "_list", "_items"]) {
             Self::List
@@ -68,9 +66,9 @@ impl Kind {
         }
         match self {
             Self::String => Ok(Value::String(Arc::from(text))),
-            Self::Bool => parse_bool(trimmed)
-                .map(Value::Bool)
-                .ok_or_else(|| "expected a boolean (1 true yes y on / 0 false no n off)".to_owned()),
+            Self::Bool => parse_bool(trimmed).map(Value::Bool).ok_or_else(|| {
+                "expected a boolean (1 true yes y on / 0 false no n off)".to_owned()
+            }),
             Self::Integer => trimmed
                 .parse::<i64>()
                 .map(Value::Integer)
@@ -197,8 +195,16 @@ mod tests {
                 r#"{"a": [1, 2]}"#,
                 Value::from(serde_json::json!({"a": [1, 2]})),
             ),
-            (Kind::Duration, "1m 30s", Value::Duration(Duration::from_secs(90))),
-            (Kind::Duration, "0.25", Value::Duration(Duration::from_millis(250))),
+            (
+                Kind::Duration,
+                "1m 30s",
+                Value::Duration(Duration::from_secs(90)),
+            ),
+            (
+                Kind::Duration,
+                "0.25",
+                Value::Duration(Duration::from_millis(250)),
+            ),
         ];
         for (kind, text, expected) in cases {
             assert_eq!(&kind.parse(text).unwrap(), expected, "{kind} from {text:?}");
@@ -225,7 +231,10 @@ mod tests {
             let error = kind.parse(text).unwrap_err();
             assert!(error.contains(reason), "{kind} from {text:?}: {error}");
             if text.len() > 2 {
-                assert!(!error.contains(text), "the reason quotes the value: {error}");
+                assert!(
+                    !error.contains(text),
+                    "the reason quotes the value: {error}"
+                );
             }
         }
     }

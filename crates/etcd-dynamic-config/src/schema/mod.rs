@@ -305,7 +305,9 @@ impl Schema {
                 .describe("PostgreSQL connection string"),
             Name::new("log_level")
                 .key("LogLevel")
-                .one_of(["CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE"])
+                .one_of([
+                    "CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE",
+                ])
                 .describe("Application log level"),
             Name::new("ai_http_timeout_seconds")
                 .key("AiHttpTimeoutSeconds")
@@ -416,7 +418,11 @@ impl Schema {
                 .iter()
                 .filter_map(|check| (check.check)(snapshot).err()),
         );
-        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
     }
 
     /// Parses raw bytes stored for `name` into its value and runs its validators.
@@ -460,13 +466,17 @@ impl Schema {
             let entry = match from_env {
                 Some((Ok(value), var)) => Some(Entry::new(
                     value,
-                    Source::Env { var: Arc::from(var) },
+                    Source::Env {
+                        var: Arc::from(var),
+                    },
                     spec.secret,
                 )),
                 Some((Err(reason), var)) => {
                     rejected.push(crate::engine::state::Rejection {
                         name: name.clone(),
-                        source: Source::Env { var: Arc::from(var) },
+                        source: Source::Env {
+                            var: Arc::from(var),
+                        },
                         reason,
                     });
                     None
@@ -498,7 +508,9 @@ impl Schema {
             if !key.starts_with(&*prefix_dir) {
                 return Err(Error::Schema {
                     what: format!("key {key}"),
-                    reason: format!("it is outside the prefix {prefix_dir}, which is all that is read"),
+                    reason: format!(
+                        "it is outside the prefix {prefix_dir}, which is all that is read"
+                    ),
                 });
             }
             by_key.insert(Arc::<str>::from(key), name.clone());
@@ -674,7 +686,10 @@ impl SchemaBuilder {
                 return Err(invalid(&format!("key {key}"), "mapped to two names".into()));
             }
             if schema.keys.iter().any(|(k, n)| **n == *name && *k != key) {
-                return Err(invalid(&format!("name {name}"), "mapped from two keys".into()));
+                return Err(invalid(
+                    &format!("name {name}"),
+                    "mapped from two keys".into(),
+                ));
             }
             if !schema.keys.iter().any(|(k, _)| *k == key) {
                 let name = match schema.names.get_key_value(name.as_str()) {

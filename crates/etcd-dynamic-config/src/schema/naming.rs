@@ -90,7 +90,13 @@ mod tests {
 
     #[test]
     fn pascal_case_round_trips_through_snake_case() {
-        for name in ["log_level", "max_pool", "categorization_api_url", "x", "v2_api"] {
+        for name in [
+            "log_level",
+            "max_pool",
+            "categorization_api_url",
+            "x",
+            "v2_api",
+        ] {
             let segment = pascal_case(name);
             assert_eq!(snake_case(&segment), name, "via {segment}");
         }

@@ -22,7 +22,12 @@ fn schema_error(result: Result<Schema>) -> (String, String) {
 fn my_app() -> Schema {
     Schema::builder()
         .prefix("/myapp/production")
-        .name(Name::new("db_host").key("Database/Host").env("MYAPP_DB_HOST").default("localhost"))
+        .name(
+            Name::new("db_host")
+                .key("Database/Host")
+                .env("MYAPP_DB_HOST")
+                .default("localhost"),
+        )
         .name(
             Name::new("db_port")
                 .key("Database/Port")
@@ -30,8 +35,17 @@ fn my_app() -> Schema {
                 .default(5432)
                 .range(1, 65535),
         )
-        .name(Name::new("redis_url").key("Cache/RedisUrl").env("MYAPP_REDIS_URL"))
-        .name(Name::new("api_secret").key("API/SecretKey").secret().required())
+        .name(
+            Name::new("redis_url")
+                .key("Cache/RedisUrl")
+                .env("MYAPP_REDIS_URL"),
+        )
+        .name(
+            Name::new("api_secret")
+                .key("API/SecretKey")
+                .secret()
+                .required(),
+        )
         .name(
             Name::new("enable_cache")
                 .key("Features/EnableCache")
@@ -51,14 +65,30 @@ fn my_app() -> Schema {
 #[test]
 fn coercion_uses_the_declared_or_inferred_kind_and_the_validators() {
     let schema = my_app();
-    assert_eq!(schema.coerce("db_port", b"6432").unwrap(), Value::Integer(6432));
+    assert_eq!(
+        schema.coerce("db_port", b"6432").unwrap(),
+        Value::Integer(6432)
+    );
     assert_eq!(
         schema.coerce("db_port", b"70000").unwrap_err(),
         "out of range: must be between 1 and 65535"
     );
-    assert!(schema.coerce("db_port", b"ten").unwrap_err().contains("expected an integer"));
-    assert_eq!(schema.coerce("enable_cache", b"on").unwrap(), Value::Bool(true));
-    assert!(schema.coerce("log_level", b"LOUD").unwrap_err().contains("one of"));
+    assert!(
+        schema
+            .coerce("db_port", b"ten")
+            .unwrap_err()
+            .contains("expected an integer")
+    );
+    assert_eq!(
+        schema.coerce("enable_cache", b"on").unwrap(),
+        Value::Bool(true)
+    );
+    assert!(
+        schema
+            .coerce("log_level", b"LOUD")
+            .unwrap_err()
+            .contains("one of")
+    );
     // Undeclared names follow the naming rules.
     assert_eq!(
         schema.coerce("ai_http_timeout_seconds", b"2.5").unwrap(),
@@ -70,7 +100,12 @@ fn coercion_uses_the_declared_or_inferred_kind_and_the_validators() {
             .unwrap_err()
             .contains("expected a number")
     );
-    assert!(schema.coerce("x", &[0xff]).unwrap_err().contains("not UTF-8"));
+    assert!(
+        schema
+            .coerce("x", &[0xff])
+            .unwrap_err()
+            .contains("not UTF-8")
+    );
 }
 
 #[test]
@@ -89,7 +124,11 @@ fn fallbacks_come_from_env_vars_then_defaults() {
             var: Arc::from("MYAPP_DB_HOST")
         }
     );
-    assert_eq!(value("db_port"), Some(Value::Integer(5432)), "a bad env var falls to the default");
+    assert_eq!(
+        value("db_port"),
+        Some(Value::Integer(5432)),
+        "a bad env var falls to the default"
+    );
     assert_eq!(entries.get("db_port").unwrap().source(), &Source::Default);
     assert_eq!(value("api_secret"), Some(Value::from("s3cret")));
     assert!(entries.get("api_secret").unwrap().is_secret());
@@ -102,7 +141,10 @@ fn fallbacks_come_from_env_vars_then_defaults() {
 #[test]
 fn env_vars_default_to_the_upper_cased_name() {
     let schema = Schema::auto_discover();
-    assert_eq!(schema.env_var("categorization_api_url"), "CATEGORIZATION_API_URL");
+    assert_eq!(
+        schema.env_var("categorization_api_url"),
+        "CATEGORIZATION_API_URL"
+    );
     assert_eq!(schema.env_var("database.max_pool"), "DATABASE__MAX_POOL");
     assert_eq!(my_app().env_var("db_host"), "MYAPP_DB_HOST");
 }
@@ -117,12 +159,29 @@ fn explicit_keys_load_only_those_keys() {
     );
     assert_eq!(keys.name_for("/myapp/production/Other/Key"), None);
 
-    let discovering = Arc::new(Schema::builder().key("Db/Url", "database_url").discover(true).build().unwrap());
+    let discovering = Arc::new(
+        Schema::builder()
+            .key("Db/Url", "database_url")
+            .discover(true)
+            .build()
+            .unwrap(),
+    );
     let keys = discovering.bind("/app").unwrap();
-    assert_eq!(keys.name_for("/app/Db/Url").as_deref(), Some("database_url"));
-    assert_eq!(keys.name_for("/app/Other/Key").as_deref(), Some("other.key"));
+    assert_eq!(
+        keys.name_for("/app/Db/Url").as_deref(),
+        Some("database_url")
+    );
+    assert_eq!(
+        keys.name_for("/app/Other/Key").as_deref(),
+        Some("other.key")
+    );
 
-    let outside = Arc::new(Schema::builder().key("/elsewhere/Key", "x").build().unwrap());
+    let outside = Arc::new(
+        Schema::builder()
+            .key("/elsewhere/Key", "x")
+            .build()
+            .unwrap(),
+    );
     let (what, reason) = match outside.bind("/app") {
         Err(Error::Schema { what, reason }) => (what, reason),
         other => panic!("{other:?}"),
@@ -150,22 +209,31 @@ fn keys_of_names_are_explicit_or_derived_from_the_name() {
 fn inconsistent_declarations_are_schema_errors() {
     let cases: Vec<(Result<Schema>, &str, &str)> = vec![
         (
-            Schema::builder().name(Name::new("db_port").default("ten")).build(),
+            Schema::builder()
+                .name(Name::new("db_port").default("ten"))
+                .build(),
             "default of db_port",
             "expected an integer",
         ),
         (
-            Schema::builder().name(Name::new("port").kind(Kind::Integer).default(true)).build(),
+            Schema::builder()
+                .name(Name::new("port").kind(Kind::Integer).default(true))
+                .build(),
             "default of port",
             "the default is a bool, the name is a integer",
         ),
         (
-            Schema::builder().name(Name::new("db_port").default(0).range(1, 10)).build(),
+            Schema::builder()
+                .name(Name::new("db_port").default(0).range(1, 10))
+                .build(),
             "default of db_port",
             "out of range",
         ),
         (
-            Schema::builder().name(Name::new("a")).name(Name::new("a")).build(),
+            Schema::builder()
+                .name(Name::new("a"))
+                .name(Name::new("a"))
+                .build(),
             "name a",
             "declared twice",
         ),
@@ -210,7 +278,10 @@ fn required_names_and_checks_validate_a_snapshot() {
         ("max_pool", Value::Integer(5)),
     ]);
     assert!(schema.validate(&good).is_ok());
-    let bad = snapshot_of(&[("min_pool", Value::Integer(9)), ("max_pool", Value::Integer(5))]);
+    let bad = snapshot_of(&[
+        ("min_pool", Value::Integer(9)),
+        ("max_pool", Value::Integer(5)),
+    ]);
     assert_eq!(
         schema.validate(&bad).unwrap_err(),
         [
@@ -237,17 +308,22 @@ fn a_trait_schema_is_the_python_subclass() {
             .collect()
         }
         fn env_var_map(&self) -> BTreeMap<String, String> {
-            [("database_url", "MYAPP_DATABASE_URL"), ("max_workers", "MYAPP_MAX_WORKERS")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
+            [
+                ("database_url", "MYAPP_DATABASE_URL"),
+                ("max_workers", "MYAPP_MAX_WORKERS"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
         }
         fn coerce(&self, name: &str, text: &str) -> Option<Result<Value, String>> {
             (name == "max_workers").then(|| {
                 if text.is_empty() {
                     Ok(Value::Integer(4))
                 } else {
-                    text.parse().map(Value::Integer).map_err(|_| "not a worker count".into())
+                    text.parse()
+                        .map(Value::Integer)
+                        .map_err(|_| "not a worker count".into())
                 }
             })
         }
@@ -255,13 +331,29 @@ fn a_trait_schema_is_the_python_subclass() {
     let schema = Arc::new(Schema::from_trait(MyService).build().unwrap());
     assert_eq!(schema.prefix(), Some("/services/my-service"));
     assert_eq!(schema.env_var("max_workers"), "MYAPP_MAX_WORKERS");
-    assert_eq!(schema.coerce("max_workers", b"").unwrap(), Value::Integer(4));
-    assert_eq!(schema.coerce("max_workers", b"8").unwrap(), Value::Integer(8));
-    assert_eq!(schema.coerce("max_workers", b"x").unwrap_err(), "not a worker count");
+    assert_eq!(
+        schema.coerce("max_workers", b"").unwrap(),
+        Value::Integer(4)
+    );
+    assert_eq!(
+        schema.coerce("max_workers", b"8").unwrap(),
+        Value::Integer(8)
+    );
+    assert_eq!(
+        schema.coerce("max_workers", b"x").unwrap_err(),
+        "not a worker count"
+    );
     // Other names keep the default coercion.
-    assert_eq!(schema.coerce("database_url", b"pg://x").unwrap(), Value::from("pg://x"));
+    assert_eq!(
+        schema.coerce("database_url", b"pg://x").unwrap(),
+        Value::from("pg://x")
+    );
     let keys = schema.bind("/services/my-service").unwrap();
-    assert_eq!(keys.name_for("/services/my-service/Unmapped"), None, "only mapped keys");
+    assert_eq!(
+        keys.name_for("/services/my-service/Unmapped"),
+        None,
+        "only mapped keys"
+    );
 }
 
 #[test]
@@ -332,7 +424,9 @@ fn a_toml_file_declares_the_same_schema() {
     assert!(reason.contains("unknown field `kinds`"), "{reason}");
     let (_, reason) = schema_error(Schema::from_toml_str("[names.x]\nkind = \"number\"\n"));
     assert!(reason.contains("unknown variant `number`"), "{reason}");
-    let (_, reason) = schema_error(Schema::from_toml_str("[[checks]]\nleft = \"a\"\nop = \"=<\"\nright = \"b\"\n"));
+    let (_, reason) = schema_error(Schema::from_toml_str(
+        "[[checks]]\nleft = \"a\"\nop = \"=<\"\nright = \"b\"\n",
+    ));
     assert!(reason.contains("unknown operator"), "{reason}");
     let (what, _) = schema_error(Schema::from_toml_file("/nonexistent/schema.toml"));
     assert_eq!(what, "schema file /nonexistent/schema.toml");
@@ -371,7 +465,8 @@ fn the_control_unit_schema_declares_the_documented_names() {
     assert_eq!(schema.kind_of("ai_http_max_connections"), Kind::Integer);
     let keys = Arc::new(schema).bind("/APPS/ControlUnit").unwrap();
     assert_eq!(
-        keys.name_for("/APPS/ControlUnit/CategorizationApiUrl").as_deref(),
+        keys.name_for("/APPS/ControlUnit/CategorizationApiUrl")
+            .as_deref(),
         Some("categorization_api_url")
     );
     assert_eq!(

@@ -42,7 +42,7 @@ impl Validator {
             }
             Self::OneOf(allowed) => {
                 let text = value.to_string();
-                if allowed.iter().any(|candidate| *candidate == text) {
+                if allowed.contains(&text) {
                     Ok(())
                 } else {
                     Err(format!("not allowed: must be {self}"))

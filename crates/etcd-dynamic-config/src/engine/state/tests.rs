@@ -506,7 +506,11 @@ fn names_etcd_lacks_take_their_env_var_or_default_and_return_to_it_on_delete() {
         events: vec![del("/app/Level", 4, 3)],
     });
     let snapshot = published(&outputs).unwrap();
-    assert_eq!(snapshot.get("level"), Some(&Value::from("WARN")), "the env var");
+    assert_eq!(
+        snapshot.get("level"),
+        Some(&Value::from("WARN")),
+        "the env var"
+    );
     assert_eq!(
         snapshot.entry("level").unwrap().source(),
         &Source::Env {
@@ -544,7 +548,10 @@ fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
         }]
     );
     assert!(state.rejected_revision().is_some());
-    assert!(state.step(Input::Progress { revision: 9 }).is_empty(), "held back");
+    assert!(
+        state.step(Input::Progress { revision: 9 }).is_empty(),
+        "held back"
+    );
 
     // The fix arrives: both changes are published together, relative to what was.
     let outputs = state.step(Input::Watched {
