@@ -12,12 +12,12 @@ use tracing::Instrument;
 use crate::binding::Binding;
 use crate::connection::Connection;
 use crate::engine::Engine;
-use crate::engine::state::{Rejection, State};
+use crate::engine::state::{Rejection, RevisionRejection, State};
 use crate::error::{Error, Result};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Store, Subscription, Writer};
+use crate::store::{Status, Store, Subscription, Writer};
 
 /// How long [`EtcdConfig::start`] waits for etcd by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,22 +151,26 @@ impl EtcdConfig {
         // filter.
         let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
         let schema = inner.keys.schema();
-        let (fallback, mut rejected) = schema.fallback(&*inner.env);
+        let (fallback, rejected) = schema.fallback(&*inner.env);
 
         let (report, engine) = if inner.settings.use_local_config() {
             let snapshot = Arc::new(Snapshot::new(0, fallback));
             schema
                 .validate(&snapshot)
                 .map_err(|reasons| Error::Invalid { reasons })?;
-            Writer::new(inner.store.clone()).publish(snapshot);
-            (
-                self.report(StartSource::Local, 0, rejected, Vec::new()),
-                None,
-            )
+            let writer = Writer::new(inner.store.clone());
+            writer.publish(snapshot);
+            writer.set_status(Status {
+                rejected: rejected.clone(),
+                rejected_revision: None,
+            });
+            let report = self.report(StartSource::Local, 0, rejected, Vec::new());
+            (report, None)
         } else {
             let load = async {
                 let connection = Connection::connect(&inner.settings).await?;
-                let state = State::new(inner.keys.clone(), fallback);
+                let state =
+                    State::new(inner.keys.clone(), fallback).with_fallback_rejections(rejected);
                 let mut engine = Engine::new(connection, state, Writer::new(inner.store.clone()));
                 let next = engine.load().await?;
                 Ok::<_, Error>((engine, next))
@@ -181,7 +185,7 @@ impl EtcdConfig {
                     reasons: rejection.reasons.clone(),
                 });
             }
-            rejected.extend(state.rejections().cloned());
+            let rejected = state.rejections().cloned().collect();
             let collisions = state
                 .collisions()
                 .into_iter()
@@ -305,6 +309,18 @@ impl EtcdConfig {
         // A revision published between the first read and the registration is not missed.
         binding.rebuild(&self.snapshot());
         Ok(binding)
+    }
+
+    /// The values rejected now, each with its name, source and reason (the names hold
+    /// their last good value, env var or default).
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.inner.store.status().rejected
+    }
+
+    /// The latest revision that broke a check over the whole configuration, while no
+    /// valid revision followed it (the last good snapshot is serving).
+    pub fn rejected_revision(&self) -> Option<RevisionRejection> {
+        self.inner.store.status().rejected_revision
     }
 
     pub(crate) fn store(&self) -> &Arc<Store> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, TlsOptions, WatchOptions,
-    WatchStream,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions, WatchStream,
 };
 
 use crate::engine::state::{Event, Input, Kv};
@@ -121,6 +121,40 @@ impl Connection {
                 return Ok((kvs, revision));
             }
         }
+    }
+
+    /// Reads `keys` in transactions of at most 128 reads (etcd's default limit): one round
+    /// trip, one revision, for up to 128 keys. Absent keys are left out.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn get_keys(&self, keys: &[&str]) -> Result<Vec<Kv>> {
+        let mut kv = self.client.kv_client();
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(128) {
+            let reads: Vec<TxnOp> = chunk.iter().map(|key| TxnOp::get(*key, None)).collect();
+            let response = kv
+                .txn(Txn::new().and_then(reads))
+                .await
+                .map_err(|error| classify(&self.endpoints, error))?;
+            for op in response.op_responses() {
+                if let TxnOpResponse::Get(mut get) = op {
+                    for pair in get.take_kvs() {
+                        let mod_revision = pair.mod_revision();
+                        let (key, value) = pair.into_key_value();
+                        if let Some(key) = utf8_key(key) {
+                            found.push(Kv {
+                                key,
+                                value,
+                                mod_revision,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Opens a watch on `prefix_dir` from `from_revision`, with previous values and

@@ -42,6 +42,7 @@
 pub mod bench_support;
 mod binding;
 pub mod blocking;
+mod client;
 mod config;
 mod connection;
 mod engine;
@@ -58,6 +59,7 @@ mod value;
 struct ReadmeDoctests;
 
 pub use binding::Binding;
+pub use client::EtcdClient;
 pub use config::{
     DEFAULT_START_TIMEOUT, EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource,
     etcd_config,

@@ -11,7 +11,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::engine::state::{Rejection, RevisionRejection};
 use crate::snapshot::{ConfigChange, Snapshot};
+
+/// What the engine rejected and still holds back: the basis of health reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Status {
+    /// Values rejected now (the names hold their last good value or fallback).
+    pub(crate) rejected: Vec<Rejection>,
+    /// The latest revision that broke a check, while no valid one followed.
+    pub(crate) rejected_revision: Option<RevisionRejection>,
+}
 
 type Callback = Arc<dyn Fn(&ConfigChange) + Send + Sync + 'static>;
 type Rebuild = Box<dyn Fn(&Snapshot) + Send + Sync + 'static>;
@@ -21,6 +31,7 @@ pub(crate) struct Store {
     current: ArcSwap<Snapshot>,
     latest: watch::Sender<Arc<Snapshot>>,
     callbacks: Arc<Mutex<Vec<Callback>>>,
+    status: Mutex<Status>,
     /// Typed bindings, rebuilt on every publish.
     bindings: Mutex<Vec<Rebuild>>,
     /// Started with the first callback; changes are queued only when someone listens.
@@ -43,6 +54,7 @@ impl Store {
             latest: watch::Sender::new(empty),
             callbacks: Arc::default(),
             bindings: Mutex::default(),
+            status: Mutex::default(),
             dispatch: OnceLock::new(),
         })
     }
@@ -61,6 +73,13 @@ impl Store {
         Subscription {
             receiver: self.latest.subscribe(),
         }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Runs `rebuild` on every snapshot published from now on.
@@ -129,6 +148,14 @@ impl Writer {
             rebuild(&snapshot);
         }
         self.store.latest.send_replace(snapshot);
+    }
+
+    pub(crate) fn set_status(&self, status: Status) {
+        *self
+            .store
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = status;
     }
 
     pub(crate) fn notify(&self, change: ConfigChange) {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::connection::Connection;
 use crate::error::{Chain, Error};
-use crate::store::Writer;
+use crate::store::{Status, Writer};
 use state::{Input, ListReason, Output, State};
 
 /// What to ask etcd next.
@@ -182,6 +182,18 @@ impl Engine {
     /// for one.
     fn execute(&mut self, outputs: Vec<Output>) -> Option<Action> {
         let mut next = None;
+        let status_changed = outputs.iter().any(|output| {
+            matches!(
+                output,
+                Output::Publish(_) | Output::Reject(_) | Output::RejectRevision(_)
+            )
+        });
+        if status_changed {
+            self.writer.set_status(Status {
+                rejected: self.state.rejections().cloned().collect(),
+                rejected_revision: self.state.rejected_revision().cloned(),
+            });
+        }
         for output in outputs {
             match output {
                 Output::Publish(snapshot) => self.writer.publish(snapshot),

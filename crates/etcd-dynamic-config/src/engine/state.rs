@@ -159,6 +159,8 @@ pub(crate) struct State {
     unpublished: Pending,
     /// The latest revision that broke a check, until a valid one follows.
     rejected_revision: Option<RevisionRejection>,
+    /// Env var values rejected when the fallbacks were read.
+    fallback_rejected: Vec<Rejection>,
     /// Name → the rejected current value of its owning key.
     rejected: OrdMap<Arc<str>, Rejection>,
     /// Key → the key's data, for keys that lost a name collision.
@@ -220,6 +222,7 @@ impl State {
             revision: 0,
             unpublished: Pending::default(),
             rejected_revision: None,
+            fallback_rejected: Vec::new(),
             rejected: OrdMap::new(),
             shadowed: OrdMap::new(),
         }
@@ -267,9 +270,16 @@ impl State {
         self.revision
     }
 
-    /// The values currently rejected.
+    /// Records the env var values rejected while reading the fallbacks, so that they
+    /// are reported with the rest.
+    pub(crate) fn with_fallback_rejections(mut self, rejected: Vec<Rejection>) -> Self {
+        self.fallback_rejected = rejected;
+        self
+    }
+
+    /// The values currently rejected: env vars first, then etcd values.
     pub(crate) fn rejections(&self) -> impl Iterator<Item = &Rejection> {
-        self.rejected.values()
+        self.fallback_rejected.iter().chain(self.rejected.values())
     }
 
     /// Names that several keys map to, with all their keys (winner first).

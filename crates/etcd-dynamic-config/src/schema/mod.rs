@@ -341,9 +341,7 @@ impl Schema {
         for (key, name) in schema.etcd_key_map() {
             builder = builder.key(key, name);
         }
-        for (name, env) in schema.env_var_map() {
-            builder = builder.name(Name::new(name).env(env));
-        }
+        builder.env_vars.extend(schema.env_var_map());
         let schema = Arc::new(schema);
         builder.coerce(move |name, text| schema.coerce(name, text))
     }
@@ -574,6 +572,8 @@ pub struct SchemaBuilder {
     discover: Option<bool>,
     keys: Vec<(String, String)>,
     names: Vec<Name>,
+    /// Name → env var, from a trait's `env_var_map`: merged into declarations at build.
+    env_vars: BTreeMap<String, String>,
     checks: Vec<Check>,
     coerce: Option<Arc<CoerceFn>>,
 }
@@ -661,7 +661,16 @@ impl SchemaBuilder {
         };
         let mut explicit = !self.keys.is_empty();
         let mut keys = self.keys;
-        for mut name in self.names {
+        let mut names = self.names;
+        for (name, env) in self.env_vars {
+            match names.iter_mut().find(|declared| *declared.name == *name) {
+                Some(declared) => {
+                    declared.env.get_or_insert(env);
+                }
+                None => names.push(Name::new(name).env(env)),
+            }
+        }
+        for mut name in names {
             let label = format!("name {}", name.name);
             if name.name.is_empty() || name.name.split('.').any(str::is_empty) {
                 return Err(invalid(&label, "names need text between the dots".into()));
