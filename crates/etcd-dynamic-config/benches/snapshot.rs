@@ -1,7 +1,8 @@
 //! The read path and the update path, in process, without a server.
 //!
 //! - `read/*`: `config.snapshot()` then `get(name)`, the way an application reads a value
-//!   (SPEC target: ≤ 50 ns median).
+//!   (SPEC target: ≤ 50 ns median); `read/binding_load`, a typed struct's `load()`
+//!   (target ≤ 20 ns).
 //! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
 //!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
 //!   copy). `update/copy_whole_map` is the cost an O(n) design would pay per update,
@@ -43,6 +44,23 @@ fn read(c: &mut Criterion) {
             b.iter(|| snapshot.get_as::<String>(black_box(name)).is_ok());
         });
     }
+    // A typed struct bound to the configuration (SPEC target: load ≤ 20 ns).
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Service000 {
+        key000000: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Bound {
+        service000: Service000,
+    }
+    let mut engine = Engine::listed("/bench", pairs(1_000), 1);
+    let snapshot = engine
+        .apply(&[("/bench/Service000/Key000000", "v")], 2)
+        .expect("published");
+    let binding = config_with(snapshot).bind::<Bound>().expect("binds");
+    group.bench_function("binding_load", |b| b.iter(|| binding.load()));
     group.finish();
 }
 

@@ -84,6 +84,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let revision = client.txn(txn).await?.header().map_or(0, |h| h.revision());
     wait_and_show(&config, revision, &["database.host", "database.port"]).await;
 
+    step("Writing a value that does not parse: rejected, the last good value keeps serving");
+    let revision = put(&mut client, "AiHttpTimeoutSeconds", "abc").await?;
+    wait_and_show(&config, revision, &["ai_http_timeout_seconds"]).await;
+    for rejection in config.rejections() {
+        println!("  rejected: {rejection}");
+    }
+
     step("Adding a key after start, then deleting one");
     let revision = put(&mut client, "Features/FastSearch", "true").await?;
     wait_and_show(&config, revision, &["features.fast_search"]).await;

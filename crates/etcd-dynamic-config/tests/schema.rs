@@ -529,3 +529,14 @@ async fn a_typed_binding_follows_revisions_and_keeps_the_last_that_reads() {
     assert!(binding.last_error().is_none());
     config.stop().await;
 }
+
+#[test]
+fn the_process_wide_instance_is_the_control_unit_configuration() {
+    let config = etcd_dynamic_config::etcd_config().expect("the test environment is valid");
+    assert_eq!(config.prefix(), "/APPS/ControlUnit/");
+    assert!(config.schema().is_secret("postgres_dsn"));
+    assert!(
+        std::ptr::eq(config, etcd_dynamic_config::etcd_config().unwrap()),
+        "one instance"
+    );
+}
