@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::config::EnvLookup;
 use crate::connection::Connection;
@@ -22,7 +22,7 @@ pub struct EtcdClient {
     settings: EtcdSettings,
     keys: KeyMap,
     env: EnvLookup,
-    connection: OnceCell<Connection>,
+    connection: Mutex<Connection>,
 }
 
 impl std::fmt::Debug for EtcdClient {
@@ -70,10 +70,10 @@ impl EtcdClient {
         };
         let keys = schema.bind(&prefix)?;
         Ok(Self {
+            connection: Mutex::new(Connection::new(&settings)),
             settings,
             keys,
             env,
-            connection: OnceCell::new(),
         })
     }
 
@@ -96,12 +96,6 @@ impl EtcdClient {
             .collect()
     }
 
-    async fn connection(&self) -> Result<&Connection> {
-        self.connection
-            .get_or_try_init(|| Connection::connect(&self.settings))
-            .await
-    }
-
     /// The values of `keys` (absolute), as text; absent keys are left out. Up to 128
     /// keys are read in one round trip at one revision.
     ///
@@ -110,7 +104,7 @@ impl EtcdClient {
     /// [`Error::Unavailable`] or [`Error::Refused`] from etcd; [`Error::Value`] for a
     /// value that is not UTF-8 text.
     pub async fn get_values_by_keys(&self, keys: &[&str]) -> Result<BTreeMap<String, String>> {
-        let found = self.connection().await?.get_keys(keys).await?;
+        let found = self.connection.lock().await.get_keys(keys).await?;
         found
             .into_iter()
             .map(|kv| match String::from_utf8(kv.value) {
@@ -142,7 +136,7 @@ impl EtcdClient {
         let kvs_revision = if self.settings.use_local_config() {
             (Vec::new(), 0)
         } else {
-            self.connection().await?.list(self.prefix()).await?
+            self.connection.lock().await.list(self.prefix()).await?
         };
         let (kvs, revision) = kvs_revision;
         let outputs = state.step(Input::Listed { kvs, revision });

@@ -10,17 +10,16 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::binding::Binding;
+use crate::cache::CacheFile;
 use crate::connection::Connection;
-use crate::engine::Engine;
-use crate::engine::state::{Rejection, RevisionRejection, State};
-use crate::error::{Error, Result};
+use crate::engine::state::{ListReason, Rejection, RevisionRejection, State};
+use crate::engine::{Action, Engine};
+use crate::error::{Chain, Error, Result};
+use crate::health::{Health, HealthState, InvalidName, RejectedRevision};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Status, Store, Subscription, Writer};
-
-/// How long [`EtcdConfig::start`] waits for etcd by default.
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::store::{Store, Subscription, Writer};
 
 /// Reads an environment variable: the process environment, or one a test supplies.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -86,6 +85,12 @@ impl Drop for Inner {
 pub enum StartSource {
     /// etcd, over env vars and defaults for names etcd does not hold.
     Etcd,
+    /// etcd did not answer in time: the last-known-good cache file, over env vars and
+    /// defaults; etcd's values replace them as soon as it answers.
+    CacheFile,
+    /// etcd did not answer in time and there was no usable cache file: env vars and
+    /// defaults; etcd's values replace them as soon as it answers.
+    Fallback,
     /// Env vars and defaults only (`USE_LOCAL_CONFIG=true`); etcd is never contacted.
     Local,
 }
@@ -106,6 +111,10 @@ pub struct StartReport {
     pub rejected: Vec<Rejection>,
     /// Names that several keys map to, with the keys (the first one wins).
     pub collisions: Vec<(String, Vec<String>)>,
+    /// Why etcd was not used, when the values came from a fallback.
+    pub etcd_error: Option<String>,
+    /// Why the cache file was not used, when it exists but is not trusted.
+    pub cache_error: Option<String>,
 }
 
 impl EtcdConfig {
@@ -152,54 +161,126 @@ impl EtcdConfig {
         let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
         let schema = inner.keys.schema();
         let (fallback, rejected) = schema.fallback(&*inner.env);
+        let writer = Writer::new(inner.store.clone());
 
-        let (report, engine) = if inner.settings.use_local_config() {
+        if inner.settings.use_local_config() {
             let snapshot = Arc::new(Snapshot::new(0, fallback));
             schema
                 .validate(&snapshot)
                 .map_err(|reasons| Error::Invalid { reasons })?;
-            let writer = Writer::new(inner.store.clone());
             writer.publish(snapshot);
-            writer.set_status(Status {
-                rejected: rejected.clone(),
-                rejected_revision: None,
+            writer.update_status(|status| {
+                status.rejected.clone_from(&rejected);
+                status.source = Some(StartSource::Local);
             });
             let report = self.report(StartSource::Local, 0, rejected, Vec::new());
-            (report, None)
-        } else {
-            let load = async {
-                let connection = Connection::connect(&inner.settings).await?;
-                let state =
-                    State::new(inner.keys.clone(), fallback).with_fallback_rejections(rejected);
-                let mut engine = Engine::new(connection, state, Writer::new(inner.store.clone()));
-                let next = engine.load().await?;
-                Ok::<_, Error>((engine, next))
-            };
-            let (engine, next) = tokio::time::timeout(inner.start_timeout, load)
-                .instrument(span.clone())
-                .await
-                .map_err(|_| Error::StartTimeout(inner.start_timeout))??;
-            let state = engine.state();
-            if let Some(rejection) = state.rejected_revision() {
-                return Err(Error::Invalid {
-                    reasons: rejection.reasons.clone(),
-                });
-            }
-            let rejected = state.rejections().cloned().collect();
-            let collisions = state
-                .collisions()
-                .into_iter()
-                .map(|(name, keys)| {
-                    (
-                        name.to_string(),
-                        keys.iter().map(|k| k.to_string()).collect(),
-                    )
-                })
-                .collect();
-            let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
-            (report, Some((engine, next)))
-        };
+            return self.started(report, None, span);
+        }
 
+        let state = State::new(inner.keys.clone(), fallback.clone())
+            .with_fallback_rejections(rejected.clone());
+        let mut engine = Engine::new(Connection::new(&inner.settings), state, writer);
+        let deadline = tokio::time::Instant::now() + inner.start_timeout;
+        let loaded = engine.load_by(deadline).instrument(span.clone()).await;
+        let cache = inner.cache_file();
+        match loaded {
+            Ok(next) => {
+                let state = engine.state();
+                if let Some(rejection) = state.rejected_revision() {
+                    return Err(Error::Invalid {
+                        reasons: rejection.reasons.clone(),
+                    });
+                }
+                let rejected = state.rejections().cloned().collect();
+                let collisions = state
+                    .collisions()
+                    .into_iter()
+                    .map(|(name, keys)| {
+                        (
+                            name.to_string(),
+                            keys.iter().map(|k| k.to_string()).collect(),
+                        )
+                    })
+                    .collect();
+                let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
+                let written = report.revision;
+                self.started(report, Some((engine, next, cache, written)), span)
+            }
+            Err(error) if error.is_retryable() && !inner.settings.fail_fast() => {
+                // etcd is away: serve the cache file, env vars and defaults, and keep
+                // trying etcd in the background.
+                let (served, revision, source, cache_error, mut rejected) =
+                    match cache.as_ref().map(|cache| cache.read(schema)) {
+                        Some(Ok(Some(loaded))) => {
+                            let mut served = fallback.clone();
+                            served.extend(loaded.entries);
+                            let mut all = rejected;
+                            all.extend(loaded.rejected);
+                            (served, loaded.revision, StartSource::CacheFile, None, all)
+                        }
+                        Some(Err(reason)) => (
+                            fallback.clone(),
+                            0,
+                            StartSource::Fallback,
+                            Some(reason),
+                            rejected,
+                        ),
+                        Some(Ok(None)) | None => {
+                            (fallback.clone(), 0, StartSource::Fallback, None, rejected)
+                        }
+                    };
+                let snapshot = Arc::new(Snapshot::new(revision, served.clone()));
+                schema.validate(&snapshot).map_err(|mut reasons| {
+                    reasons.push(format!("etcd did not answer: {}", Chain(&error)));
+                    Error::Invalid { reasons }
+                })?;
+                let writer = Writer::new(inner.store.clone());
+                writer.publish(snapshot);
+                rejected.sort_by(|a, b| a.name.cmp(&b.name));
+                writer.update_status(|status| {
+                    status.rejected.clone_from(&rejected);
+                    status.source = Some(source);
+                    status.last_error = Some(Chain(&error).to_string());
+                });
+                let state = State::new(inner.keys.clone(), fallback)
+                    .serving(served)
+                    .with_fallback_rejections(rejected.clone());
+                let engine = engine.with_state(state);
+                let mut report = self.report(source, revision, rejected, Vec::new());
+                report.etcd_error = Some(Chain(&error).to_string());
+                report.cache_error = cache_error;
+                span.in_scope(|| {
+                    if let (Some(cache), Some(reason)) = (&cache, &report.cache_error) {
+                        tracing::warn!(
+                            event = "cache_ignored",
+                            path = %cache.path().display(),
+                            reason = %reason,
+                            "the cache file is not trusted and was ignored"
+                        );
+                    }
+                    tracing::warn!(
+                        event = "fallback",
+                        source = ?report.source,
+                        revision,
+                        error = %Chain(&error),
+                        "etcd did not answer in time; serving the fallback and retrying in the background"
+                    );
+                });
+                let next = Action::List(ListReason::Initial);
+                self.started(report, Some((engine, next, cache, revision)), span)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Logs the start, spawns the engine (and the cache writer), and records them.
+    fn started(
+        &self,
+        report: StartReport,
+        engine: Option<(Engine, Action, Option<CacheFile>, i64)>,
+        span: tracing::Span,
+    ) -> Result<StartReport> {
+        let inner = &self.inner;
         span.in_scope(|| {
             for rejection in &report.rejected {
                 tracing::warn!(
@@ -222,15 +303,28 @@ impl EtcdConfig {
         });
 
         let (stop, stop_receiver) = watch::channel(false);
-        let task = engine
-            .map(|(engine, next)| tokio::spawn(engine.run(next, stop_receiver).instrument(span)));
+        let task = engine.map(|(engine, next, cache, written)| {
+            if let Some(cache) = cache {
+                let writer = crate::cache::keep_written(
+                    cache,
+                    self.subscribe(),
+                    written,
+                    stop_receiver.clone(),
+                );
+                tokio::spawn(writer.instrument(span.clone()));
+            }
+            tokio::spawn(engine.run(next, stop_receiver).instrument(span))
+        });
         let mut running = inner.lock_running();
         if running.is_some() {
             // Another start won the race; this engine goes away.
             stop.send_replace(true);
             return Err(Error::AlreadyStarted);
         }
+        let engine_runs = task.is_some();
         *running = Some(Running { stop, task });
+        drop(running);
+        Writer::new(inner.store.clone()).update_status(|status| status.running = engine_runs);
         Ok(report)
     }
 
@@ -254,6 +348,8 @@ impl EtcdConfig {
                 .collect(),
             rejected,
             collisions,
+            etcd_error: None,
+            cache_error: None,
         }
     }
 
@@ -311,6 +407,37 @@ impl EtcdConfig {
         Ok(binding)
     }
 
+    /// A health report for readiness and liveness endpoints (never holds a value).
+    pub fn health(&self) -> Health {
+        let status = self.inner.store.status();
+        let started = self.inner.lock_running().is_some();
+        let state = match status.source {
+            Some(StartSource::Local) => HealthState::Local,
+            None => HealthState::Starting,
+            Some(_) if !started => HealthState::Stopped,
+            Some(StartSource::Etcd) if status.connected && status.rejected_revision.is_none() => {
+                HealthState::Synced
+            }
+            Some(_) => HealthState::Degraded,
+        };
+        Health {
+            state,
+            source: status.source,
+            prefix: self.prefix().to_owned(),
+            revision: self.inner.store.with(Snapshot::revision),
+            seconds_since_sync: status.last_sync.map(|at| at.elapsed().as_secs_f64()),
+            connected: status.connected,
+            endpoint: status.endpoint.clone(),
+            reconnects: status.reconnects,
+            invalid: status.rejected.iter().map(InvalidName::from).collect(),
+            rejected_revision: status
+                .rejected_revision
+                .as_ref()
+                .map(RejectedRevision::from),
+            last_error: status.last_error,
+        }
+    }
+
     /// The values rejected now, each with its name, source and reason (the names hold
     /// their last good value, env var or default).
     pub fn rejections(&self) -> Vec<Rejection> {
@@ -329,6 +456,12 @@ impl EtcdConfig {
 }
 
 impl Inner {
+    fn cache_file(&self) -> Option<CacheFile> {
+        self.settings
+            .cache_file()
+            .map(|path| CacheFile::new(path, self.keys.prefix_dir(), self.settings.cache_secrets()))
+    }
+
     fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.running
             .lock()
@@ -380,7 +513,8 @@ impl EtcdConfigBuilder {
         self
     }
 
-    /// How long [`EtcdConfig::start`] waits for etcd (default 5 seconds).
+    /// How long [`EtcdConfig::start`] waits for etcd (default: the settings',
+    /// `EtcdSettings__StartTimeout`, 5 seconds).
     #[must_use]
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = Some(timeout);
@@ -416,11 +550,12 @@ impl EtcdConfigBuilder {
             None => settings.prefix(),
         };
         let keys = schema.bind(&prefix)?;
+        let start_timeout = self.start_timeout.unwrap_or(settings.start_timeout());
         Ok(EtcdConfig {
             inner: Arc::new(Inner {
                 settings,
                 keys,
-                start_timeout: self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
+                start_timeout,
                 env,
                 store: Store::new(),
                 running: Mutex::new(None),

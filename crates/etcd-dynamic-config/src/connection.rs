@@ -20,53 +20,108 @@ const PAGE_SIZE: i64 = 5_000;
 /// revisions of up to 1.5 MiB each, far above tonic's 4 MiB default.
 const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
-/// A connection to etcd: cheap to clone, shared by the range reads and watches.
-#[derive(Clone)]
+/// How long a connection attempt to one endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 keep-alive: a ping this often, and the connection counts as dead when a ping
+/// goes unanswered this long. A frozen or partitioned member is noticed within their sum.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest any unary request (a range page, a transaction) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one etcd endpoint at a time.
+///
+/// `etcd-client` balances requests over every endpoint without health checks, so with
+/// one member down a share of requests fail. Here one endpoint is used until it fails;
+/// [`rotate`](Self::rotate) moves to the next one.
 pub(crate) struct Connection {
-    client: Client,
-    endpoints: Arc<str>,
+    settings: EtcdSettings,
+    current: usize,
+    client: Option<Client>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the client: its options hold the password.
         f.debug_struct("Connection")
-            .field("endpoints", &self.endpoints)
+            .field("endpoint", &self.endpoint())
+            .field("connected", &self.client.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// Connects and authenticates.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Unavailable`] when no endpoint answers, [`Error::Refused`] for wrong
-    /// credentials or a rejected certificate.
-    pub(crate) async fn connect(settings: &EtcdSettings) -> Result<Self> {
-        let endpoints: Arc<str> = Arc::from(settings.endpoints_label());
+    /// A connection to the first endpoint; nothing is contacted until the first request.
+    pub(crate) fn new(settings: &EtcdSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            current: 0,
+            client: None,
+        }
+    }
+
+    /// The endpoint in use.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.settings.endpoints()[self.current]
+    }
+
+    /// Drops the connection and moves to the next endpoint (the same one again when there
+    /// is only one): called after a retryable failure.
+    pub(crate) fn rotate(&mut self) {
+        self.client = None;
+        self.current = (self.current + 1) % self.settings.endpoints().len();
+    }
+
+    /// Connects (and authenticates) to the endpoint in use, once.
+    async fn client(&mut self) -> Result<Client> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
         let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true)
+            .with_require_leader(true)
             .with_auto_token_refresh(true);
-        if let Some((name, password)) = settings.credentials() {
+        if let Some((name, password)) = self.settings.credentials() {
             options = options.with_user(name, password);
         }
-        if let Some(ca) = settings.ca_cert() {
+        if let Some(ca) = self.settings.ca_cert() {
             options = options
                 .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem.clone())));
         }
-        let client = Client::connect(settings.endpoints(), Some(options))
-            .await
-            .map_err(|error| classify(&endpoints, error))?;
-        Ok(Self { client, endpoints })
+        let endpoint = self.endpoint().to_owned();
+        let connect = Client::connect([endpoint.as_str()], Some(options));
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(classify(&endpoint, error)),
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    endpoints: endpoint,
+                    source: BoxError::from("connecting timed out"),
+                });
+            }
+        };
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The error for a watch stream that stayed silent, even when asked for progress.
+    pub(crate) fn silent(&self, quiet: Duration) -> Error {
+        Error::Unavailable {
+            endpoints: self.endpoint().to_owned(),
+            source: BoxError::from(format!(
+                "the watch stream stayed silent for {} s, even when asked for progress",
+                quiet.as_secs()
+            )),
+        }
     }
 
     /// The error for a watch stream that etcd closed without saying why.
     pub(crate) fn stream_ended(&self) -> Error {
         Error::Unavailable {
-            endpoints: self.endpoints.to_string(),
+            endpoints: self.endpoint().to_owned(),
             source: BoxError::from("the watch stream ended"),
         }
     }
@@ -76,9 +131,11 @@ impl Connection {
     /// # Errors
     ///
     /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
-    pub(crate) async fn list(&self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
+    pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
+        let endpoint = self.endpoint().to_owned();
         let mut kv = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let range_end = prefix_end(prefix_dir.as_bytes());
@@ -95,7 +152,7 @@ impl Connection {
             let mut response = kv
                 .get(start.clone(), Some(options))
                 .await
-                .map_err(|error| naming_prefix(classify(&self.endpoints, error), prefix_dir))?;
+                .map_err(|error| naming_prefix(classify(&endpoint, error), prefix_dir))?;
             if revision == 0 {
                 revision = response.header().map_or(0, |header| header.revision());
             }
@@ -129,15 +186,16 @@ impl Connection {
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub(crate) async fn get_keys(&self, keys: &[&str]) -> Result<Vec<Kv>> {
-        let mut kv = self.client.kv_client();
+    pub(crate) async fn get_keys(&mut self, keys: &[&str]) -> Result<Vec<Kv>> {
+        let endpoint = self.endpoint().to_owned();
+        let mut kv = self.client().await?.kv_client();
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(128) {
             let reads: Vec<TxnOp> = chunk.iter().map(|key| TxnOp::get(*key, None)).collect();
             let response = kv
                 .txn(Txn::new().and_then(reads))
                 .await
-                .map_err(|error| classify(&self.endpoints, error))?;
+                .map_err(|error| classify(&endpoint, error))?;
             for op in response.op_responses() {
                 if let TxnOpResponse::Get(mut get) = op {
                     for pair in get.take_kvs() {
@@ -163,33 +221,44 @@ impl Connection {
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub(crate) async fn watch(&self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
+    pub(crate) async fn watch(&mut self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
+        let endpoint = self.endpoint().to_owned();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision)
             .with_prev_key()
             .with_progress_notify();
         let stream = self
-            .client
+            .client()
+            .await?
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .watch(prefix_dir, Some(options))
             .await
-            .map_err(|error| naming_prefix(classify(&self.endpoints, error), prefix_dir))?;
-        Ok(Watch {
-            stream,
-            endpoints: self.endpoints.clone(),
-        })
+            .map_err(|error| naming_prefix(classify(&endpoint, error), prefix_dir))?;
+        Ok(Watch { stream, endpoint })
     }
 }
 
 /// An open watch stream.
 pub(crate) struct Watch {
     stream: WatchStream,
-    endpoints: Arc<str>,
+    endpoint: String,
 }
 
 impl Watch {
+    /// Asks etcd for a progress notification: the answer proves the stream is alive.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be sent (the stream is gone).
+    pub(crate) async fn request_progress(&mut self) -> Result<()> {
+        self.stream
+            .request_progress()
+            .await
+            .map_err(|error| classify(&self.endpoint, error))
+    }
+
     /// The next engine input: events, a progress notification, a compaction, or `Broken`
     /// when the stream ends. `Err` when the stream fails.
     ///
@@ -201,7 +270,7 @@ impl Watch {
             let response = match self.stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => return Ok(Input::Broken),
-                Err(error) => return Err(classify(&self.endpoints, error)),
+                Err(error) => return Err(classify(&self.endpoint, error)),
             };
             if response.canceled() {
                 if response.compact_revision() > 0 {
@@ -210,7 +279,7 @@ impl Watch {
                     });
                 }
                 let reason = response.cancel_reason();
-                return Err(classify_message(&self.endpoints, reason));
+                return Err(classify_message(&self.endpoint, reason));
             }
             if response.created() && response.events().is_empty() {
                 continue;
@@ -282,7 +351,7 @@ fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
 const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
 
 /// Sorts an `etcd_client` error into retryable or final.
-fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
+fn classify(endpoint: &str, error: etcd_client::Error) -> Error {
     let chain = Chain(&error).to_string();
     let refused = match &error {
         _ if chain.contains("invalid peer certificate") => Some(format!(
@@ -302,7 +371,7 @@ fn classify(endpoints: &Arc<str>, error: etcd_client::Error) -> Error {
     match refused {
         Some(reason) => Error::Refused { reason },
         None => Error::Unavailable {
-            endpoints: endpoints.to_string(),
+            endpoints: endpoint.to_owned(),
             source: BoxError::from(error),
         },
     }
@@ -316,14 +385,14 @@ fn tls_detail(chain: &str) -> &str {
     rest.find(['"', ',', ')']).map_or(rest, |end| &rest[..end])
 }
 
-fn classify_message(endpoints: &Arc<str>, message: &str) -> Error {
+fn classify_message(endpoint: &str, message: &str) -> Error {
     if is_auth_message(message) {
         Error::Refused {
             reason: message.to_owned(),
         }
     } else {
         Error::Unavailable {
-            endpoints: endpoints.to_string(),
+            endpoints: endpoint.to_owned(),
             source: BoxError::from(format!("watch cancelled: {message}")),
         }
     }
@@ -352,13 +421,13 @@ mod tests {
 
     #[test]
     fn auth_failures_are_final_network_failures_retryable() {
-        let endpoints: Arc<str> = Arc::from("http://127.0.0.1:1");
-        let refused = classify_message(&endpoints, "etcdserver: permission denied");
+        let endpoint = "http://127.0.0.1:1";
+        let refused = classify_message(endpoint, "etcdserver: permission denied");
         assert!(!refused.is_retryable(), "{refused}");
-        let broken = classify_message(&endpoints, "etcdserver: no leader");
+        let broken = classify_message(endpoint, "etcdserver: no leader");
         assert!(broken.is_retryable(), "{broken}");
         let error = classify(
-            &endpoints,
+            endpoint,
             etcd_client::Error::WatchError("stream closed".into()),
         );
         assert!(error.is_retryable(), "{error}");

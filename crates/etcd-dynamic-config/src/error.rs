@@ -39,9 +39,16 @@ pub enum Error {
         reason: String,
     },
 
-    /// `start` did not finish before its deadline.
-    #[error("start did not finish within {0:?}")]
-    StartTimeout(Duration),
+    /// etcd did not answer before the start deadline (with `fail_fast`, or when no
+    /// fallback could serve).
+    #[error("etcd did not answer within the start deadline of {timeout:?}")]
+    StartTimeout {
+        /// The deadline.
+        timeout: Duration,
+        /// The last failure seen, if any.
+        #[source]
+        cause: Option<Box<Error>>,
+    },
 
     /// A value could not be read as the type asked for.
     #[error("{name}: {reason} ({origin})")]
@@ -99,7 +106,7 @@ impl Error {
     /// Whether trying again later may succeed (etcd down or unreachable), as opposed to a
     /// final error (bad setting, wrong credentials, permission denied).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::StartTimeout(_))
+        matches!(self, Self::Unavailable { .. } | Self::StartTimeout { .. })
     }
 }
 

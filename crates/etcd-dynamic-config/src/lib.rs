@@ -42,11 +42,13 @@
 pub mod bench_support;
 mod binding;
 pub mod blocking;
+mod cache;
 mod client;
 mod config;
 mod connection;
 mod engine;
 mod error;
+mod health;
 pub mod schema;
 pub mod settings;
 mod snapshot;
@@ -60,13 +62,11 @@ struct ReadmeDoctests;
 
 pub use binding::Binding;
 pub use client::EtcdClient;
-pub use config::{
-    DEFAULT_START_TIMEOUT, EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource,
-    etcd_config,
-};
+pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource, etcd_config};
 pub use engine::state::{Rejection, RevisionRejection};
 pub use error::{Error, Result};
+pub use health::{Health, HealthState, InvalidName, RejectedRevision};
 pub use schema::Schema;
-pub use settings::{EtcdSettings, EtcdSettingsBuilder};
+pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
 pub use store::Subscription;

@@ -8,11 +8,16 @@
 //! | `EtcdSettings__CaCertPath` | CA bundle (PEM) to verify the server |
 //! | `EtcdSettings__Dev` | `true`: the prefix gets `/dev` in front |
 //! | `USE_LOCAL_CONFIG` | `true`: do not contact etcd; values come from env vars |
+//! | `EtcdSettings__StartTimeout` | how long `start` waits for etcd (`5s`, `500ms`, `2`; default 5 s) |
+//! | `EtcdSettings__FailFast` | `true`: `start` fails when etcd does not answer, instead of falling back |
+//! | `EtcdSettings__CacheFile` | a last-known-good cache file (off when unset) |
+//! | `EtcdSettings__CacheSecrets` | `true`: secret names are written to the cache file too |
 //!
 //! Code wins over environment: start from [`EtcdSettingsBuilder::from_env`] and override.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -32,6 +37,17 @@ pub const CA_CERT_PATH: &str = "EtcdSettings__CaCertPath";
 pub const DEV: &str = "EtcdSettings__Dev";
 /// `USE_LOCAL_CONFIG`
 pub const USE_LOCAL_CONFIG: &str = "USE_LOCAL_CONFIG";
+/// `EtcdSettings__StartTimeout`
+pub const START_TIMEOUT: &str = "EtcdSettings__StartTimeout";
+/// `EtcdSettings__FailFast`
+pub const FAIL_FAST: &str = "EtcdSettings__FailFast";
+/// `EtcdSettings__CacheFile`
+pub const CACHE_FILE: &str = "EtcdSettings__CacheFile";
+/// `EtcdSettings__CacheSecrets`
+pub const CACHE_SECRETS: &str = "EtcdSettings__CacheSecrets";
+
+/// How long `start` waits for etcd when nothing says otherwise.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The endpoint used when `EtcdSettings__HostName` is not set: etcd's own default.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:2379";
@@ -49,6 +65,10 @@ pub struct EtcdSettings {
     ca_cert: Option<CaCert>,
     dev: bool,
     use_local_config: bool,
+    start_timeout: Duration,
+    fail_fast: bool,
+    cache_file: Option<PathBuf>,
+    cache_secrets: bool,
 }
 
 /// A CA bundle read from disk at build time, so an unreadable file fails early.
@@ -114,6 +134,26 @@ impl EtcdSettings {
         self.use_local_config
     }
 
+    /// How long `start` waits for etcd.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+
+    /// Whether `start` fails when etcd does not answer, instead of falling back.
+    pub fn fail_fast(&self) -> bool {
+        self.fail_fast
+    }
+
+    /// The last-known-good cache file, when enabled.
+    pub fn cache_file(&self) -> Option<&Path> {
+        self.cache_file.as_deref()
+    }
+
+    /// Whether secret names are written to the cache file.
+    pub fn cache_secrets(&self) -> bool {
+        self.cache_secrets
+    }
+
     pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
         self.user
             .as_ref()
@@ -122,11 +162,6 @@ impl EtcdSettings {
 
     pub(crate) fn ca_cert(&self) -> Option<&CaCert> {
         self.ca_cert.as_ref()
-    }
-
-    /// The endpoints joined for messages.
-    pub(crate) fn endpoints_label(&self) -> String {
-        self.endpoints.join(",")
     }
 }
 
@@ -139,6 +174,10 @@ impl fmt::Debug for EtcdSettings {
             .field("prefix", &self.prefix())
             .field("ca_cert_path", &self.ca_cert_path())
             .field("use_local_config", &self.use_local_config)
+            .field("start_timeout", &self.start_timeout)
+            .field("fail_fast", &self.fail_fast)
+            .field("cache_file", &self.cache_file)
+            .field("cache_secrets", &self.cache_secrets)
             .finish()
     }
 }
@@ -153,6 +192,10 @@ pub struct EtcdSettingsBuilder {
     ca_cert_path: Option<PathBuf>,
     dev: bool,
     use_local_config: bool,
+    start_timeout: Option<Duration>,
+    fail_fast: bool,
+    cache_file: Option<PathBuf>,
+    cache_secrets: bool,
 }
 
 impl fmt::Debug for EtcdSettingsBuilder {
@@ -165,6 +208,10 @@ impl fmt::Debug for EtcdSettingsBuilder {
             .field("ca_cert_path", &self.ca_cert_path)
             .field("dev", &self.dev)
             .field("use_local_config", &self.use_local_config)
+            .field("start_timeout", &self.start_timeout)
+            .field("fail_fast", &self.fail_fast)
+            .field("cache_file", &self.cache_file)
+            .field("cache_secrets", &self.cache_secrets)
             .finish()
     }
 }
@@ -197,6 +244,16 @@ impl EtcdSettingsBuilder {
             dev: get(DEV).map_or(Ok(false), |value| parse_flag(DEV, &value))?,
             use_local_config: get(USE_LOCAL_CONFIG)
                 .map_or(Ok(false), |value| parse_flag(USE_LOCAL_CONFIG, &value))?,
+            start_timeout: get(START_TIMEOUT)
+                .map(|value| {
+                    crate::value::parse_duration(&value)
+                        .map_err(|reason| setting(START_TIMEOUT, reason))
+                })
+                .transpose()?,
+            fail_fast: get(FAIL_FAST).map_or(Ok(false), |value| parse_flag(FAIL_FAST, &value))?,
+            cache_file: get(CACHE_FILE).map(PathBuf::from),
+            cache_secrets: get(CACHE_SECRETS)
+                .map_or(Ok(false), |value| parse_flag(CACHE_SECRETS, &value))?,
         })
     }
 
@@ -243,6 +300,36 @@ impl EtcdSettingsBuilder {
         self
     }
 
+    /// How long `start` waits for etcd before falling back (default 5 s).
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = Some(timeout);
+        self
+    }
+
+    /// `start` fails when etcd does not answer in time, instead of serving the cache
+    /// file, env vars and defaults.
+    #[must_use]
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// Keeps a last-known-good copy of the configuration in this file, and starts from it
+    /// when etcd does not answer.
+    #[must_use]
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// Writes secret names to the cache file too (off by default).
+    #[must_use]
+    pub fn cache_secrets(mut self, cache_secrets: bool) -> Self {
+        self.cache_secrets = cache_secrets;
+        self
+    }
+
     /// Checks every setting and reads the CA bundle.
     ///
     /// # Errors
@@ -278,6 +365,21 @@ impl EtcdSettingsBuilder {
                 "a CA bundle is set but the endpoints are http://; use https://",
             ));
         }
+        let start_timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
+        if start_timeout.is_zero() {
+            return Err(setting(START_TIMEOUT, "must be longer than zero"));
+        }
+        if let Some(path) = &self.cache_file {
+            let parent = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty());
+            if parent.is_some_and(|parent| !parent.is_dir()) {
+                return Err(setting(
+                    CACHE_FILE,
+                    format!("{}: its directory does not exist", path.display()),
+                ));
+            }
+        }
         Ok(EtcdSettings {
             endpoints,
             user,
@@ -285,6 +387,10 @@ impl EtcdSettingsBuilder {
             ca_cert,
             dev: self.dev,
             use_local_config: self.use_local_config,
+            start_timeout,
+            fail_fast: self.fail_fast,
+            cache_file: self.cache_file,
+            cache_secrets: self.cache_secrets,
         })
     }
 }
@@ -492,6 +598,18 @@ mod tests {
             (&[(DEV, "maybe")], DEV, "expected true or false"),
             (&[(USE_LOCAL_CONFIG, "2")], USE_LOCAL_CONFIG, "found \"2\""),
             (&[(USER_NAME, "app")], PASSWORD, "no password"),
+            (
+                &[(START_TIMEOUT, "soon")],
+                START_TIMEOUT,
+                "expected a duration",
+            ),
+            (&[(START_TIMEOUT, "0s")], START_TIMEOUT, "longer than zero"),
+            (&[(FAIL_FAST, "sure")], FAIL_FAST, "expected true or false"),
+            (
+                &[(CACHE_FILE, "/nonexistent/dir/cache.json")],
+                CACHE_FILE,
+                "its directory does not exist",
+            ),
             (&[(PASSWORD, "pw")], USER_NAME, "no user name"),
             (&[(ROOT_KEY, "apps/x")], ROOT_KEY, "must start with /"),
             (&[(ROOT_KEY, "/")], ROOT_KEY, "empty"),

@@ -29,6 +29,13 @@ pub enum Source {
         /// Its name.
         var: Arc<str>,
     },
+    /// The last-known-good cache file, holding what an etcd key had.
+    Cache {
+        /// The etcd key the value came from.
+        key: Arc<str>,
+        /// The revision that wrote it.
+        mod_revision: i64,
+    },
     /// The schema's default.
     Default,
 }
@@ -38,6 +45,9 @@ impl fmt::Display for Source {
         match self {
             Self::Etcd { key, mod_revision } => write!(f, "etcd key {key} @ rev {mod_revision}"),
             Self::Env { var } => write!(f, "env var {var}"),
+            Self::Cache { key, mod_revision } => {
+                write!(f, "cache file (etcd key {key} @ rev {mod_revision})")
+            }
             Self::Default => f.write_str("default"),
         }
     }

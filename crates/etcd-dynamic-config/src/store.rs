@@ -14,13 +14,27 @@ use tokio::sync::watch;
 use crate::engine::state::{Rejection, RevisionRejection};
 use crate::snapshot::{ConfigChange, Snapshot};
 
-/// What the engine rejected and still holds back: the basis of health reports.
+/// What the engine knows about its own state: the basis of health reports.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Status {
     /// Values rejected now (the names hold their last good value or fallback).
     pub(crate) rejected: Vec<Rejection>,
     /// The latest revision that broke a check, while no valid one followed.
     pub(crate) rejected_revision: Option<RevisionRejection>,
+    /// Whether the last request to etcd succeeded.
+    pub(crate) connected: bool,
+    /// The endpoint in use.
+    pub(crate) endpoint: Option<String>,
+    /// How many times the connection was dropped and made again.
+    pub(crate) reconnects: u64,
+    /// When etcd last answered.
+    pub(crate) last_sync: Option<std::time::Instant>,
+    /// The last failure, with its causes.
+    pub(crate) last_error: Option<String>,
+    /// Where the served values come from; `None` before `start`.
+    pub(crate) source: Option<crate::config::StartSource>,
+    /// Whether the engine runs (false before `start` and after `stop`).
+    pub(crate) running: bool,
 }
 
 type Callback = Arc<dyn Fn(&ConfigChange) + Send + Sync + 'static>;
@@ -150,12 +164,14 @@ impl Writer {
         self.store.latest.send_replace(snapshot);
     }
 
-    pub(crate) fn set_status(&self, status: Status) {
-        *self
-            .store
-            .status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = status;
+    pub(crate) fn update_status(&self, update: impl FnOnce(&mut Status)) {
+        update(
+            &mut self
+                .store
+                .status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
     }
 
     pub(crate) fn notify(&self, change: ConfigChange) {

@@ -432,7 +432,7 @@ async fn loads_watches_and_updates_100_000_keys() {
 }
 
 #[tokio::test]
-async fn start_against_a_dead_endpoint_fails_within_its_deadline() {
+async fn start_against_a_dead_endpoint_with_fail_fast_fails_within_its_deadline() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -440,21 +440,23 @@ async fn start_against_a_dead_endpoint_fails_within_its_deadline() {
     let settings = etcd_dynamic_config::EtcdSettings::builder()
         .endpoints(format!("http://127.0.0.1:{port}"))
         .root_key("/app")
+        .start_timeout(Duration::from_secs(2))
+        .fail_fast(true)
         .build()
         .unwrap();
     let config = etcd_dynamic_config::EtcdConfig::builder()
         .settings(settings)
-        .start_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let started = Instant::now();
     let error = config.start().await.expect_err("nothing listens there");
-    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
     assert!(error.is_retryable(), "{error}");
-    assert!(
-        matches!(error, Error::Unavailable { .. } | Error::StartTimeout(_)),
-        "{error}"
-    );
+    assert!(matches!(error, Error::StartTimeout { .. }), "{error}");
+    let cause = std::error::Error::source(&error)
+        .expect("the last failure")
+        .to_string();
+    assert!(cause.contains(&format!("127.0.0.1:{port}")), "{cause}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::connection::Connection;
 use crate::error::{Chain, Error};
-use crate::store::{Status, Writer};
+use crate::store::Writer;
 use state::{Input, ListReason, Output, State};
 
 /// What to ask etcd next.
@@ -52,6 +52,11 @@ impl Engine {
         &self.state
     }
 
+    /// The same engine over another state (after a fallback start).
+    pub(crate) fn with_state(self, state: State) -> Self {
+        Self { state, ..self }
+    }
+
     /// Lists the prefix once and applies the result: the start-up read.
     ///
     /// # Errors
@@ -59,52 +64,152 @@ impl Engine {
     /// As [`Connection::list`].
     pub(crate) async fn load(&mut self) -> Result<Action, Error> {
         let (kvs, revision) = self.connection.list(self.state.prefix_dir()).await?;
+        self.synced();
+        self.writer
+            .update_status(|status| status.source = Some(crate::config::StartSource::Etcd));
         let outputs = self.state.step(Input::Listed { kvs, revision });
         Ok(self.execute(outputs).unwrap_or(Action::Watch {
             from_revision: revision + 1,
         }))
     }
 
+    /// Lists the prefix until it succeeds, a final error, or `deadline`: the start-up
+    /// read, moving to the next endpoint after each retryable failure.
+    ///
+    /// # Errors
+    ///
+    /// A final error at once; at the deadline, [`Error::StartTimeout`] with the last
+    /// retryable failure as its cause.
+    pub(crate) async fn load_by(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Action, Error> {
+        let mut backoff = new_backoff();
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut last = None;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.load()).await;
+            let error = match attempt {
+                Ok(Ok(next)) => return Ok(next),
+                Ok(Err(error)) if !error.is_retryable() => return Err(error),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(Error::StartTimeout {
+                        timeout,
+                        cause: last.map(Box::new),
+                    });
+                }
+            };
+            tracing::debug!(
+                event = "etcd_retry",
+                endpoint = self.connection.endpoint(),
+                error = %Chain(&error),
+                "etcd did not answer at start; trying again"
+            );
+            self.reconnect(&error);
+            last = Some(error);
+            let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(Error::StartTimeout {
+                    timeout,
+                    cause: last.map(Box::new),
+                });
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// Runs until `stop` changes or is dropped.
     pub(crate) async fn run(mut self, mut action: Action, mut stop: watch::Receiver<bool>) {
         let mut backoff = new_backoff();
+        let mut refused = false;
         loop {
             let outcome = tokio::select! {
                 biased;
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
                 outcome = self.perform(action) => outcome,
             };
             action = outcome.next;
             if outcome.progressed {
                 backoff = new_backoff();
+                refused = false;
             }
             let Some(error) = outcome.error else {
                 continue;
             };
-            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-            if error.is_retryable() {
+            self.writer.update_status(|status| {
+                status.connected = false;
+                status.last_error = Some(Chain(&error).to_string());
+            });
+            let delay = if error.is_retryable() {
+                let delay = backoff.next().unwrap_or(MAX_BACKOFF);
                 tracing::debug!(
                     event = "etcd_retry",
+                    endpoint = self.connection.endpoint(),
                     error = %Chain(&error),
                     next = ?action,
                     delay_ms = delay.as_millis() as u64,
                     "etcd request failed; retrying"
                 );
+                self.reconnect(&error);
+                delay
             } else {
-                tracing::error!(
-                    event = "etcd_refused",
-                    error = %Chain(&error),
-                    next = ?action,
-                    delay_ms = delay.as_millis() as u64,
-                    "etcd refused the request; the last good configuration keeps serving"
-                );
-            }
+                // Wrong credentials or a missing permission do not heal by retrying fast:
+                // say so once, keep serving, and look again now and then.
+                if !refused {
+                    tracing::error!(
+                        event = "etcd_refused",
+                        endpoint = self.connection.endpoint(),
+                        error = %Chain(&error),
+                        retry_in_s = REFUSED_RETRY.as_secs(),
+                        "etcd refused the request; the last good configuration keeps serving"
+                    );
+                }
+                refused = true;
+                REFUSED_RETRY
+            };
             tokio::select! {
                 biased;
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
                 () = tokio::time::sleep(delay) => {}
             }
         }
+        self.writer.update_status(|status| {
+            status.connected = false;
+            status.running = false;
+        });
+    }
+
+    /// Drops the connection after a retryable failure and moves to the next endpoint.
+    fn reconnect(&mut self, error: &Error) {
+        let from = self.connection.endpoint().to_owned();
+        self.connection.rotate();
+        let to = self.connection.endpoint();
+        if from != to {
+            tracing::warn!(
+                event = "endpoint_switched",
+                from = %from,
+                to = %to,
+                error = %Chain(error),
+                "moving to the next etcd endpoint"
+            );
+        }
+        self.writer.update_status(|status| {
+            status.reconnects += 1;
+            status.endpoint = Some(to.to_owned());
+        });
+    }
+
+    /// Records that etcd answered.
+    fn synced(&self) {
+        let endpoint = self.connection.endpoint();
+        self.writer.update_status(|status| {
+            status.connected = true;
+            status.last_sync = Some(std::time::Instant::now());
+            if status.endpoint.as_deref() != Some(endpoint) {
+                status.endpoint = Some(endpoint.to_owned());
+            }
+        });
     }
 
     async fn perform(&mut self, action: Action) -> Outcome {
@@ -129,6 +234,9 @@ impl Engine {
     }
 
     /// Watches from `from_revision` until the stream breaks or asks for a re-list.
+    ///
+    /// A quiet stream is asked for progress; a stream that does not answer that either
+    /// counts as broken, so a frozen member is left within seconds.
     async fn watch(&mut self, from_revision: i64) -> Outcome {
         let mut watch = match self
             .connection
@@ -146,22 +254,40 @@ impl Engine {
         };
         tracing::debug!(
             event = "watch_started",
+            endpoint = self.connection.endpoint(),
             from_revision,
             "watching the prefix"
         );
         let mut progressed = false;
+        let mut asked_progress = false;
         loop {
-            let (input, error) = match watch.next().await {
-                Ok(input) => (input, None),
-                Err(error) => (Input::Broken, Some(error)),
+            let (input, error) = match tokio::time::timeout(LIVENESS_INTERVAL, watch.next()).await {
+                Ok(Ok(input)) => (input, None),
+                Ok(Err(error)) => (Input::Broken, Some(error)),
+                Err(_) if !asked_progress => {
+                    asked_progress = true;
+                    match watch.request_progress().await {
+                        Ok(()) => continue,
+                        Err(error) => (Input::Broken, Some(error)),
+                    }
+                }
+                Err(_) => (
+                    Input::Broken,
+                    Some(self.connection.silent(LIVENESS_INTERVAL * 2)),
+                ),
             };
-            progressed |= error.is_none();
+            if error.is_none() && input != Input::Broken {
+                progressed = true;
+                asked_progress = false;
+                self.synced();
+            }
             let broken = input == Input::Broken;
             let outputs = self.state.step(input);
             if let Some(next) = self.execute(outputs) {
                 if broken || error.is_some() {
                     tracing::warn!(
                         event = "watch_broken",
+                        endpoint = self.connection.endpoint(),
                         resume_from = self.state.revision() + 1,
                         error = error
                             .as_ref()
@@ -189,9 +315,11 @@ impl Engine {
             )
         });
         if status_changed {
-            self.writer.set_status(Status {
-                rejected: self.state.rejections().cloned().collect(),
-                rejected_revision: self.state.rejected_revision().cloned(),
+            let rejected = self.state.rejections().cloned().collect();
+            let rejected_revision = self.state.rejected_revision().cloned();
+            self.writer.update_status(|status| {
+                status.rejected = rejected;
+                status.rejected_revision = rejected_revision;
             });
         }
         for output in outputs {
@@ -233,10 +361,17 @@ impl Engine {
     }
 }
 
+/// The longest wait between two retries of a retryable failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a refused request (wrong credentials, no permission) is tried again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(3);
+
 fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(MAX_BACKOFF)
         .with_jitter()
         .without_max_times()
         .build()

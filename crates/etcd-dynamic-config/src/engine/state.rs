@@ -155,6 +155,8 @@ pub(crate) struct State {
     /// The entries of the last published snapshot: `entries` unless a revision broke a
     /// check.
     published: Entries,
+    /// Whether `published` is being served: changes are reported relative to it.
+    served: bool,
     /// Changes applied since the last published snapshot (while revisions are rejected).
     unpublished: Pending,
     /// The latest revision that broke a check, until a valid one follows.
@@ -220,6 +222,7 @@ impl State {
             fallback,
             phase: Phase::Empty,
             revision: 0,
+            served: false,
             unpublished: Pending::default(),
             rejected_revision: None,
             fallback_rejected: Vec::new(),
@@ -246,6 +249,7 @@ impl State {
         match self.keys.schema().validate(&candidate) {
             Ok(()) => {
                 self.published = self.entries.clone();
+                self.served = true;
                 self.rejected_revision = None;
                 let changes = std::mem::take(&mut self.unpublished);
                 if let Some(change) = changes.into_change(self.revision, &self.keys) {
@@ -268,6 +272,14 @@ impl State {
     /// The revision of the current snapshot.
     pub(crate) fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Says what is being served before etcd answered (a cache file, env vars, defaults):
+    /// the first list then reports its changes relative to it.
+    pub(crate) fn serving(mut self, published: Entries) -> Self {
+        self.published = published;
+        self.served = true;
+        self
     }
 
     /// Records the env var values rejected while reading the fallbacks, so that they
@@ -375,7 +387,6 @@ impl State {
     }
 
     fn listed(&mut self, mut kvs: Vec<Kv>, revision: i64) -> Vec<Output> {
-        let was_empty = self.phase == Phase::Empty;
         let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
         self.shadowed.clear();
@@ -402,10 +413,10 @@ impl State {
         self.revision = revision;
         // Everything since the last published snapshot is in the difference.
         self.unpublished = Pending::default();
-        let changes = if was_empty {
-            Pending::default()
-        } else {
+        let changes = if self.served {
             diff(&self.published, &self.entries)
+        } else {
+            Pending::default()
         };
         let mut notifications = Vec::new();
         let published = self.offer(changes, &mut notifications);

@@ -1,0 +1,385 @@
+//! The last-known-good cache file: what etcd held, kept on disk so that a process started
+//! while etcd is down serves the values it last saw.
+//!
+//! The file is JSON with a format name, a version, the prefix it belongs to, the revision,
+//! and a CRC-32 over the rest. It is written atomically (temporary file, fsync, rename,
+//! fsync of the directory) with mode 0600; secret names are left out unless allowed. A file
+//! that is corrupt, of another format or version, or of another prefix is reported and
+//! ignored, never trusted. Values are stored as text and go through the schema's coercion
+//! and validation again when read.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::engine::state::Rejection;
+use crate::schema::Schema;
+use crate::snapshot::{Entries, Entry, Snapshot, Source};
+use crate::store::Subscription;
+
+const FORMAT: &str = "etcd-dynamic-config/cache";
+const VERSION: u32 = 1;
+/// Changes closer together than this are written once.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    version: u32,
+    prefix: String,
+    revision: i64,
+    written_at_unix_ms: u64,
+    entries: BTreeMap<String, Cached>,
+    /// CRC-32 (hex) of the document serialized with this field empty.
+    checksum: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cached {
+    key: String,
+    mod_revision: i64,
+    text: String,
+}
+
+/// What a valid cache file held.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) entries: Entries,
+    pub(crate) revision: i64,
+    /// Cached values the current schema rejects.
+    pub(crate) rejected: Vec<Rejection>,
+}
+
+/// The cache file of one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheFile {
+    path: PathBuf,
+    prefix: String,
+    include_secrets: bool,
+}
+
+impl CacheFile {
+    pub(crate) fn new(path: &Path, prefix: &str, include_secrets: bool) -> Self {
+        Self {
+            path: path.to_owned(),
+            prefix: prefix.to_owned(),
+            include_secrets,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file: `Ok(None)` when there is none, `Err` saying why it is not trusted.
+    pub(crate) fn read(&self, schema: &Schema) -> Result<Option<Loaded>, String> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("cannot read it: {error}")),
+        };
+        let mut document: Document = serde_json::from_slice(&bytes)
+            .map_err(|error| format!("not a cache file of this library ({error})"))?;
+        if document.format != FORMAT {
+            return Err(format!("foreign format {:?}", document.format));
+        }
+        if document.version != VERSION {
+            return Err(format!(
+                "format version {} (this library reads {VERSION})",
+                document.version
+            ));
+        }
+        if document.prefix != self.prefix {
+            return Err(format!(
+                "written for the prefix {}, not {}",
+                document.prefix, self.prefix
+            ));
+        }
+        let stored = std::mem::take(&mut document.checksum);
+        if stored != checksum(&document) {
+            return Err("its checksum does not match: the file is corrupt".to_owned());
+        }
+        let mut entries = Entries::default();
+        let mut rejected = Vec::new();
+        for (name, cached) in document.entries {
+            if schema.is_secret(&name) && !self.include_secrets {
+                continue;
+            }
+            let source = Source::Cache {
+                key: Arc::from(cached.key),
+                mod_revision: cached.mod_revision,
+            };
+            match schema.coerce(&name, cached.text.as_bytes()) {
+                Ok(value) => {
+                    let secret = schema.is_secret(&name);
+                    entries.insert(Arc::from(name), Entry::new(value, source, secret));
+                }
+                Err(reason) => rejected.push(Rejection {
+                    name: Arc::from(name),
+                    source,
+                    reason,
+                }),
+            }
+        }
+        Ok(Some(Loaded {
+            entries,
+            revision: document.revision,
+            rejected,
+        }))
+    }
+
+    /// Writes the values of `snapshot` that came from etcd; returns how many.
+    pub(crate) fn write(&self, snapshot: &Snapshot) -> std::io::Result<usize> {
+        let entries: BTreeMap<String, Cached> = snapshot
+            .iter()
+            .filter(|(_, entry)| self.include_secrets || !entry.is_secret())
+            .filter_map(|(name, entry)| match entry.source() {
+                Source::Etcd { key, mod_revision } => Some((
+                    name.to_owned(),
+                    Cached {
+                        key: key.to_string(),
+                        mod_revision: *mod_revision,
+                        text: entry.value().to_string(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let count = entries.len();
+        let mut document = Document {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            prefix: self.prefix.clone(),
+            revision: snapshot.revision(),
+            written_at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
+            entries,
+            checksum: String::new(),
+        };
+        document.checksum = checksum(&document);
+        let bytes = serde_json::to_vec_pretty(&document).map_err(std::io::Error::other)?;
+        write_atomically(&self.path, &bytes)?;
+        Ok(count)
+    }
+}
+
+fn checksum(document: &Document) -> String {
+    let bytes = serde_json::to_vec(document).expect("a document serializes");
+    format!("{:08x}", crc32fast::hash(&bytes))
+}
+
+/// Temporary file in the same directory, fsync, rename over the target, fsync the
+/// directory: a reader sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("cache"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(&name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = dir.join(temporary_name);
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = (|| {
+        let mut file = options.open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temporary, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Writes every new snapshot that holds etcd values, at most once per [`DEBOUNCE`], and
+/// once more when stopped.
+pub(crate) async fn keep_written(
+    cache: CacheFile,
+    mut subscription: Subscription,
+    mut written: i64,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.changed() => true,
+            changed = subscription.changed() => changed.is_none(),
+        };
+        if !stopping {
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(DEBOUNCE) => {}
+            }
+        }
+        let snapshot = subscription.latest();
+        if snapshot.revision() > written {
+            let target = cache.clone();
+            let to_write = snapshot.clone();
+            let result = tokio::task::spawn_blocking(move || target.write(&to_write)).await;
+            match result {
+                Ok(Ok(count)) => {
+                    written = snapshot.revision();
+                    tracing::debug!(
+                        event = "cache_written",
+                        path = %cache.path().display(),
+                        revision = written,
+                        names = count,
+                        "last-known-good cache file written"
+                    );
+                }
+                Ok(Err(error)) => tracing::warn!(
+                    event = "cache_write_failed",
+                    path = %cache.path().display(),
+                    error = %error,
+                    "could not write the cache file; the configuration is unaffected"
+                ),
+                Err(_) => return,
+            }
+        }
+        if stopping || *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Name;
+    use crate::snapshot::Value;
+
+    fn schema() -> Schema {
+        Schema::builder()
+            .discover(true)
+            .name(Name::new("password").secret())
+            .build()
+            .unwrap()
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut entries = Entries::default();
+        let etcd = |key: &str, revision| Source::Etcd {
+            key: Arc::from(key),
+            mod_revision: revision,
+        };
+        entries.insert(
+            Arc::from("db_port"),
+            Entry::new(Value::Integer(5432), etcd("/app/DbPort", 3), false),
+        );
+        entries.insert(
+            Arc::from("password"),
+            Entry::new(Value::from("hunter2"), etcd("/app/Password", 4), true),
+        );
+        entries.insert(
+            Arc::from("from_env"),
+            Entry::new(
+                Value::from("x"),
+                Source::Env {
+                    var: Arc::from("FROM_ENV"),
+                },
+                false,
+            ),
+        );
+        Snapshot::new(9, entries)
+    }
+
+    #[test]
+    fn round_trips_etcd_values_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheFile::new(&dir.path().join("cache.json"), "/app/", false);
+        assert!(cache.read(&schema()).unwrap().is_none(), "no file yet");
+        assert_eq!(cache.write(&snapshot()).unwrap(), 1);
+        let text = fs::read_to_string(cache.path()).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(cache.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let loaded = cache.read(&schema()).unwrap().unwrap();
+        assert_eq!(loaded.revision, 9);
+        assert_eq!(loaded.entries.len(), 1);
+        let entry = loaded.entries.get("db_port").unwrap();
+        assert_eq!(entry.value(), &Value::Integer(5432));
+        assert_eq!(
+            entry.source().to_string(),
+            "cache file (etcd key /app/DbPort @ rev 3)"
+        );
+
+        let with_secrets = CacheFile::new(cache.path(), "/app/", true);
+        with_secrets.write(&snapshot()).unwrap();
+        let loaded = with_secrets.read(&schema()).unwrap().unwrap();
+        assert!(loaded.entries.get("password").unwrap().is_secret());
+        assert!(
+            cache
+                .read(&schema())
+                .unwrap()
+                .unwrap()
+                .entries
+                .get("password")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn corrupt_or_foreign_files_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cache = CacheFile::new(&path, "/app/", false);
+        cache.write(&snapshot()).unwrap();
+        let good = fs::read_to_string(&path).unwrap();
+
+        let cases = [
+            (good.replace("5432", "5433"), "checksum does not match"),
+            ("{ not json".to_owned(), "not a cache file"),
+            (good.replace(FORMAT, "someone-else"), "foreign format"),
+            (
+                good.replace("\"version\": 1", "\"version\": 7"),
+                "format version 7",
+            ),
+            (
+                good.replace("\"/app/\"", "\"/other/\""),
+                "written for the prefix /other/",
+            ),
+        ];
+        for (text, reason) in cases {
+            fs::write(&path, &text).unwrap();
+            let error = cache.read(&schema()).unwrap_err();
+            assert!(error.contains(reason), "{reason}: {error}");
+        }
+    }
+
+    #[test]
+    fn values_the_schema_now_rejects_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheFile::new(&dir.path().join("c.json"), "/app/", false);
+        cache.write(&snapshot()).unwrap();
+        let stricter = Schema::builder()
+            .discover(true)
+            .name(Name::new("db_port").range(1, 1000))
+            .build()
+            .unwrap();
+        let loaded = cache.read(&stricter).unwrap().unwrap();
+        assert!(loaded.entries.is_empty());
+        assert_eq!(&*loaded.rejected[0].name, "db_port");
+    }
+}
