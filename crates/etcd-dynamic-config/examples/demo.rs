@@ -110,12 +110,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         snapshot.revision()
     );
     print_snapshot(&snapshot);
+    let health = config.health();
+    println!(
+        "  health: {}",
+        serde_json::to_string(&serde_json::json!({
+            "state": health.state,
+            "ready": health.is_ready(),
+            "revision": health.revision,
+            "connected": health.connected,
+            "reconnects": health.reconnects,
+        }))?
+    );
 
     step("Restarting etcd: the watch resumes from the last applied revision + 1");
     etcd.restart().await;
     let mut client = etcd.client().await;
     let revision = put(&mut client, "LogLevel", "WARN").await?;
     wait_and_show(&config, revision, &["log_level"]).await;
+    println!(
+        "  health: {:?}, revision {}",
+        config.health().state,
+        config.health().revision
+    );
 
     config.stop().await;
     step("Done");

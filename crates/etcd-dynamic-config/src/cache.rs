@@ -218,10 +218,15 @@ pub(crate) async fn keep_written(
     mut written: i64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut first = true;
     loop {
-        let stopping = tokio::select! {
+        let stopping = if std::mem::take(&mut first) {
+            false // the snapshot served at start
+        } else {
+            tokio::select! {
             _ = stop.changed() => true,
             changed = subscription.changed() => changed.is_none(),
+            }
         };
         if !stopping {
             tokio::select! {

@@ -63,6 +63,8 @@ struct Running {
     stop: watch::Sender<bool>,
     /// The engine; `None` in local mode, which has nothing to run.
     task: Option<JoinHandle<()>>,
+    /// The cache file writer, when a cache file is set.
+    cache_writer: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -180,8 +182,10 @@ impl EtcdConfig {
         let state = State::new(inner.keys.clone(), fallback.clone())
             .with_fallback_rejections(rejected.clone());
         let mut engine = Engine::new(Connection::new(&inner.settings), state, writer);
-        let deadline = tokio::time::Instant::now() + inner.start_timeout;
-        let loaded = engine.load_by(deadline).instrument(span.clone()).await;
+        let loaded = engine
+            .load_within(inner.start_timeout)
+            .instrument(span.clone())
+            .await;
         let cache = inner.cache_file();
         match loaded {
             Ok(next) => {
@@ -203,8 +207,8 @@ impl EtcdConfig {
                     })
                     .collect();
                 let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
-                let written = report.revision;
-                self.started(report, Some((engine, next, cache, written)), span)
+                // Nothing written yet: the cache file gets this first snapshot.
+                self.started(report, Some((engine, next, cache, 0)), span)
             }
             Err(error) if error.is_retryable() && !inner.settings.fail_fast() => {
                 // etcd is away: serve the cache file, env vars and defaults, and keep
@@ -303,6 +307,7 @@ impl EtcdConfig {
         });
 
         let (stop, stop_receiver) = watch::channel(false);
+        let mut cache_writer = None;
         let task = engine.map(|(engine, next, cache, written)| {
             if let Some(cache) = cache {
                 let writer = crate::cache::keep_written(
@@ -311,7 +316,7 @@ impl EtcdConfig {
                     written,
                     stop_receiver.clone(),
                 );
-                tokio::spawn(writer.instrument(span.clone()));
+                cache_writer = Some(tokio::spawn(writer.instrument(span.clone())));
             }
             tokio::spawn(engine.run(next, stop_receiver).instrument(span))
         });
@@ -322,7 +327,11 @@ impl EtcdConfig {
             return Err(Error::AlreadyStarted);
         }
         let engine_runs = task.is_some();
-        *running = Some(Running { stop, task });
+        *running = Some(Running {
+            stop,
+            task,
+            cache_writer,
+        });
         drop(running);
         Writer::new(inner.store.clone()).update_status(|status| status.running = engine_runs);
         Ok(report)
@@ -361,6 +370,10 @@ impl EtcdConfig {
             running.stop.send_replace(true);
             if let Some(task) = running.task {
                 let _ = task.await;
+            }
+            // The last snapshot is written before stop returns.
+            if let Some(writer) = running.cache_writer {
+                let _ = writer.await;
             }
         }
     }
@@ -429,6 +442,7 @@ impl EtcdConfig {
             connected: status.connected,
             endpoint: status.endpoint.clone(),
             reconnects: status.reconnects,
+            token_refreshes: status.token_refreshes,
             invalid: status.rejected.iter().map(InvalidName::from).collect(),
             rejected_revision: status
                 .rejected_revision

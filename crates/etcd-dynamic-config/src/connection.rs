@@ -72,6 +72,17 @@ impl Connection {
         self.current = (self.current + 1) % self.settings.endpoints().len();
     }
 
+    /// Whether requests carry a user's credentials.
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.settings.credentials().is_some()
+    }
+
+    /// Drops the connection so that the next request authenticates again on the same
+    /// endpoint: for a watch that etcd cancelled because its token expired.
+    pub(crate) fn reauthenticate(&mut self) {
+        self.client = None;
+    }
+
     /// Connects (and authenticates) to the endpoint in use, once.
     async fn client(&mut self) -> Result<Client> {
         if let Some(client) = &self.client {

@@ -41,7 +41,7 @@ pub enum Error {
 
     /// etcd did not answer before the start deadline (with `fail_fast`, or when no
     /// fallback could serve).
-    #[error("etcd did not answer within the start deadline of {timeout:?}")]
+    #[error("etcd did not answer within the start deadline of {} ms", timeout.as_millis())]
     StartTimeout {
         /// The deadline.
         timeout: Duration,

@@ -84,6 +84,8 @@ pub struct Health {
     pub endpoint: Option<String>,
     /// How many times the connection was dropped and made again.
     pub reconnects: u64,
+    /// How many times the engine authenticated again after etcd refused a watch.
+    pub token_refreshes: u64,
     /// Values rejected now.
     pub invalid: Vec<InvalidName>,
     /// A revision held back because it broke a check.

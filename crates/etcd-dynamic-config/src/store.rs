@@ -27,6 +27,8 @@ pub(crate) struct Status {
     pub(crate) endpoint: Option<String>,
     /// How many times the connection was dropped and made again.
     pub(crate) reconnects: u64,
+    /// How many times the engine authenticated again after a refusal.
+    pub(crate) token_refreshes: u64,
     /// When etcd last answered.
     pub(crate) last_sync: Option<std::time::Instant>,
     /// The last failure, with its causes.

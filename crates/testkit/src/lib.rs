@@ -602,12 +602,26 @@ impl EtcdCluster {
     }
 }
 
-/// A loopback TCP proxy in front of an etcd member that can cut connections: for faults
-/// etcd itself cannot show, such as a client cut off while etcd goes on.
+/// What a [`FaultProxy`] does with the bytes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward everything.
+    Pass,
+    /// Keep connections open but forward nothing, as a frozen peer would.
+    Stall,
+    /// Forward every chunk after this delay.
+    Slow(Duration),
+    /// Close every connection and refuse new ones.
+    Cut,
+}
+
+/// A loopback TCP proxy in front of an etcd member that can cut, stall or slow its
+/// connections: for faults etcd itself cannot show, such as a client cut off while etcd
+/// goes on.
 #[derive(Debug)]
 pub struct FaultProxy {
     port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -622,28 +636,30 @@ impl FaultProxy {
             .await
             .expect("bind the proxy port");
         let port = listener.local_addr().expect("proxy address").port();
-        let (cut, cut_receiver) = tokio::sync::watch::channel(false);
+        let (mode, mode_receiver) = tokio::sync::watch::channel(ProxyMode::Pass);
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if *cut_receiver.borrow() {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *mode_receiver.borrow() == ProxyMode::Cut {
                     drop(inbound); // refused while cut
                     continue;
                 }
-                let mut cut_receiver = cut_receiver.clone();
+                let mode = mode_receiver.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) =
+                    let Ok(outbound) =
                         tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, target_port)).await
                     else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_receiver.wait_for(|cut| *cut) => {}
-                    }
+                    let (inbound_read, inbound_write) = inbound.into_split();
+                    let (outbound_read, outbound_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(inbound_read, outbound_write, mode.clone()),
+                        pump(outbound_read, inbound_write, mode),
+                    );
                 });
             }
         });
-        Self { port, cut, task }
+        Self { port, mode, task }
     }
 
     /// The proxy's client URL.
@@ -653,18 +669,67 @@ impl FaultProxy {
 
     /// Closes every proxied connection and refuses new ones until [`restore`](Self::restore).
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(ProxyMode::Cut);
     }
 
-    /// Accepts connections again.
+    /// Holds every byte until [`restore`](Self::restore); connections stay open.
+    pub fn stall(&self) {
+        self.mode.send_replace(ProxyMode::Stall);
+    }
+
+    /// Delays every chunk by `delay`.
+    pub fn slow(&self, delay: Duration) {
+        self.mode.send_replace(ProxyMode::Slow(delay));
+    }
+
+    /// Forwards everything again.
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.mode.send_replace(ProxyMode::Pass);
+    }
+}
+
+/// Copies one direction of a connection, obeying the proxy's mode before each chunk.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: tokio::sync::watch::Receiver<ProxyMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = mode.wait_for(|mode| *mode == ProxyMode::Cut) => return,
+        };
+        let Ok(count) = read else { return };
+        if count == 0 {
+            return;
+        }
+        loop {
+            let current = *mode.borrow_and_update();
+            match current {
+                ProxyMode::Pass => break,
+                ProxyMode::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+                ProxyMode::Stall => {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+                ProxyMode::Cut => return,
+            }
+        }
+        if to.write_all(&buffer[..count]).await.is_err() {
+            return;
+        }
     }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(ProxyMode::Cut);
         self.task.abort();
     }
 }

@@ -103,3 +103,24 @@ async fn the_fault_proxy_cuts_and_restores() {
     }
     assert!(recovered, "restored");
 }
+
+#[tokio::test]
+async fn the_fault_proxy_stalls_and_slows() {
+    let etcd = EtcdMember::start().await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let mut client = testkit::connect(&[proxy.endpoint()]).await;
+    assert!(answers(&mut client).await);
+
+    proxy.stall();
+    assert!(
+        !answers(&mut client).await,
+        "a stalled proxy forwards nothing"
+    );
+    proxy.slow(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let slow = tokio::time::timeout(Duration::from_secs(5), client.get("probe", None)).await;
+    assert!(matches!(slow, Ok(Ok(_))), "held bytes flow once slowed");
+    assert!(started.elapsed() >= Duration::from_millis(300), "and late");
+    proxy.restore();
+    assert!(answers(&mut client).await);
+}

@@ -73,19 +73,16 @@ impl Engine {
         }))
     }
 
-    /// Lists the prefix until it succeeds, a final error, or `deadline`: the start-up
+    /// Lists the prefix until it succeeds, a final error, or `timeout` passes: the start-up
     /// read, moving to the next endpoint after each retryable failure.
     ///
     /// # Errors
     ///
     /// A final error at once; at the deadline, [`Error::StartTimeout`] with the last
     /// retryable failure as its cause.
-    pub(crate) async fn load_by(
-        &mut self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Action, Error> {
+    pub(crate) async fn load_within(&mut self, timeout: Duration) -> Result<Action, Error> {
         let mut backoff = new_backoff();
-        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut last = None;
         loop {
             let attempt = tokio::time::timeout_at(deadline, self.load()).await;
@@ -123,6 +120,7 @@ impl Engine {
     pub(crate) async fn run(mut self, mut action: Action, mut stop: watch::Receiver<bool>) {
         let mut backoff = new_backoff();
         let mut refused = false;
+        let mut reauthenticated = false;
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -133,6 +131,7 @@ impl Engine {
             if outcome.progressed {
                 backoff = new_backoff();
                 refused = false;
+                reauthenticated = false;
             }
             let Some(error) = outcome.error else {
                 continue;
@@ -153,6 +152,20 @@ impl Engine {
                 );
                 self.reconnect(&error);
                 delay
+            } else if !reauthenticated && self.connection.has_credentials() {
+                // etcd cancels a watch whose token expired with "permission denied":
+                // authenticate again once before believing it.
+                reauthenticated = true;
+                self.connection.reauthenticate();
+                self.writer
+                    .update_status(|status| status.token_refreshes += 1);
+                tracing::info!(
+                    event = "token_refreshed",
+                    endpoint = self.connection.endpoint(),
+                    error = %Chain(&error),
+                    "etcd refused a request; authenticating again"
+                );
+                Duration::ZERO
             } else {
                 // Wrong credentials or a missing permission do not heal by retrying fast:
                 // say so once, keep serving, and look again now and then.
@@ -366,7 +379,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a refused request (wrong credentials, no permission) is tried again.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
-const LIVENESS_INTERVAL: Duration = Duration::from_secs(3);
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
 
 fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
