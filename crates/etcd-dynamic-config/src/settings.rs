@@ -6,6 +6,7 @@
 //! | `EtcdSettings__UserName`, `EtcdSettings__Password` | etcd authentication |
 //! | `EtcdSettings__RootKey` | the prefix (default `/APPS/ControlUnit`) |
 //! | `EtcdSettings__CaCertPath` | CA bundle (PEM) to verify the server |
+//! | `EtcdSettings__ClientCertPath`, `EtcdSettings__ClientKeyPath` | client certificate and key (PEM) for mTLS |
 //! | `EtcdSettings__Dev` | `true`: the prefix gets `/dev` in front |
 //! | `USE_LOCAL_CONFIG` | `true`: do not contact etcd; values come from env vars |
 //! | `EtcdSettings__StartTimeout` | how long `start` waits for etcd (`5s`, `500ms`, `2`; default 5 s) |
@@ -33,6 +34,10 @@ pub const PASSWORD: &str = "EtcdSettings__Password";
 pub const ROOT_KEY: &str = "EtcdSettings__RootKey";
 /// `EtcdSettings__CaCertPath`
 pub const CA_CERT_PATH: &str = "EtcdSettings__CaCertPath";
+/// `EtcdSettings__ClientCertPath`
+pub const CLIENT_CERT_PATH: &str = "EtcdSettings__ClientCertPath";
+/// `EtcdSettings__ClientKeyPath`
+pub const CLIENT_KEY_PATH: &str = "EtcdSettings__ClientKeyPath";
 /// `EtcdSettings__Dev`
 pub const DEV: &str = "EtcdSettings__Dev";
 /// `USE_LOCAL_CONFIG`
@@ -63,6 +68,7 @@ pub struct EtcdSettings {
     user: Option<(String, SecretString)>,
     root_key: String,
     ca_cert: Option<CaCert>,
+    identity: Option<ClientIdentity>,
     dev: bool,
     use_local_config: bool,
     start_timeout: Duration,
@@ -76,6 +82,15 @@ pub struct EtcdSettings {
 pub(crate) struct CaCert {
     pub(crate) path: PathBuf,
     pub(crate) pem: Vec<u8>,
+}
+
+/// A client certificate and its key, read at build time. The key never leaves this
+/// struct in any printed form.
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    pub(crate) cert_path: PathBuf,
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: secrecy::SecretSlice<u8>,
 }
 
 impl EtcdSettings {
@@ -163,6 +178,17 @@ impl EtcdSettings {
     pub(crate) fn ca_cert(&self) -> Option<&CaCert> {
         self.ca_cert.as_ref()
     }
+
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// The client certificate path, when mTLS is configured.
+    pub fn client_cert_path(&self) -> Option<&Path> {
+        self.identity
+            .as_ref()
+            .map(|identity| identity.cert_path.as_path())
+    }
 }
 
 impl fmt::Debug for EtcdSettings {
@@ -173,6 +199,7 @@ impl fmt::Debug for EtcdSettings {
             .field("password", &self.user.as_ref().map(|_| "[REDACTED]"))
             .field("prefix", &self.prefix())
             .field("ca_cert_path", &self.ca_cert_path())
+            .field("client_cert_path", &self.client_cert_path())
             .field("use_local_config", &self.use_local_config)
             .field("start_timeout", &self.start_timeout)
             .field("fail_fast", &self.fail_fast)
@@ -190,6 +217,8 @@ pub struct EtcdSettingsBuilder {
     password: Option<SecretString>,
     root_key: Option<String>,
     ca_cert_path: Option<PathBuf>,
+    client_cert_path: Option<PathBuf>,
+    client_key_path: Option<PathBuf>,
     dev: bool,
     use_local_config: bool,
     start_timeout: Option<Duration>,
@@ -206,6 +235,8 @@ impl fmt::Debug for EtcdSettingsBuilder {
             .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
             .field("root_key", &self.root_key)
             .field("ca_cert_path", &self.ca_cert_path)
+            .field("client_cert_path", &self.client_cert_path)
+            .field("client_key_path", &self.client_key_path)
             .field("dev", &self.dev)
             .field("use_local_config", &self.use_local_config)
             .field("start_timeout", &self.start_timeout)
@@ -241,6 +272,8 @@ impl EtcdSettingsBuilder {
             password: get(PASSWORD).map(SecretString::from),
             root_key: get(ROOT_KEY),
             ca_cert_path: get(CA_CERT_PATH).map(PathBuf::from),
+            client_cert_path: get(CLIENT_CERT_PATH).map(PathBuf::from),
+            client_key_path: get(CLIENT_KEY_PATH).map(PathBuf::from),
             dev: get(DEV).map_or(Ok(false), |value| parse_flag(DEV, &value))?,
             use_local_config: get(USE_LOCAL_CONFIG)
                 .map_or(Ok(false), |value| parse_flag(USE_LOCAL_CONFIG, &value))?,
@@ -283,6 +316,15 @@ impl EtcdSettingsBuilder {
     #[must_use]
     pub fn ca_cert_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_cert_path = Some(path.into());
+        self
+    }
+
+    /// A client certificate and key (PEM) for members that require client certificates
+    /// (`--client-cert-auth`).
+    #[must_use]
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert_path = Some(cert.into());
+        self.client_key_path = Some(key.into());
         self
     }
 
@@ -365,6 +407,28 @@ impl EtcdSettingsBuilder {
                 "a CA bundle is set but the endpoints are http://; use https://",
             ));
         }
+        let identity = match (self.client_cert_path, self.client_key_path) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(setting(
+                    CLIENT_KEY_PATH,
+                    "a client certificate is set but no key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(setting(
+                    CLIENT_CERT_PATH,
+                    "a client key is set but no certificate",
+                ));
+            }
+            (Some(cert), Some(key)) => Some(read_identity(cert, &key)?),
+        };
+        if !tls && identity.is_some() {
+            return Err(setting(
+                HOST_NAME,
+                "a client certificate is set but the endpoints are http://; use https://",
+            ));
+        }
         let start_timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
         if start_timeout.is_zero() {
             return Err(setting(START_TIMEOUT, "must be longer than zero"));
@@ -385,6 +449,7 @@ impl EtcdSettingsBuilder {
             user,
             root_key,
             ca_cert,
+            identity,
             dev: self.dev,
             use_local_config: self.use_local_config,
             start_timeout,
@@ -493,6 +558,37 @@ pub(crate) fn parse_root_key(text: &str) -> Result<String> {
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+fn read_pem(setting_name: &'static str, path: &Path, marker: &str, what: &str) -> Result<Vec<u8>> {
+    let pem = std::fs::read(path).map_err(|error| {
+        setting(
+            setting_name,
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })?;
+    if !String::from_utf8_lossy(&pem).contains(marker) {
+        return Err(setting(
+            setting_name,
+            format!("{} holds no PEM {what}", path.display()),
+        ));
+    }
+    Ok(pem)
+}
+
+fn read_identity(cert_path: PathBuf, key_path: &Path) -> Result<ClientIdentity> {
+    let cert_pem = read_pem(
+        CLIENT_CERT_PATH,
+        &cert_path,
+        "-----BEGIN CERTIFICATE-----",
+        "certificate",
+    )?;
+    let key_pem = read_pem(CLIENT_KEY_PATH, key_path, "PRIVATE KEY-----", "private key")?;
+    Ok(ClientIdentity {
+        cert_path,
+        cert_pem,
+        key_pem: secrecy::SecretSlice::from(key_pem),
+    })
 }
 
 fn read_ca_cert(path: PathBuf) -> Result<CaCert> {

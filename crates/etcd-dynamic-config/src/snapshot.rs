@@ -54,7 +54,17 @@ impl fmt::Display for Source {
 }
 
 /// What `Debug` shows instead of a secret value.
-const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
+
+/// `message` with every occurrence of `secret` replaced: for messages built by code that
+/// does not know what is secret (serde, custom coercion hooks).
+pub(crate) fn scrub(message: String, secret: &str) -> String {
+    if secret.is_empty() || !message.contains(secret) {
+        message
+    } else {
+        message.replace(secret, REDACTED)
+    }
+}
 
 /// One name's value with its provenance. `Debug` hides the value of a secret name.
 #[derive(Clone, PartialEq, Eq)]
@@ -160,10 +170,16 @@ impl Snapshot {
             .entries
             .get(name)
             .ok_or_else(|| Error::Missing(name.to_owned()))?;
-        entry.value.deserialize().map_err(|error| Error::Value {
-            name: name.to_owned(),
-            reason: error.to_string(),
-            origin: entry.source.to_string(),
+        entry.value.deserialize().map_err(|error| {
+            let mut reason = error.to_string();
+            if entry.secret {
+                reason = scrub(reason, &entry.value.to_string());
+            }
+            Error::Value {
+                name: name.to_owned(),
+                reason,
+                origin: entry.source.to_string(),
+            }
         })
     }
 
@@ -175,7 +191,17 @@ impl Snapshot {
     /// [`Error::Bind`] with serde's reason (a missing field, a value of the wrong type).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
         let tree = Node::tree(self).map_err(|reason| bind_error::<T>(reason))?;
-        T::deserialize(tree).map_err(|error| bind_error::<T>(error.to_string()))
+        T::deserialize(tree).map_err(|error| {
+            // serde quotes values it cannot place (`unknown variant \`x\``): hide secrets.
+            let reason = self
+                .entries
+                .values()
+                .filter(|entry| entry.secret)
+                .fold(error.to_string(), |reason, entry| {
+                    scrub(reason, &entry.value.to_string())
+                });
+            bind_error::<T>(reason)
+        })
     }
 
     /// How many names the snapshot holds.

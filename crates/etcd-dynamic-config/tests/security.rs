@@ -141,3 +141,79 @@ async fn permission_denied_outside_the_prefix_is_final() {
         "names the prefix: {error}"
     );
 }
+
+async fn mtls_member() -> (EtcdMember, Arc<TestCerts>) {
+    let certs = Arc::new(TestCerts::generate());
+    let etcd =
+        EtcdMember::start_with(MemberOptions::default().client_cert_auth(certs.clone())).await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    (etcd, certs)
+}
+
+fn mtls_settings(etcd: &EtcdMember, certs: &TestCerts) -> etcd_dynamic_config::EtcdSettingsBuilder {
+    EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .ca_cert_path(certs.ca())
+        .start_timeout(Duration::from_secs(3))
+        .fail_fast(true)
+}
+
+#[tokio::test]
+async fn mtls_with_a_client_certificate_loads() {
+    let (etcd, certs) = mtls_member().await;
+    let settings = mtls_settings(&etcd, &certs)
+        .client_identity(certs.client_cert(), certs.client_key())
+        .build()
+        .unwrap();
+    let config = config(settings);
+    config
+        .start()
+        .await
+        .expect("start with a client certificate");
+    assert_eq!(
+        config.snapshot().get("log_level").unwrap().as_str(),
+        Some("INFO")
+    );
+    config.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_without_or_with_a_wrong_client_certificate_is_refused_in_plain_words() {
+    let (etcd, certs) = mtls_member().await;
+    let cases = [
+        (
+            "no client certificate",
+            mtls_settings(&etcd, &certs).build().unwrap(),
+            "requires a client certificate; set EtcdSettings__ClientCertPath",
+        ),
+        (
+            "a client certificate from another CA",
+            mtls_settings(&etcd, &certs)
+                .client_identity(certs.foreign_client_cert(), certs.foreign_client_key())
+                .build()
+                .unwrap(),
+            "rejected the client certificate",
+        ),
+        (
+            "a certificate with another certificate's key",
+            mtls_settings(&etcd, &certs)
+                .client_identity(certs.client_cert(), certs.foreign_client_key())
+                .build()
+                .unwrap(),
+            "do not belong together",
+        ),
+    ];
+    for (case, settings, expected) in cases {
+        let started = Instant::now();
+        let error = config(settings).start().await.expect_err(case);
+        println!("{case}: {error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case}: no hang"
+        );
+        assert!(error.to_string().contains(expected), "{case}: {error}");
+        assert!(!error.is_retryable(), "{case}: final, {error:?}");
+    }
+}

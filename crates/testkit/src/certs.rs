@@ -47,12 +47,18 @@ impl TestCerts {
         write(dir.path(), "client.pem", &client.0);
         write(dir.path(), "client-key.pem", &client.1);
 
-        // A CA that signed nothing here: a client trusting it must refuse the server.
-        write(
-            dir.path(),
-            "other-ca.pem",
-            &new_ca("unrelated CA").as_ref().pem(),
+        // An unrelated CA: a client trusting it must refuse the server, and a server must
+        // refuse the client certificate it signs.
+        let other = new_ca("unrelated CA");
+        write(dir.path(), "other-ca.pem", &other.as_ref().pem());
+        let foreign = leaf(
+            &[],
+            "foreign client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &other,
         );
+        write(dir.path(), "foreign-client.pem", &foreign.0);
+        write(dir.path(), "foreign-client-key.pem", &foreign.1);
         Self { dir }
     }
 
@@ -84,6 +90,16 @@ impl TestCerts {
     /// The client's private key.
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("client-key.pem")
+    }
+
+    /// A client certificate signed by the unrelated CA.
+    pub fn foreign_client_cert(&self) -> PathBuf {
+        self.dir.path().join("foreign-client.pem")
+    }
+
+    /// The key of the foreign client certificate.
+    pub fn foreign_client_key(&self) -> PathBuf {
+        self.dir.path().join("foreign-client-key.pem")
     }
 }
 

@@ -435,17 +435,27 @@ impl Schema {
     }
 
     fn coerce_text(&self, name: &str, text: &str) -> Result<Value, String> {
-        let custom = self.coerce.as_ref().and_then(|hook| hook(name, text));
-        let value = match custom {
-            Some(result) => result?,
-            None => self.kind_of(name).parse(text)?,
-        };
-        if let Some(spec) = self.names.get(name) {
-            for validator in &spec.validators {
-                validator.check(&value)?;
+        let coerced = (|| {
+            let custom = self.coerce.as_ref().and_then(|hook| hook(name, text));
+            let value = match custom {
+                Some(result) => result?,
+                None => self.kind_of(name).parse(text)?,
+            };
+            if let Some(spec) = self.names.get(name) {
+                for validator in &spec.validators {
+                    validator.check(&value)?;
+                }
             }
-        }
-        Ok(value)
+            Ok(value)
+        })();
+        // A custom hook's reason may quote the value: never for a secret.
+        coerced.map_err(|reason| {
+            if self.is_secret(name) {
+                crate::snapshot::scrub(reason, text.trim())
+            } else {
+                reason
+            }
+        })
     }
 
     /// The values that apply when etcd has none: each declared name's env var (read
