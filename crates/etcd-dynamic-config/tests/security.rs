@@ -97,6 +97,24 @@ async fn a_read_only_user_on_the_prefix_loads_and_watches() {
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), Some("WARN"));
     config.stop().await;
+
+    // The low-level reads (a read-only transaction, a range) need nothing more either.
+    let settings = EtcdSettings::builder()
+        .endpoints(etcd.endpoint())
+        .root_key("/app")
+        .user("app", "app-password")
+        .build()
+        .unwrap();
+    let client = etcd_dynamic_config::EtcdClient::with_env(
+        settings,
+        etcd_dynamic_config::Schema::auto_discover(),
+        Arc::new(|_: &str| None),
+    )
+    .unwrap();
+    let values = client.get_values_by_keys(&["/app/LogLevel"]).await.unwrap();
+    assert_eq!(values["/app/LogLevel"], "WARN");
+    let all = client.get_config([]).await.unwrap();
+    assert_eq!(all.len(), 1);
 }
 
 #[tokio::test]
