@@ -83,7 +83,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
                     event = "bind_rejected",
                     revision = snapshot.revision(),
                     target = std::any::type_name::<T>(),
-                    error = %error,
+                    error.message = %error,
                     "a revision does not read as the bound type; the previous value stays"
                 );
                 *last_error = Some(error.to_string());

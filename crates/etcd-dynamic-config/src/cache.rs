@@ -253,7 +253,7 @@ pub(crate) async fn keep_written(
                 Ok(Err(error)) => tracing::warn!(
                     event = "cache_write_failed",
                     path = %cache.path().display(),
-                    error = %error,
+                    error.message = %error,
                     "could not write the cache file; the configuration is unaffected"
                 ),
                 Err(_) => return,

@@ -15,7 +15,7 @@ use crate::connection::Connection;
 use crate::engine::state::{ListReason, Rejection, RevisionRejection, State};
 use crate::engine::{Action, Engine};
 use crate::error::{Chain, Error, Result};
-use crate::health::{Health, HealthState, InvalidName, RejectedRevision};
+use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
@@ -162,6 +162,7 @@ impl EtcdConfig {
         // filter.
         let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
         let schema = inner.keys.schema();
+        inner.store.start_metrics(inner.keys.prefix_dir());
         let (fallback, rejected) = schema.fallback(&*inner.env);
         let writer = Writer::new(inner.store.clone());
 
@@ -266,7 +267,8 @@ impl EtcdConfig {
                         event = "fallback",
                         source = ?report.source,
                         revision,
-                        error = %Chain(&error),
+                        error.type = error.kind_name(),
+                        error.message = %Chain(&error),
                         "etcd did not answer in time; serving the fallback and retrying in the background"
                     );
                 });
@@ -318,6 +320,18 @@ impl EtcdConfig {
                 );
                 cache_writer = Some(tokio::spawn(writer.instrument(span.clone())));
             }
+            let store = inner.store.clone();
+            let mut ticks_stop = stop_receiver.clone();
+            tokio::spawn(async move {
+                // Gauges that change with time alone.
+                let mut ticks = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = ticks_stop.changed() => return,
+                        _ = ticks.tick() => store.refresh_gauges(),
+                    }
+                }
+            });
             tokio::spawn(engine.run(next, stop_receiver).instrument(span))
         });
         let mut running = inner.lock_running();

@@ -103,6 +103,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The variant's name, for logs (`error.type`): `Unavailable`, `Refused`, …
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Setting { .. } => "Setting",
+            Self::Unavailable { .. } => "Unavailable",
+            Self::Refused { .. } => "Refused",
+            Self::StartTimeout { .. } => "StartTimeout",
+            Self::Value { .. } => "Value",
+            Self::Schema { .. } => "Schema",
+            Self::Bind { .. } => "Bind",
+            Self::Invalid { .. } => "Invalid",
+            Self::Missing(_) => "Missing",
+            Self::AlreadyStarted => "AlreadyStarted",
+            Self::Runtime(_) => "Runtime",
+        }
+    }
+
     /// Whether trying again later may succeed (etcd down or unreachable), as opposed to a
     /// final error (bad setting, wrong credentials, permission denied).
     pub fn is_retryable(&self) -> bool {

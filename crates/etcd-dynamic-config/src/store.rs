@@ -8,10 +8,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use crate::engine::state::{Rejection, RevisionRejection};
+use crate::observe::metrics::Metrics;
 use crate::snapshot::{ConfigChange, Snapshot};
 
 /// What the engine knows about its own state: the basis of health reports.
@@ -48,6 +49,8 @@ pub(crate) struct Store {
     latest: watch::Sender<Arc<Snapshot>>,
     callbacks: Arc<Mutex<Vec<Callback>>>,
     status: Mutex<Status>,
+    /// The metric handles, from `start` on (they bind to the recorder installed then).
+    metrics: ArcSwapOption<Metrics>,
     /// Typed bindings, rebuilt on every publish.
     bindings: Mutex<Vec<Rebuild>>,
     /// Started with the first callback; changes are queued only when someone listens.
@@ -71,6 +74,7 @@ impl Store {
             callbacks: Arc::default(),
             bindings: Mutex::default(),
             status: Mutex::default(),
+            metrics: ArcSwapOption::empty(),
             dispatch: OnceLock::new(),
         })
     }
@@ -96,6 +100,24 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Registers the metrics (again: a recorder may have been installed since).
+    pub(crate) fn start_metrics(&self, prefix: &str) {
+        self.metrics.store(Some(Metrics::new(prefix)));
+    }
+
+    /// Sets the gauges that change with time.
+    pub(crate) fn refresh_gauges(&self) {
+        if let Some(metrics) = self.metrics.load().as_ref() {
+            let status = self.status();
+            if let Some(at) = status.last_sync {
+                metrics.seconds_since_sync.set(at.elapsed().as_secs_f64());
+            }
+            metrics
+                .connected
+                .set(if status.connected { 1.0 } else { 0.0 });
+        }
     }
 
     /// Runs `rebuild` on every snapshot published from now on.
@@ -152,7 +174,16 @@ impl Writer {
         Self { store }
     }
 
+    /// The metric handles, once started.
+    pub(crate) fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.store.metrics.load_full()
+    }
+
     pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
+        if let Some(metrics) = self.store.metrics.load().as_ref() {
+            metrics.revision.set(snapshot.revision() as f64);
+            metrics.keys.set(snapshot.len() as f64);
+        }
         self.store.current.store(snapshot.clone());
         for rebuild in self
             .store

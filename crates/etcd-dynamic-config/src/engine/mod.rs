@@ -29,6 +29,8 @@ pub(crate) struct Engine {
     connection: Connection,
     state: State,
     writer: Writer,
+    /// When the current outage began, until the watch is back.
+    outage: Option<std::time::Instant>,
 }
 
 /// How one attempt at an action ended.
@@ -45,6 +47,7 @@ impl Engine {
             connection,
             state,
             writer,
+            outage: None,
         }
     }
 
@@ -100,7 +103,8 @@ impl Engine {
             tracing::debug!(
                 event = "etcd_retry",
                 endpoint = self.connection.endpoint(),
-                error = %Chain(&error),
+                error.type = error.kind_name(),
+                error.message = %Chain(&error),
                 "etcd did not answer at start; trying again"
             );
             self.reconnect(&error);
@@ -136,6 +140,8 @@ impl Engine {
             let Some(error) = outcome.error else {
                 continue;
             };
+            self.outage.get_or_insert_with(std::time::Instant::now);
+            self.count(|metrics| metrics.connected.set(0.0));
             self.writer.update_status(|status| {
                 status.connected = false;
                 status.last_error = Some(Chain(&error).to_string());
@@ -145,7 +151,8 @@ impl Engine {
                 tracing::debug!(
                     event = "etcd_retry",
                     endpoint = self.connection.endpoint(),
-                    error = %Chain(&error),
+                    error.type = error.kind_name(),
+                error.message = %Chain(&error),
                     next = ?action,
                     delay_ms = delay.as_millis() as u64,
                     "etcd request failed; retrying"
@@ -157,12 +164,14 @@ impl Engine {
                 // authenticate again once before believing it.
                 reauthenticated = true;
                 self.connection.reauthenticate();
+                self.count(|metrics| metrics.token_refreshes.increment(1));
                 self.writer
                     .update_status(|status| status.token_refreshes += 1);
                 tracing::info!(
                     event = "token_refreshed",
                     endpoint = self.connection.endpoint(),
-                    error = %Chain(&error),
+                    error.type = error.kind_name(),
+                error.message = %Chain(&error),
                     "etcd refused a request; authenticating again"
                 );
                 Duration::ZERO
@@ -171,12 +180,13 @@ impl Engine {
                 // say so once, keep serving, and look again now and then.
                 if !refused {
                     tracing::error!(
-                        event = "etcd_refused",
-                        endpoint = self.connection.endpoint(),
-                        error = %Chain(&error),
-                        retry_in_s = REFUSED_RETRY.as_secs(),
-                        "etcd refused the request; the last good configuration keeps serving"
-                    );
+                            event = "etcd_refused",
+                            endpoint = self.connection.endpoint(),
+                            error.type = error.kind_name(),
+                    error.message = %Chain(&error),
+                            retry_in_s = REFUSED_RETRY.as_secs(),
+                            "etcd refused the request; the last good configuration keeps serving"
+                        );
                 }
                 refused = true;
                 REFUSED_RETRY
@@ -203,7 +213,8 @@ impl Engine {
                 event = "endpoint_switched",
                 from = %from,
                 to = %to,
-                error = %Chain(error),
+                error.type = error.kind_name(),
+                error.message = %Chain(error),
                 "moving to the next etcd endpoint"
             );
         }
@@ -211,10 +222,22 @@ impl Engine {
             status.reconnects += 1;
             status.endpoint = Some(to.to_owned());
         });
+        self.count(|metrics| metrics.reconnects.increment(1));
+    }
+
+    /// Updates the metrics, when they are registered.
+    fn count(&self, update: impl FnOnce(&crate::observe::metrics::Metrics)) {
+        if let Some(metrics) = self.writer.metrics() {
+            update(&metrics);
+        }
     }
 
     /// Records that etcd answered.
     fn synced(&self) {
+        self.count(|metrics| {
+            metrics.connected.set(1.0);
+            metrics.seconds_since_sync.set(0.0);
+        });
         let endpoint = self.connection.endpoint();
         self.writer.update_status(|status| {
             status.connected = true;
@@ -229,6 +252,7 @@ impl Engine {
         match action {
             Action::List(reason) => {
                 tracing::info!(event = "relist", ?reason, "reading the whole prefix again");
+                self.count(|metrics| metrics.relists.increment(1));
                 match self.load().await {
                     Ok(next) => Outcome {
                         next,
@@ -265,6 +289,15 @@ impl Engine {
                 };
             }
         };
+        if let Some(since) = self.outage.take() {
+            tracing::info!(
+                event = "watch_resumed",
+                endpoint = self.connection.endpoint(),
+                from_revision,
+                outage_ms = since.elapsed().as_millis() as u64,
+                "the watch is back; nothing was missed"
+            );
+        }
         tracing::debug!(
             event = "watch_started",
             endpoint = self.connection.endpoint(),
@@ -302,7 +335,8 @@ impl Engine {
                         event = "watch_broken",
                         endpoint = self.connection.endpoint(),
                         resume_from = self.state.revision() + 1,
-                        error = error
+                        error.type = error.as_ref().map(Error::kind_name),
+                        error.message = error
                             .as_ref()
                             .map(|error| tracing::field::display(Chain(error))),
                         "the watch stream broke; resuming from the last applied revision + 1"
@@ -339,27 +373,39 @@ impl Engine {
             match output {
                 Output::Publish(snapshot) => self.writer.publish(snapshot),
                 Output::Notify(change) => {
+                    self.count(|metrics| metrics.updates_applied.increment(1));
                     tracing::info!(
                         event = "update_applied",
                         revision = change.revision,
-                        names = ?change.changes.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+                        names = %change
+                            .changes
+                            .iter()
+                            .map(|c| &*c.name)
+                            .collect::<Vec<_>>()
+                            .join(","),
                         "configuration updated"
                     );
                     self.writer.notify(change);
                 }
-                Output::Reject(rejection) => tracing::warn!(
+                Output::Reject(rejection) => {
+                    self.count(|metrics| metrics.updates_rejected.increment(1));
+                    tracing::warn!(
                     event = "update_rejected",
                     name = %rejection.name,
                     source = %rejection.source,
                     reason = %rejection.reason,
                     "a value was rejected; the name keeps its last good value"
-                ),
-                Output::RejectRevision(rejection) => tracing::warn!(
+                    );
+                }
+                Output::RejectRevision(rejection) => {
+                    self.count(|metrics| metrics.revisions_rejected.increment(1));
+                    tracing::warn!(
                     event = "revision_rejected",
                     revision = rejection.revision,
                     reasons = ?rejection.reasons,
                     "a revision breaks the schema's checks; the last good snapshot keeps serving"
-                ),
+                    );
+                }
                 Output::Collide { name, keys } => tracing::warn!(
                     event = "name_collision",
                     name = %name,
