@@ -18,6 +18,8 @@ async fn a_member_can_be_frozen_killed_and_restarted_with_its_data() {
     client.put("/kit/Key", "kept", None).await.unwrap();
 
     etcd.freeze();
+    // Let every thread of the process come to a stop before asking.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !answers(&mut client).await,
         "a frozen member answers nothing"
