@@ -12,6 +12,7 @@ use crate::engine::state::{Input, Output, State};
 use crate::error::{Error, Result};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
+use crate::snapshot::Snapshot;
 use crate::value::Value;
 
 /// One-off reads from etcd with a schema's names and coercion; no watch, no cache.
@@ -119,6 +120,49 @@ impl EtcdClient {
     }
 
     /// The configuration once, through the schema: etcd values (or, with
+    /// `USE_LOCAL_CONFIG=true`, none), env vars and schema defaults, with provenance, and
+    /// the problems found.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] or [`Error::Refused`] from etcd (never in local mode).
+    pub async fn load(&self) -> Result<Loaded> {
+        let schema = self.keys.schema();
+        let (fallback, rejected) = schema.fallback(&*self.env);
+        let mut state =
+            State::new(self.keys.clone(), fallback.clone()).with_fallback_rejections(rejected);
+        let (kvs, revision) = if self.settings.use_local_config() {
+            (Vec::new(), 0)
+        } else {
+            self.connection.lock().await.list(self.prefix()).await?
+        };
+        let outputs = state.step(Input::Listed { kvs, revision });
+        let published = outputs.into_iter().find_map(|output| match output {
+            Output::Publish(snapshot) => Some(snapshot),
+            _ => None,
+        });
+        let mut problems: Vec<String> = state.rejections().map(ToString::to_string).collect();
+        for (name, keys) in state.collisions() {
+            let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+            problems.push(format!(
+                "{name}: several keys map to it: {}",
+                keys.join(", ")
+            ));
+        }
+        let invalid = state
+            .rejected_revision()
+            .map(|rejection| rejection.reasons.clone());
+        problems.extend(invalid.iter().flatten().cloned());
+        Ok(Loaded {
+            // A revision that breaks a check is still shown: the problems say why.
+            snapshot: published.unwrap_or_else(|| Arc::new(state.unchecked_snapshot())),
+            revision,
+            problems,
+            valid: invalid.is_none(),
+        })
+    }
+
+    /// The configuration once, through the schema: etcd values (or, with
     /// `USE_LOCAL_CONFIG=true`, none), env vars and schema defaults, then `defaults` for
     /// names still missing. Rejected values are logged and left out.
     ///
@@ -130,40 +174,74 @@ impl EtcdClient {
         &self,
         defaults: impl IntoIterator<Item = (String, Value)>,
     ) -> Result<BTreeMap<String, Value>> {
-        let schema = self.keys.schema();
-        let (fallback, rejected) = schema.fallback(&*self.env);
-        let mut state = State::new(self.keys.clone(), fallback);
-        let kvs_revision = if self.settings.use_local_config() {
-            (Vec::new(), 0)
-        } else {
-            self.connection.lock().await.list(self.prefix()).await?
-        };
-        let (kvs, revision) = kvs_revision;
-        let outputs = state.step(Input::Listed { kvs, revision });
-        for rejection in rejected.iter().chain(state.rejections()) {
-            tracing::warn!(
-                event = "update_rejected",
-                name = %rejection.name,
-                source = %rejection.source,
-                reason = %rejection.reason,
-                "a value was rejected"
-            );
+        let loaded = self.load().await?;
+        for problem in &loaded.problems {
+            tracing::warn!(event = "update_rejected", problem = %problem, "a value was rejected");
         }
-        if let Some(rejection) = state.rejected_revision() {
+        if !loaded.valid {
             return Err(Error::Invalid {
-                reasons: rejection.reasons.clone(),
+                reasons: loaded.problems,
             });
         }
-        let mut config = outputs
-            .into_iter()
-            .find_map(|output| match output {
-                Output::Publish(snapshot) => Some(snapshot.to_map()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let mut config = loaded.snapshot.to_map();
         for (name, value) in defaults {
             config.entry(name).or_insert(value);
         }
         Ok(config)
     }
+
+    /// Writes `puts` (name → text) and deletes `deletes` (names) in one etcd
+    /// transaction, after checking every value against the schema; returns the revision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] naming the first value the schema rejects (nothing is written),
+    /// [`Error::Missing`] for a name the schema cannot place under the prefix, and etcd's
+    /// errors (a user without write permission gets [`Error::Refused`]).
+    pub async fn put_values(&self, puts: &[(String, String)], deletes: &[String]) -> Result<i64> {
+        let schema = self.keys.schema();
+        // A name etcd already holds is written where it is; a new one where the schema
+        // puts it.
+        let current = self.load().await?.snapshot;
+        let key_of = |name: &str| {
+            let held = current.entry(name).and_then(|entry| match entry.source() {
+                crate::snapshot::Source::Etcd { key, .. } => Some(key.to_string()),
+                _ => None,
+            });
+            held.or_else(|| schema.key_for(self.prefix(), name))
+                .ok_or_else(|| Error::Missing(name.to_owned()))
+        };
+        let mut writes = Vec::with_capacity(puts.len());
+        for (name, text) in puts {
+            let key = key_of(name)?;
+            schema
+                .coerce(name, text.as_bytes())
+                .map_err(|reason| Error::Value {
+                    name: name.clone(),
+                    reason,
+                    origin: format!("to be written to etcd key {key}"),
+                })?;
+            writes.push((key, text.clone()));
+        }
+        let deletes = deletes
+            .iter()
+            .map(|name| key_of(name))
+            .collect::<Result<Vec<_>>>()?;
+        self.connection.lock().await.write(&writes, &deletes).await
+    }
+}
+
+/// One read of the configuration, with what is wrong with it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// The values, with provenance.
+    pub snapshot: Arc<Snapshot>,
+    /// The etcd revision read (0 in local mode).
+    pub revision: i64,
+    /// Every problem: rejected values, colliding keys, broken checks, missing required
+    /// names.
+    pub problems: Vec<String>,
+    /// Whether the required names and checks hold (rejected values aside).
+    pub valid: bool,
 }

@@ -242,6 +242,33 @@ impl Connection {
         Ok(found)
     }
 
+    /// Writes `puts` and deletes `deletes` in one transaction; returns its revision.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); etcd refuses more operations than its
+    /// `--max-txn-ops` (128 by default).
+    pub(crate) async fn write(
+        &mut self,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<i64> {
+        let peer = self.peer();
+        let mut operations: Vec<TxnOp> = puts
+            .iter()
+            .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None))
+            .collect();
+        operations.extend(deletes.iter().map(|key| TxnOp::delete(key.as_str(), None)));
+        let response = self
+            .client()
+            .await?
+            .kv_client()
+            .txn(Txn::new().and_then(operations))
+            .await
+            .map_err(|error| classify(&peer, error))?;
+        Ok(response.header().map_or(0, |header| header.revision()))
+    }
+
     /// Opens a watch on `prefix_dir` from `from_revision`, with previous values and
     /// progress notifications.
     ///

@@ -61,7 +61,7 @@ mod value;
 struct ReadmeDoctests;
 
 pub use binding::Binding;
-pub use client::EtcdClient;
+pub use client::{EtcdClient, Loaded};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource, etcd_config};
 pub use engine::state::{Rejection, RevisionRejection};
 pub use error::{Error, Result};

@@ -210,7 +210,7 @@ impl fmt::Debug for EtcdSettings {
 }
 
 /// Builds [`EtcdSettings`]; every setting is checked in [`build`](Self::build).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct EtcdSettingsBuilder {
     endpoints: Option<String>,
     user_name: Option<String>,

@@ -236,6 +236,12 @@ impl State {
         self.keys.prefix_dir()
     }
 
+    /// The current entries as a snapshot, whether or not they pass the checks: for
+    /// one-off reads that report problems rather than hide the values.
+    pub(crate) fn unchecked_snapshot(&self) -> Snapshot {
+        Snapshot::new(self.revision, self.entries.clone())
+    }
+
     /// The latest revision rejected by a check, while no valid one followed.
     pub(crate) fn rejected_revision(&self) -> Option<&RevisionRejection> {
         self.rejected_revision.as_ref()

@@ -1,0 +1,599 @@
+//! `etcd-dynamic-config`: the operator CLI. Parses with clap, calls the library, reports
+//! with anyhow.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use etcd_dynamic_config::schema::Schema;
+use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettingsBuilder, Loaded};
+
+use output::{Masking, Style};
+
+/// Exit codes, as documented in `--help`.
+mod exit {
+    /// A check found problems, health is not synced, or a name is not set.
+    pub(crate) const PROBLEMS: u8 = 1;
+    /// etcd could not be reached, or refused the request.
+    pub(crate) const ETCD: u8 = 3;
+    /// A setting, schema, file or value is invalid.
+    pub(crate) const INPUT: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+CONNECTION
+  Every option also comes from the environment the library reads:
+  EtcdSettings__HostName, __UserName, __Password (the password only from there),
+  __RootKey, __CaCertPath, __ClientCertPath, __ClientKeyPath, __Dev. Options win.
+
+SECRETS
+  Names marked secret in the schema are shown as ******** unless --show-secrets.
+
+EXIT CODES
+  0  success
+  1  check found problems, health is not synced, or the name has no value
+  2  usage error
+  3  etcd could not be reached or refused the request
+  4  invalid setting, schema, file or value";
+
+/// Inspect and change configuration kept in etcd, through the same schema and
+/// connection settings as the service that reads it.
+#[derive(Debug, Parser)]
+#[command(name = "etcd-dynamic-config", version, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// etcd endpoint URL(s), comma-separated [env: EtcdSettings__HostName]
+    #[arg(long, global = true, value_name = "URLS")]
+    endpoints: Option<String>,
+
+    /// User name; the password comes from EtcdSettings__Password [env: EtcdSettings__UserName]
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
+
+    /// The configuration prefix [env: EtcdSettings__RootKey; default: the schema's, or /APPS/ControlUnit]
+    #[arg(long, global = true, value_name = "PREFIX")]
+    prefix: Option<String>,
+
+    /// CA bundle (PEM) for https:// endpoints [env: EtcdSettings__CaCertPath]
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mTLS [env: EtcdSettings__ClientCertPath]
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+
+    /// Client key (PEM) for mTLS [env: EtcdSettings__ClientKeyPath]
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+
+    /// A TOML schema file (names, kinds, env vars, defaults, validators, secrets);
+    /// without it every key under the prefix is shown, named by its path
+    #[arg(long, global = true, value_name = "FILE")]
+    schema: Option<PathBuf>,
+
+    /// Show the values of secret names instead of ********
+    #[arg(long, global = true)]
+    show_secrets: bool,
+
+    /// How long to wait for etcd
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the value of one name (exit 1 when it has none)
+    Get {
+        /// The name, e.g. log_level or database.port
+        name: String,
+    },
+    /// Print every name with its value and where it came from
+    Dump {
+        /// table (aligned, for people), json (stable, for programs), env (NAME=value)
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print every change as it happens: revision, name, old → new
+    Watch {
+        /// Stop after this many changes (default: until interrupted)
+        #[arg(long, value_name = "N")]
+        max_changes: Option<usize>,
+    },
+    /// Write one value, after checking it against the schema
+    Put {
+        /// The name
+        name: String,
+        /// The value, as text
+        value: String,
+    },
+    /// Write every value of a .env or JSON file in one etcd transaction
+    ///
+    /// A .env file holds NAME=value lines, NAME being the env var (LOG_LEVEL) or the
+    /// name (log_level); a JSON file is an object of names to values. Every value is
+    /// checked against the schema first; nothing is written when one is rejected.
+    Import {
+        /// The file (.env or .json)
+        file: PathBuf,
+        /// Show what would change, and write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the values in a form `import` reads back
+    Export {
+        /// env (NAME=value with env var names) or json (an object of names)
+        #[arg(long, value_enum, default_value_t = ExportFormat::Env)]
+        format: ExportFormat,
+    },
+    /// Check what etcd holds against the schema: exit 0 when valid, 1 with every problem
+    Check,
+    /// Print the Markdown documentation table of the schema
+    Doc,
+    /// Connect and report health as the library does (exit 1 unless synced)
+    Health {
+        /// table or json
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Env,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Env,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::from(exit::INPUT);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+/// The exit code for an error, from the library error inside it.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    use etcd_dynamic_config::Error;
+    match error.downcast_ref::<Error>() {
+        Some(Error::Unavailable { .. } | Error::Refused { .. } | Error::StartTimeout { .. }) => {
+            exit::ETCD
+        }
+        Some(Error::Missing(_)) => exit::PROBLEMS,
+        _ => exit::INPUT,
+    }
+}
+
+/// What every command needs: settings, schema, prefix, output style.
+struct Context {
+    builder: EtcdSettingsBuilder,
+    schema: Schema,
+    prefix: Option<String>,
+    masking: Masking,
+    style: Style,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> Result<Self> {
+        let mut builder = EtcdSettingsBuilder::from_env()?
+            .start_timeout(Duration::from_secs_f64(cli.timeout.max(0.1)))
+            .fail_fast(true);
+        if let Some(endpoints) = &cli.endpoints {
+            builder = builder.endpoints(endpoints);
+        }
+        if let Some(user) = &cli.user {
+            let password = std::env::var("EtcdSettings__Password").unwrap_or_default();
+            builder = builder.user(user, password);
+        }
+        if let Some(ca) = &cli.ca_cert {
+            builder = builder.ca_cert_path(ca);
+        }
+        if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+            builder = builder.client_identity(cert, key);
+        }
+        let schema = match &cli.schema {
+            Some(path) => Schema::from_toml_file(path)?,
+            None => Schema::auto_discover(),
+        };
+        Ok(Self {
+            builder,
+            schema,
+            prefix: cli.prefix.clone(),
+            masking: Masking {
+                show_secrets: cli.show_secrets,
+            },
+            style: Style::detect(),
+        })
+    }
+
+    /// The settings, with the prefix: option, then schema, then environment.
+    fn settings(&self) -> Result<etcd_dynamic_config::EtcdSettings> {
+        let mut builder = self.builder.clone();
+        if let Some(prefix) = self.prefix.as_deref().or(self.schema.prefix()) {
+            builder = builder.root_key(prefix);
+        }
+        Ok(builder.build()?)
+    }
+
+    fn client(&self) -> Result<EtcdClient> {
+        // The prefix is in the settings; the schema's own is folded in there already.
+        let schema = self.schema.clone();
+        Ok(EtcdClient::with_env(
+            self.settings()?,
+            schema,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )?)
+    }
+
+    fn config(&self) -> Result<EtcdConfig> {
+        let settings = self.settings()?;
+        let prefix = settings.prefix();
+        Ok(EtcdConfig::builder()
+            .settings(settings)
+            .schema(self.schema.clone())
+            .prefix(prefix)
+            .build()?)
+    }
+
+    async fn load(&self) -> Result<Loaded> {
+        Ok(self.client()?.load().await?)
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let context = Context::new(&cli)?;
+    match cli.command {
+        Command::Get { name } => get(&context, &name).await,
+        Command::Dump { format } => dump(&context, format).await,
+        Command::Watch { max_changes } => watch(&context, max_changes).await,
+        Command::Put { name, value } => put(&context, &[(name, value)]).await,
+        Command::Import { file, dry_run } => import(&context, &file, dry_run).await,
+        Command::Export { format } => export(&context, format).await,
+        Command::Check => check(&context).await,
+        Command::Doc => {
+            let prefix = context.settings()?.prefix();
+            print!("{}", context.schema.markdown_table(&prefix));
+            Ok(0)
+        }
+        Command::Health { format } => health(&context, format).await,
+    }
+}
+
+async fn get(context: &Context, name: &str) -> Result<u8> {
+    let loaded = context.load().await?;
+    let Some(entry) = loaded.snapshot.entry(name) else {
+        eprintln!(
+            "error: {name} has no value under {}",
+            context.settings()?.prefix()
+        );
+        return Ok(exit::PROBLEMS);
+    };
+    println!("{}", context.masking.text(entry));
+    Ok(0)
+}
+
+async fn dump(context: &Context, format: Format) -> Result<u8> {
+    let loaded = context.load().await?;
+    let snapshot = &loaded.snapshot;
+    let mut names: Vec<&str> = snapshot.iter().map(|(name, _)| name).collect();
+    names.sort_unstable();
+    match format {
+        Format::Table => {
+            let rows: Vec<[String; 3]> = names
+                .iter()
+                .map(|name| {
+                    let entry = snapshot.entry(name).expect("listed name");
+                    [
+                        (*name).to_owned(),
+                        context.masking.text(entry),
+                        entry.source().to_string(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                context.style.table(&["NAME", "VALUE", "SOURCE"], &rows)
+            );
+            println!("revision {}", loaded.revision);
+        }
+        Format::Json => {
+            let values: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .map(|name| {
+                    let entry = snapshot.entry(name).expect("listed name");
+                    let value = serde_json::json!({
+                        "value": context.masking.json(entry),
+                        "source": entry.source().to_string(),
+                        "secret": entry.is_secret(),
+                    });
+                    ((*name).to_owned(), value)
+                })
+                .collect();
+            let document = serde_json::json!({
+                "prefix": context.settings()?.prefix(),
+                "revision": loaded.revision,
+                "values": values,
+                "problems": loaded.problems,
+            });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+        Format::Env => print!("{}", env_lines(context, &loaded, &names)),
+    }
+    Ok(0)
+}
+
+fn env_lines(context: &Context, loaded: &Loaded, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            let entry = loaded.snapshot.entry(name).expect("listed name");
+            format!(
+                "{}={}\n",
+                context.schema.env_var(name),
+                output::shell_quote(&context.masking.text(entry))
+            )
+        })
+        .collect()
+}
+
+async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
+    let loaded = context.load().await?;
+    let mut names: Vec<&str> = loaded.snapshot.iter().map(|(name, _)| name).collect();
+    names.sort_unstable();
+    match format {
+        ExportFormat::Env => print!("{}", env_lines(context, &loaded, &names)),
+        ExportFormat::Json => {
+            let values: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .map(|name| {
+                    let entry = loaded.snapshot.entry(name).expect("listed name");
+                    ((*name).to_owned(), context.masking.text(entry).into())
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&values)?);
+        }
+    }
+    Ok(0)
+}
+
+async fn put(context: &Context, values: &[(String, String)]) -> Result<u8> {
+    if let Some((name, _)) = values.iter().find(|(_, value)| value == output::MASK) {
+        bail!(
+            "{name}: the value is the secret mask {}; export with --show-secrets to keep secrets",
+            output::MASK
+        );
+    }
+    let revision = context.client()?.put_values(values, &[]).await?;
+    println!("wrote {} value(s) at revision {revision}", values.len());
+    Ok(0)
+}
+
+async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Result<u8> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let incoming = parse_import(context, file, &text)?;
+    let loaded = context.load().await?;
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for (name, value) in &incoming {
+        match loaded.snapshot.entry(name) {
+            Some(entry) if entry.value().to_string() == *value => unchanged += 1,
+            Some(entry) => changes.push((
+                name.clone(),
+                Some(context.masking.text(entry)),
+                value.clone(),
+            )),
+            None => changes.push((name.clone(), None, value.clone())),
+        }
+    }
+    for (name, old, new) in &changes {
+        let secret = context.schema.is_secret(name) && !context.masking.show_secrets;
+        let new = if secret {
+            output::MASK.to_owned()
+        } else {
+            new.clone()
+        };
+        match old {
+            Some(old) => println!("{} {name}: {old} -> {new}", context.style.changed("~")),
+            None => println!("{} {name} = {new}", context.style.added("+")),
+        }
+    }
+    println!("{} to change, {unchanged} unchanged", changes.len());
+    if dry_run || changes.is_empty() {
+        if dry_run {
+            // Check the values all the same, so a dry run tells what a real run would.
+            for (name, _, value) in &changes {
+                context
+                    .schema
+                    .coerce(name, value.as_bytes())
+                    .map_err(|reason| anyhow::anyhow!("{name}: {reason}"))
+                    .map_err(|error| error.context("the import would be rejected"))?;
+            }
+            println!("dry run: nothing written");
+        }
+        return Ok(0);
+    }
+    let writes: Vec<(String, String)> = changes
+        .into_iter()
+        .map(|(name, _, value)| (name, value))
+        .collect();
+    put(context, &writes).await
+}
+
+/// Name → value from a .env or JSON file.
+fn parse_import(
+    context: &Context,
+    file: &std::path::Path,
+    text: &str,
+) -> Result<BTreeMap<String, String>> {
+    let is_json =
+        file.extension().is_some_and(|ext| ext == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .with_context(|| {
+                format!("{} is not a JSON object of names to values", file.display())
+            })?;
+        return Ok(object
+            .into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                (name, text)
+            })
+            .collect());
+    }
+    let by_env: BTreeMap<String, String> = context
+        .schema
+        .names()
+        .map(|spec| (context.schema.env_var(spec.name()), spec.name().to_owned()))
+        .collect();
+    let mut values = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("{}:{}: expected NAME=value", file.display(), number + 1);
+        };
+        let key = key.trim();
+        let name = by_env.get(key).cloned().unwrap_or_else(|| {
+            if key.chars().any(char::is_lowercase) {
+                key.to_owned()
+            } else {
+                key.to_lowercase().replace("__", ".")
+            }
+        });
+        values.insert(name, output::shell_unquote(value.trim()));
+    }
+    Ok(values)
+}
+
+async fn check(context: &Context) -> Result<u8> {
+    let loaded = context.load().await?;
+    if loaded.problems.is_empty() {
+        println!(
+            "{} {} names under {} at revision {} are valid",
+            context.style.ok("ok"),
+            loaded.snapshot.len(),
+            context.settings()?.prefix(),
+            loaded.revision
+        );
+        return Ok(0);
+    }
+    for problem in &loaded.problems {
+        println!("{} {problem}", context.style.error("problem"));
+    }
+    println!(
+        "{} problem(s) at revision {}",
+        loaded.problems.len(),
+        loaded.revision
+    );
+    Ok(exit::PROBLEMS)
+}
+
+async fn health(context: &Context, format: Format) -> Result<u8> {
+    let config = context.config()?;
+    config.start().await?;
+    let health = config.health();
+    config.stop().await;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&health)?),
+        _ => {
+            let rows: Vec<[String; 2]> = [
+                ("state", format!("{:?}", health.state).to_lowercase()),
+                ("prefix", health.prefix.clone()),
+                ("revision", health.revision.to_string()),
+                ("endpoint", health.endpoint.clone().unwrap_or_default()),
+                ("connected", health.connected.to_string()),
+                ("invalid names", health.invalid.len().to_string()),
+            ]
+            .into_iter()
+            .map(|(key, value)| [key.to_owned(), value])
+            .collect();
+            print!("{}", context.style.table(&["", ""], &rows));
+            for invalid in &health.invalid {
+                println!(
+                    "{} {}: {} ({})",
+                    context.style.error("invalid"),
+                    invalid.name,
+                    invalid.reason,
+                    invalid.source
+                );
+            }
+        }
+    }
+    // health() above stopped the engine; what matters is whether it had synced.
+    Ok(if health.is_synced() {
+        0
+    } else {
+        exit::PROBLEMS
+    })
+}
+
+async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
+    let config = context.config()?;
+    let report = config.start().await?;
+    println!(
+        "watching {} from revision {}",
+        config.prefix(),
+        report.revision
+    );
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    config.on_change(move |change| {
+        let _ = sender.send(change.clone());
+    });
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            change = receiver.recv() => {
+                let Some(change) = change else { break };
+                for item in &change.changes {
+                    let show = |value: &Option<etcd_dynamic_config::Value>| match value {
+                        None => "(absent)".to_owned(),
+                        Some(_) if item.secret && !context.masking.show_secrets => output::MASK.to_owned(),
+                        Some(value) => value.to_string(),
+                    };
+                    println!("rev {}  {}  {} -> {}", change.revision, item.name, show(&item.old), show(&item.new));
+                    seen += 1;
+                }
+                if max_changes.is_some_and(|max| seen >= max) {
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    config.stop().await;
+    Ok(0)
+}

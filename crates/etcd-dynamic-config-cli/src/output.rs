@@ -1,0 +1,169 @@
+//! How values are shown: secrets masked, tables aligned, colour only on a terminal.
+
+use std::io::IsTerminal as _;
+
+use etcd_dynamic_config::{Entry, Value};
+
+/// What stands for a secret value.
+pub(crate) const MASK: &str = "********";
+
+/// Whether secret values are shown.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Masking {
+    pub(crate) show_secrets: bool,
+}
+
+impl Masking {
+    fn hides(self, entry: &Entry) -> bool {
+        entry.is_secret() && !self.show_secrets
+    }
+
+    /// The value's text, or the mask.
+    pub(crate) fn text(self, entry: &Entry) -> String {
+        if self.hides(entry) {
+            MASK.to_owned()
+        } else {
+            entry.value().to_string()
+        }
+    }
+
+    /// The value as typed JSON, or the mask.
+    pub(crate) fn json(self, entry: &Entry) -> serde_json::Value {
+        if self.hides(entry) {
+            return MASK.into();
+        }
+        match entry.value() {
+            Value::Bool(flag) => (*flag).into(),
+            Value::Integer(number) => (*number).into(),
+            Value::Float(number) => (*number).into(),
+            Value::List(items) => items.iter().map(|item| item.to_string()).collect(),
+            Value::Json(json) => (**json).clone(),
+            other => other.to_string().into(),
+        }
+    }
+}
+
+/// Terminal styling: colour only when stdout is a terminal and `NO_COLOR` is unset.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Style {
+    colour: bool,
+}
+
+impl Style {
+    pub(crate) fn detect() -> Self {
+        Self {
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub(crate) fn ok(self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    pub(crate) fn error(self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    pub(crate) fn added(self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    pub(crate) fn changed(self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
+    /// Rows under a header, columns padded to the widest cell (an empty header row is
+    /// left out).
+    pub(crate) fn table<const N: usize>(self, header: &[&str; N], rows: &[[String; N]]) -> String {
+        let mut widths = [0usize; N];
+        for (column, width) in widths.iter_mut().enumerate() {
+            *width = rows
+                .iter()
+                .map(|row| row[column].chars().count())
+                .chain([header[column].len()])
+                .max()
+                .unwrap_or(0);
+        }
+        let line = |cells: Vec<&str>| {
+            let mut text = String::new();
+            for (column, cell) in cells.iter().enumerate() {
+                if column + 1 == N {
+                    text.push_str(cell);
+                } else {
+                    let pad = widths[column] - cell.chars().count();
+                    text.push_str(cell);
+                    text.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            text.trim_end().to_owned() + "\n"
+        };
+        let mut out = String::new();
+        if header.iter().any(|cell| !cell.is_empty()) {
+            out.push_str(&self.paint("1", line(header.to_vec()).trim_end()));
+            out.push('\n');
+        }
+        for row in rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+}
+
+/// `value` as a shell word: bare when safe, else in single quotes.
+pub(crate) fn shell_quote(value: &str) -> String {
+    let safe = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:,@%+=".contains(c));
+    if safe {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// The value of a .env line: single or double quotes removed.
+pub(crate) fn shell_unquote(value: &str) -> String {
+    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+        value[1..value.len() - 1].replace(r"'\''", "'")
+    } else if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        value[1..value.len() - 1].replace("\\\"", "\"")
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_round_trips() {
+        for value in ["plain", "with space", "it's", "", "a=b", "$HOME", "x\"y"] {
+            assert_eq!(shell_unquote(&shell_quote(value)), value, "{value}");
+        }
+        assert_eq!(shell_quote("INFO"), "INFO");
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let style = Style { colour: false };
+        let rows = [
+            ["a".to_owned(), "1".to_owned()],
+            ["long_name".to_owned(), "22".to_owned()],
+        ];
+        assert_eq!(
+            style.table(&["NAME", "VALUE"], &rows),
+            "NAME       VALUE\na          1\nlong_name  22\n"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The binary against a real etcd, command by command.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use etcd_client::Client;
+use predicates::prelude::*;
+use testkit::EtcdMember;
+
+const SCHEMA: &str = r#"
+prefix = "/app"
+discover = true
+
+[names.log_level]
+key = "LogLevel"
+one_of = ["DEBUG", "INFO", "WARNING", "ERROR"]
+description = "Application log level"
+
+[names.pool_size]
+key = "Database/PoolSize"
+kind = "integer"
+min = 1
+max = 100
+default = 10
+description = "Connection pool size"
+
+[names.db_password]
+key = "Database/Password"
+env = "APP_DB_PASSWORD"
+secret = true
+required = true
+description = "Database password"
+"#;
+
+struct Setup {
+    etcd: EtcdMember,
+    client: Client,
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn new(pairs: &[(&str, &str)]) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let etcd = runtime.block_on(EtcdMember::start());
+        let mut client = runtime.block_on(etcd.client());
+        for (key, value) in pairs {
+            runtime
+                .block_on(client.put(format!("/app/{key}"), *value, None))
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.toml"), SCHEMA).unwrap();
+        Self {
+            etcd,
+            client,
+            dir,
+            runtime,
+        }
+    }
+
+    fn good() -> Self {
+        Self::new(&[
+            ("LogLevel", "INFO"),
+            ("Database/PoolSize", "20"),
+            ("Database/Password", "hunter2-secret"),
+            ("Feature/NewCheckout", "on"),
+        ])
+    }
+
+    fn schema(&self) -> String {
+        self.dir.path().join("schema.toml").display().to_string()
+    }
+
+    /// The binary with this member's connection and schema, and nothing else from the
+    /// environment.
+    fn cli(&self) -> Command {
+        let mut command = Command::cargo_bin("etcd-dynamic-config").unwrap();
+        command
+            .env_clear()
+            .env("EtcdSettings__HostName", self.etcd.endpoint())
+            .env("NO_COLOR", "1")
+            .args(["--schema", &self.schema()]);
+        command
+    }
+
+    fn etcd_value(&mut self, key: &str) -> Option<(String, i64)> {
+        let response = self.runtime.block_on(self.client.get(key, None)).unwrap();
+        response
+            .kvs()
+            .first()
+            .map(|kv| (kv.value_str().unwrap().to_owned(), kv.mod_revision()))
+    }
+
+    fn write(&mut self, key: &str, value: &str) {
+        self.runtime
+            .block_on(self.client.put(key, value, None))
+            .unwrap();
+    }
+}
+
+#[test]
+fn get_prints_one_value_and_fails_for_a_missing_name() {
+    let setup = Setup::good();
+    setup
+        .cli()
+        .args(["get", "pool_size"])
+        .assert()
+        .success()
+        .stdout("20\n");
+    setup
+        .cli()
+        .args(["get", "feature.new_checkout"])
+        .assert()
+        .success()
+        .stdout("on\n");
+    setup
+        .cli()
+        .args(["get", "db_password"])
+        .assert()
+        .success()
+        .stdout("********\n");
+    setup
+        .cli()
+        .args(["get", "db_password", "--show-secrets"])
+        .assert()
+        .success()
+        .stdout("hunter2-secret\n");
+    setup
+        .cli()
+        .args(["get", "nothing_here"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "nothing_here has no value under /app",
+        ));
+}
+
+#[test]
+fn dump_shows_a_table_json_or_env_with_secrets_masked() {
+    let setup = Setup::good();
+    let table = setup
+        .cli()
+        .arg("dump")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(table).unwrap();
+    println!("{table}");
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(table.contains("db_password           ********"), "{table}");
+    assert!(
+        table.contains("etcd key /app/Database/PoolSize @ rev"),
+        "{table}"
+    );
+    assert!(!table.contains("hunter2"), "{table}");
+    assert!(!table.contains('\x1b'), "no colour off a terminal");
+
+    let json = setup
+        .cli()
+        .args(["dump", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["prefix"], "/app");
+    assert_eq!(json["values"]["pool_size"]["value"], 20);
+    assert_eq!(json["values"]["db_password"]["value"], "********");
+    assert_eq!(json["values"]["db_password"]["secret"], true);
+    assert_eq!(json["problems"], serde_json::json!([]));
+
+    setup
+        .cli()
+        .args(["dump", "--format", "env"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("APP_DB_PASSWORD='********'"))
+        .stdout(predicate::str::contains("POOL_SIZE=20"))
+        .stdout(predicate::str::contains("FEATURE__NEW_CHECKOUT=on"));
+}
+
+#[test]
+fn put_checks_the_value_against_the_schema_before_writing() {
+    let mut setup = Setup::good();
+    setup
+        .cli()
+        .args(["put", "pool_size", "30"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("wrote 1 value(s) at revision"));
+    assert_eq!(setup.etcd_value("/app/Database/PoolSize").unwrap().0, "30");
+
+    setup
+        .cli()
+        .args(["put", "pool_size", "500"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains(
+            "pool_size: out of range: must be between 1 and 100",
+        ));
+    setup
+        .cli()
+        .args(["put", "log_level", "LOUD"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("log_level: not allowed"));
+    assert_eq!(setup.etcd_value("/app/Database/PoolSize").unwrap().0, "30");
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "INFO");
+}
+
+#[test]
+fn import_shows_a_dry_run_then_writes_in_one_transaction() {
+    let mut setup = Setup::good();
+    let file = setup.dir.path().join("new.env");
+    std::fs::write(
+        &file,
+        "# from staging\nLOG_LEVEL=DEBUG\nPOOL_SIZE=20\nAPP_DB_PASSWORD='new secret'\nfeature.fast_search=yes\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+
+    let dry = setup
+        .cli()
+        .args(["import", &file, "--dry-run"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dry = String::from_utf8(dry).unwrap();
+    println!("{dry}");
+    assert!(dry.contains("~ log_level: INFO -> DEBUG"), "{dry}");
+    assert!(dry.contains("~ db_password: ******** -> ********"), "{dry}");
+    assert!(dry.contains("+ feature.fast_search = yes"), "{dry}");
+    assert!(dry.contains("3 to change, 1 unchanged"), "{dry}");
+    assert!(dry.contains("dry run: nothing written"), "{dry}");
+    assert!(!dry.contains("new secret"), "{dry}");
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "INFO");
+
+    setup.cli().args(["import", &file]).assert().success();
+    let (level, level_revision) = setup.etcd_value("/app/LogLevel").unwrap();
+    let (password, password_revision) = setup.etcd_value("/app/Database/Password").unwrap();
+    let (_, feature_revision) = setup.etcd_value("/app/Feature/FastSearch").unwrap();
+    assert_eq!(level, "DEBUG");
+    assert_eq!(password, "new secret");
+    assert_eq!(level_revision, password_revision, "one transaction");
+    assert_eq!(level_revision, feature_revision, "one transaction");
+
+    // A bad value anywhere: nothing is written.
+    let bad = setup.dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"log_level": "ERROR", "pool_size": "many"}"#).unwrap();
+    setup
+        .cli()
+        .args(["import", &bad.display().to_string()])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("pool_size: expected an integer"));
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "DEBUG");
+}
+
+#[test]
+fn export_reads_back_with_import() {
+    let mut setup = Setup::good();
+    let exported = setup
+        .cli()
+        .args(["export", "--format", "json", "--show-secrets"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let file = setup.dir.path().join("export.json");
+    std::fs::write(&file, &exported).unwrap();
+    setup.write("/app/LogLevel", "ERROR");
+    setup
+        .cli()
+        .args(["import", &file.display().to_string()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("~ log_level: ERROR -> INFO"));
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "INFO");
+
+    // A masked export cannot be imported by mistake.
+    let masked = setup
+        .cli()
+        .args(["export", "--format", "env"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let file = setup.dir.path().join("masked.env");
+    std::fs::write(&file, &masked).unwrap();
+    setup.write("/app/Database/Password", "changed-secret");
+    setup
+        .cli()
+        .args(["import", &file.display().to_string()])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("the secret mask"));
+    assert_eq!(
+        setup.etcd_value("/app/Database/Password").unwrap().0,
+        "changed-secret"
+    );
+}
+
+#[test]
+fn check_passes_or_lists_every_problem() {
+    let setup = Setup::good();
+    setup
+        .cli()
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("are valid"));
+
+    let broken = Setup::new(&[
+        ("LogLevel", "LOUD"),
+        ("Database/PoolSize", "500"),
+        ("Feature/X", "1"),
+    ]);
+    let output = broken
+        .cli()
+        .arg("check")
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let output = String::from_utf8(output).unwrap();
+    println!("{output}");
+    assert!(
+        output.contains("problem log_level: not allowed"),
+        "{output}"
+    );
+    assert!(
+        output.contains("problem pool_size: out of range"),
+        "{output}"
+    );
+    assert!(
+        output.contains("problem required name db_password has no value"),
+        "{output}"
+    );
+    assert!(output.contains("3 problem(s)"), "{output}");
+}
+
+#[test]
+fn doc_prints_the_markdown_table() {
+    let setup = Setup::good();
+    setup
+        .cli()
+        .arg("doc")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "| `/app/Database/Password` | `APP_DB_PASSWORD`    | string, secret, required | -       | Database password     |",
+        ));
+}
+
+#[test]
+fn health_reports_synced_or_exits_3_without_etcd() {
+    let setup = Setup::good();
+    setup
+        .cli()
+        .arg("health")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("state          synced"));
+    let json = setup
+        .cli()
+        .args(["health", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["state"], "synced");
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    drop(setup);
+    Command::cargo_bin("etcd-dynamic-config")
+        .unwrap()
+        .env_clear()
+        .args([
+            "--endpoints",
+            &format!("http://{dead}"),
+            "--timeout",
+            "1",
+            "health",
+        ])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "etcd did not answer within the start deadline",
+        ));
+}
+
+#[test]
+fn watch_prints_changes_until_it_has_seen_enough() {
+    let mut setup = Setup::good();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("etcd-dynamic-config"))
+        .env_clear()
+        .env("EtcdSettings__HostName", setup.etcd.endpoint())
+        .args(["--schema", &setup.schema(), "watch", "--max-changes", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("watching /app/ from revision"), "{first}");
+    setup.write("/app/LogLevel", "WARNING");
+    setup.write("/app/Database/Password", "rotated-secret");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    for line in lines {
+        seen.push(line.unwrap());
+        assert!(Instant::now() < deadline);
+    }
+    let status = child.wait().unwrap();
+    println!("{}", seen.join("\n"));
+    assert!(status.success());
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].ends_with("log_level  INFO -> WARNING"), "{seen:?}");
+    assert!(
+        seen[1].ends_with("db_password  ******** -> ********"),
+        "{seen:?}"
+    );
+}
