@@ -1,0 +1,509 @@
+//! End-to-end figures against a real etcd started by the test kit, printed as ratios
+//! measured side by side in one run (SPEC section 9):
+//!
+//! - put → visible in the snapshot vs a raw `etcd-client` watch's put → event;
+//! - cold start with 1,000 / 10,000 / 100,000 keys vs a raw paginated range;
+//! - a burst of 10,000 puts: last put returned → snapshot at its revision;
+//! - heap held at 100,000 keys vs the raw bytes of keys and values;
+//! - the Python original on the same etcd (cold start, `get_all_configs()`, put →
+//!   visible), when `bench/setup-python-original.sh` can install it.
+//!
+//! `cargo bench -p etcd-dynamic-config --bench e2e` runs it in full; under `cargo test`
+//! it runs a small smoke version.
+#![allow(unsafe_code)] // the counting allocator below
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
+use testkit::EtcdMember;
+
+/// Counts the bytes allocated and not yet freed, to weigh what the configuration holds.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the same arguments; the
+// counter is only arithmetic on the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+struct Sizes {
+    latency_puts: usize,
+    cold: &'static [usize],
+    burst: usize,
+    memory: usize,
+    python_puts: usize,
+}
+
+const FULL: Sizes = Sizes {
+    latency_puts: 1_000,
+    cold: &[1_000, 10_000, 100_000],
+    burst: 10_000,
+    memory: 100_000,
+    python_puts: 200,
+};
+
+const SMOKE: Sizes = Sizes {
+    latency_puts: 20,
+    cold: &[1_000],
+    burst: 200,
+    memory: 1_000,
+    python_puts: 0,
+};
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(if full { &FULL } else { &SMOKE }, full));
+}
+
+/// Rows of the report: what, target, measured, ratio, met.
+type Row = (String, String, String, String, &'static str);
+
+async fn run(sizes: &Sizes, full: bool) {
+    let etcd = EtcdMember::start().await;
+    let client = etcd.client().await;
+    let mut rows: Vec<Row> = Vec::new();
+
+    let (ours, raw) = latency(&etcd, client.clone(), sizes.latency_puts).await;
+    let (p50, p99) = (percentile(&ours, 0.50), percentile(&ours, 0.99));
+    let (raw50, raw99) = (percentile(&raw, 0.50), percentile(&raw, 0.99));
+    rows.push(row(
+        "put → visible, p50",
+        "≤ 1.2× raw watch",
+        format!("{} vs raw {}", ms(p50), ms(raw50)),
+        ratio(p50, raw50),
+        ratio(p50, raw50) <= 1.2,
+    ));
+    rows.push(row(
+        "put → visible, p99",
+        "≤ 2× raw watch",
+        format!("{} vs raw {}", ms(p99), ms(raw99)),
+        ratio(p99, raw99),
+        ratio(p99, raw99) <= 2.0,
+    ));
+
+    for &keys in sizes.cold {
+        let prefix = format!("/cold{keys}");
+        seed(client.clone(), &prefix, keys).await;
+        let (ours, raw) = cold_start(&etcd, client.clone(), &prefix, keys).await;
+        let target = if keys == 10_000 { "≤ 1.5× raw range" } else { "(reported)" };
+        rows.push(row(
+            &format!("cold start, {keys} keys"),
+            target,
+            format!("{} vs raw {}", ms(ours), ms(raw)),
+            ratio(ours, raw),
+            keys != 10_000 || ratio(ours, raw) <= 1.5,
+        ));
+    }
+
+    let lag = burst(&etcd, client.clone(), sizes.burst).await;
+    rows.push(row(
+        &format!("burst of {} puts: last put → visible", sizes.burst),
+        "≤ 100 ms",
+        ms(lag),
+        String::from("-"),
+        lag <= Duration::from_millis(100),
+    ));
+
+    let (held, raw_bytes) = memory(&etcd, client.clone(), sizes.memory).await;
+    let memory_ratio = held as f64 / raw_bytes as f64;
+    rows.push(row(
+        &format!("heap held at {} keys", sizes.memory),
+        "≤ 3× raw bytes",
+        format!("{:.1} MiB vs raw {:.1} MiB", mib(held), mib(raw_bytes)),
+        memory_ratio,
+        memory_ratio <= 3.0,
+    ));
+
+    if full && sizes.python_puts > 0 {
+        python(&etcd, client.clone(), sizes, &mut rows, (p50, p99)).await;
+    }
+
+    println!("\n| what | target | measured | ratio | met |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, target, measured, ratio, met) in rows {
+        println!("| {what} | {target} | {measured} | {ratio} | {met} |");
+    }
+}
+
+fn row(what: &str, target: &str, measured: String, ratio: impl RatioText, met: bool) -> Row {
+    (
+        what.to_owned(),
+        target.to_owned(),
+        measured,
+        ratio.text(),
+        if met { "yes" } else { "no" },
+    )
+}
+
+trait RatioText {
+    fn text(self) -> String;
+}
+
+impl RatioText for f64 {
+    fn text(self) -> String {
+        format!("{self:.2}×")
+    }
+}
+
+impl RatioText for String {
+    fn text(self) -> String {
+        self
+    }
+}
+
+fn ratio(ours: Duration, raw: Duration) -> f64 {
+    ours.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn percentile(samples: &[Duration], q: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn config(etcd: &EtcdMember, prefix: &str) -> EtcdConfig {
+    EtcdConfig::builder()
+        .settings(
+            EtcdSettings::builder()
+                .endpoints(etcd.endpoint())
+                .root_key(prefix)
+                .start_timeout(Duration::from_secs(60))
+                .fail_fast(true)
+                .build()
+                .expect("settings"),
+        )
+        .env(|_: &str| None)
+        .build()
+        .expect("config")
+}
+
+/// Writes `keys` keys under `prefix` in transactions of 128, 8 at a time.
+async fn seed(client: Client, prefix: &str, keys: usize) {
+    let mut tasks = Vec::new();
+    for lane in 0..8 {
+        let mut client = client.clone();
+        let prefix = prefix.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let indexes: Vec<usize> = (0..keys).filter(|i| (i / 128) % 8 == lane).collect();
+            for chunk in indexes.chunks(128) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|i| {
+                        TxnOp::put(
+                            format!("{prefix}/Service{:03}/Key{i:06}", i % 500),
+                            format!("value-{i}"),
+                            None,
+                        )
+                    })
+                    .collect();
+                client.txn(Txn::new().and_then(ops)).await.expect("seed");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("seeding");
+    }
+}
+
+/// Put → visible in our snapshot, and put → event on a raw watch, for the same puts.
+async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let config = config(etcd, "/latency");
+    config.start().await.expect("start");
+    let arrivals: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let mut watcher = client.clone();
+    let stream = watcher
+        .watch("/latency/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .expect("raw watch");
+    let sink = arrivals.clone();
+    let raw = tokio::spawn(async move {
+        let mut stream = stream;
+        while let Ok(Some(response)) = stream.message().await {
+            let now = Instant::now();
+            for event in response.events() {
+                if event.event_type() == EventType::Put {
+                    let revision = event.kv().map_or(0, |kv| kv.mod_revision());
+                    sink.lock().unwrap().insert(revision, now);
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut writer = client;
+    let mut subscription = config.subscribe();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..puts {
+        let started = Instant::now();
+        let revision = writer
+            .put("/latency/Probe", format!("v{i}"), None)
+            .await
+            .expect("put")
+            .header()
+            .expect("header")
+            .revision();
+        subscription
+            .wait_for(|snapshot| snapshot.revision() >= revision)
+            .await
+            .expect("alive");
+        ours.push(started.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(at) = arrivals.lock().unwrap().get(&revision) {
+                theirs.push(*at - started);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the raw watch saw revision {revision}");
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    raw.abort();
+    config.stop().await;
+    (ours, theirs)
+}
+
+/// The median of three starts, and of three raw paginated ranges, of `prefix`.
+async fn cold_start(etcd: &EtcdMember, client: Client, prefix: &str, keys: usize) -> (Duration, Duration) {
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        let config = config(etcd, prefix);
+        let started = Instant::now();
+        let report = config.start().await.expect("start");
+        ours.push(started.elapsed());
+        assert_eq!(report.loaded, keys);
+        config.stop().await;
+
+        let started = Instant::now();
+        let mut client = Client::connect([etcd.endpoint()], None).await.expect("connect");
+        let loaded = raw_range(&mut client, prefix).await;
+        raw.push(started.elapsed());
+        assert_eq!(loaded, keys);
+    }
+    let _ = client;
+    (percentile(&ours, 0.5), percentile(&raw, 0.5))
+}
+
+/// A plain paginated range of `prefix` at one revision, pages of 5,000 like the engine.
+async fn raw_range(client: &mut Client, prefix: &str) -> usize {
+    let dir = format!("{prefix}/");
+    let end = format!("{prefix}0");
+    let mut start = dir.into_bytes();
+    let mut revision = 0;
+    let mut loaded = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(5_000);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut response = client
+            .kv_client()
+            .max_decoding_message_size(512 * 1024 * 1024)
+            .get(start.clone(), Some(options))
+            .await
+            .expect("range");
+        if revision == 0 {
+            revision = response.header().expect("header").revision();
+        }
+        let kvs = response.take_kvs();
+        loaded += kvs.len();
+        match kvs.last() {
+            Some(last) if response.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return loaded,
+        }
+    }
+}
+
+/// 16 writers put `puts` values as fast as etcd takes them; returns the time from the
+/// last put returning to the snapshot reaching the highest revision written.
+async fn burst(etcd: &EtcdMember, client: Client, puts: usize) -> Duration {
+    let config = config(etcd, "/burst");
+    config.start().await.expect("start");
+    let mut writers = Vec::new();
+    for lane in 0..16 {
+        let mut client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let mut last = (0, Instant::now());
+            for i in (lane..puts).step_by(16) {
+                let revision = client
+                    .put(format!("/burst/Key{:03}", i % 200), format!("v{i}"), None)
+                    .await
+                    .expect("put")
+                    .header()
+                    .expect("header")
+                    .revision();
+                last = (revision, Instant::now());
+            }
+            last
+        }));
+    }
+    let mut top = 0;
+    let mut returned = Instant::now() - Duration::from_secs(3600);
+    for writer in writers {
+        let (revision, at) = writer.await.expect("writer");
+        top = top.max(revision);
+        returned = returned.max(at);
+    }
+    let mut subscription = config.subscribe();
+    subscription
+        .wait_for(|snapshot| snapshot.revision() >= top)
+        .await
+        .expect("alive");
+    let lag = returned.elapsed();
+    config.stop().await;
+    lag
+}
+
+/// Heap held by a started configuration of `keys` keys, and the raw bytes they hold.
+async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize) {
+    let prefix = "/memory";
+    seed(client, prefix, keys).await;
+    let raw: usize = (0..keys)
+        .map(|i| {
+            format!("{prefix}/Service{:03}/Key{i:06}", i % 500).len() + format!("value-{i}").len()
+        })
+        .sum();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = LIVE.load(Ordering::Relaxed);
+    let config = config(etcd, prefix);
+    config.start().await.expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    assert_eq!(config.snapshot().len(), keys);
+    config.stop().await;
+    (held, raw)
+}
+
+/// The Python original on the same etcd, when it can be installed.
+async fn python(etcd: &EtcdMember, client: Client, sizes: &Sizes, rows: &mut Vec<Row>, ours: (Duration, Duration)) {
+    let setup = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/setup-python-original.sh"))
+        .output();
+    let Some(setup) = setup.ok().filter(|output| output.status.success()) else {
+        println!("the Python original could not be installed: its rows are left out");
+        return;
+    };
+    let python = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+    // Four small keys, as the SPEC's own measurement of the original.
+    let mut writer = client.clone();
+    for (key, value) in [("LogLevel", "INFO"), ("DbHost", "db"), ("DbPort", "5432"), ("LatencyProbe", "start")] {
+        writer.put(format!("/small/{key}"), value, None).await.expect("put");
+    }
+    seed(client.clone(), "/py1k", 1_000).await;
+    seed(client, "/py10k", 10_000).await;
+    let output = std::process::Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/python_original.py"))
+        .args([
+            etcd.endpoint(),
+            "/py1k".into(),
+            "/py10k".into(),
+            "/small".into(),
+            sizes.python_puts.to_string(),
+        ])
+        .output()
+        .expect("run python");
+    let Ok(figures) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+        println!(
+            "the Python original failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    };
+    let seconds = |value: &serde_json::Value| Duration::from_secs_f64(value.as_f64().unwrap_or(0.0));
+
+    // Ours on the same prefixes and the same four keys.
+    for (keys, prefix, field) in [(1_000, "/py1k", "cold_1k"), (10_000, "/py10k", "cold_10k")] {
+        let config = config(etcd, prefix);
+        let started = Instant::now();
+        config.start().await.expect("start");
+        let ours = started.elapsed();
+        config.stop().await;
+        let theirs = seconds(&figures[field]["seconds"]);
+        rows.push(row(
+            &format!("cold start, {keys} keys: Python original / ours"),
+            "(reported)",
+            format!("{} vs ours {}", ms(theirs), ms(ours)),
+            ratio(theirs, ours),
+            true,
+        ));
+    }
+    let config = config(etcd, "/small");
+    config.start().await.expect("start");
+    let calls = 200_000u32;
+    let started = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(config.get_all_configs());
+    }
+    let ours_read = started.elapsed() / calls;
+    let started = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(config.snapshot().get("log_level").is_some());
+    }
+    let ours_get = started.elapsed() / calls;
+    config.stop().await;
+    let theirs_read = Duration::from_secs_f64(figures["get_all_configs_ns"].as_f64().unwrap_or(0.0) / 1e9);
+    rows.push(row(
+        "get_all_configs() with 4 keys: Python original / ours",
+        "(reported)",
+        format!("{:.0} ns vs ours {:.0} ns (snapshot().get: {:.0} ns)", theirs_read.as_nanos(), ours_read.as_nanos(), ours_get.as_nanos()),
+        ratio(theirs_read, ours_read),
+        true,
+    ));
+    let theirs50 = seconds(&figures["latency_p50_s"]);
+    let theirs99 = seconds(&figures["latency_p99_s"]);
+    rows.push(row(
+        "put → visible p50 / p99: Python original / ours",
+        "(reported)",
+        format!(
+            "{} / {} vs ours {} / {} ({} of {} puts seen)",
+            ms(theirs50),
+            ms(theirs99),
+            ms(ours.0),
+            ms(ours.1),
+            figures["latency_seen"],
+            figures["latency_puts"]
+        ),
+        ratio(theirs50, ours.0),
+        true,
+    ));
+}
