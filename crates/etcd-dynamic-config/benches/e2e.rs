@@ -91,30 +91,43 @@ async fn run(sizes: &Sizes, full: bool) {
     let etcd = EtcdMember::start().await;
     let client = etcd.client().await;
     let mut rows: Vec<Row> = Vec::new();
+    // E2E_ONLY=memory (or latency, cold, burst, python) runs one part.
+    let only = std::env::var("E2E_ONLY").ok();
+    let wants = |part: &str| only.as_deref().is_none_or(|only| only == part);
 
-    let (ours, raw) = latency(&etcd, client.clone(), sizes.latency_puts).await;
+    let (ours, raw) = if wants("latency") || wants("python") {
+        latency(&etcd, client.clone(), sizes.latency_puts).await
+    } else {
+        (vec![Duration::ZERO], vec![Duration::ZERO])
+    };
     let (p50, p99) = (percentile(&ours, 0.50), percentile(&ours, 0.99));
     let (raw50, raw99) = (percentile(&raw, 0.50), percentile(&raw, 0.99));
-    rows.push(row(
-        "put → visible, p50",
-        "≤ 1.2× raw watch",
-        format!("{} vs raw {}", ms(p50), ms(raw50)),
-        ratio(p50, raw50),
-        ratio(p50, raw50) <= 1.2,
-    ));
-    rows.push(row(
-        "put → visible, p99",
-        "≤ 2× raw watch",
-        format!("{} vs raw {}", ms(p99), ms(raw99)),
-        ratio(p99, raw99),
-        ratio(p99, raw99) <= 2.0,
-    ));
+    if wants("latency") {
+        rows.push(row(
+            "put → visible, p50",
+            "≤ 1.2× raw watch",
+            format!("{} vs raw {}", ms(p50), ms(raw50)),
+            ratio(p50, raw50),
+            ratio(p50, raw50) <= 1.2,
+        ));
+        rows.push(row(
+            "put → visible, p99",
+            "≤ 2× raw watch",
+            format!("{} vs raw {}", ms(p99), ms(raw99)),
+            ratio(p99, raw99),
+            ratio(p99, raw99) <= 2.0,
+        ));
+    }
 
-    for &keys in sizes.cold {
+    for &keys in sizes.cold.iter().filter(|_| wants("cold")) {
         let prefix = format!("/cold{keys}");
         seed(client.clone(), &prefix, keys).await;
         let (ours, raw) = cold_start(&etcd, client.clone(), &prefix, keys).await;
-        let target = if keys == 10_000 { "≤ 1.5× raw range" } else { "(reported)" };
+        let target = if keys == 10_000 {
+            "≤ 1.5× raw range"
+        } else {
+            "(reported)"
+        };
         rows.push(row(
             &format!("cold start, {keys} keys"),
             target,
@@ -124,26 +137,30 @@ async fn run(sizes: &Sizes, full: bool) {
         ));
     }
 
-    let lag = burst(&etcd, client.clone(), sizes.burst).await;
-    rows.push(row(
-        &format!("burst of {} puts: last put → visible", sizes.burst),
-        "≤ 100 ms",
-        ms(lag),
-        String::from("-"),
-        lag <= Duration::from_millis(100),
-    ));
+    if wants("burst") {
+        let lag = burst(&etcd, client.clone(), sizes.burst).await;
+        rows.push(row(
+            &format!("burst of {} puts: last put → visible", sizes.burst),
+            "≤ 100 ms",
+            ms(lag),
+            String::from("-"),
+            lag <= Duration::from_millis(100),
+        ));
+    }
 
-    let (held, raw_bytes) = memory(&etcd, client.clone(), sizes.memory).await;
-    let memory_ratio = held as f64 / raw_bytes as f64;
-    rows.push(row(
-        &format!("heap held at {} keys", sizes.memory),
-        "≤ 3× raw bytes",
-        format!("{:.1} MiB vs raw {:.1} MiB", mib(held), mib(raw_bytes)),
-        memory_ratio,
-        memory_ratio <= 3.0,
-    ));
+    if wants("memory") {
+        let (held, raw_bytes) = memory(&etcd, client.clone(), sizes.memory).await;
+        let memory_ratio = held as f64 / raw_bytes as f64;
+        rows.push(row(
+            &format!("heap held at {} keys", sizes.memory),
+            "≤ 3× raw bytes",
+            format!("{:.1} MiB vs raw {:.1} MiB", mib(held), mib(raw_bytes)),
+            memory_ratio,
+            memory_ratio <= 3.0,
+        ));
+    }
 
-    if full && sizes.python_puts > 0 {
+    if full && sizes.python_puts > 0 && wants("python") {
         python(&etcd, client.clone(), sizes, &mut rows, (p50, p99)).await;
     }
 
@@ -289,7 +306,10 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
                 theirs.push(*at - started);
                 break;
             }
-            assert!(Instant::now() < deadline, "the raw watch saw revision {revision}");
+            assert!(
+                Instant::now() < deadline,
+                "the raw watch saw revision {revision}"
+            );
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -300,7 +320,12 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
 }
 
 /// The median of three starts, and of three raw paginated ranges, of `prefix`.
-async fn cold_start(etcd: &EtcdMember, client: Client, prefix: &str, keys: usize) -> (Duration, Duration) {
+async fn cold_start(
+    etcd: &EtcdMember,
+    client: Client,
+    prefix: &str,
+    keys: usize,
+) -> (Duration, Duration) {
     let mut ours = Vec::new();
     let mut raw = Vec::new();
     for _ in 0..3 {
@@ -312,7 +337,9 @@ async fn cold_start(etcd: &EtcdMember, client: Client, prefix: &str, keys: usize
         config.stop().await;
 
         let started = Instant::now();
-        let mut client = Client::connect([etcd.endpoint()], None).await.expect("connect");
+        let mut client = Client::connect([etcd.endpoint()], None)
+            .await
+            .expect("connect");
         let loaded = raw_range(&mut client, prefix).await;
         raw.push(started.elapsed());
         assert_eq!(loaded, keys);
@@ -415,9 +442,18 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
 }
 
 /// The Python original on the same etcd, when it can be installed.
-async fn python(etcd: &EtcdMember, client: Client, sizes: &Sizes, rows: &mut Vec<Row>, ours: (Duration, Duration)) {
+async fn python(
+    etcd: &EtcdMember,
+    client: Client,
+    sizes: &Sizes,
+    rows: &mut Vec<Row>,
+    ours: (Duration, Duration),
+) {
     let setup = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/setup-python-original.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/setup-python-original.sh"
+        ))
         .output();
     let Some(setup) = setup.ok().filter(|output| output.status.success()) else {
         println!("the Python original could not be installed: its rows are left out");
@@ -426,13 +462,24 @@ async fn python(etcd: &EtcdMember, client: Client, sizes: &Sizes, rows: &mut Vec
     let python = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
     // Four small keys, as the SPEC's own measurement of the original.
     let mut writer = client.clone();
-    for (key, value) in [("LogLevel", "INFO"), ("DbHost", "db"), ("DbPort", "5432"), ("LatencyProbe", "start")] {
-        writer.put(format!("/small/{key}"), value, None).await.expect("put");
+    for (key, value) in [
+        ("LogLevel", "INFO"),
+        ("DbHost", "db"),
+        ("DbPort", "5432"),
+        ("LatencyProbe", "start"),
+    ] {
+        writer
+            .put(format!("/small/{key}"), value, None)
+            .await
+            .expect("put");
     }
     seed(client.clone(), "/py1k", 1_000).await;
     seed(client, "/py10k", 10_000).await;
     let output = std::process::Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/python_original.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/python_original.py"
+        ))
         .args([
             etcd.endpoint(),
             "/py1k".into(),
@@ -449,7 +496,8 @@ async fn python(etcd: &EtcdMember, client: Client, sizes: &Sizes, rows: &mut Vec
         );
         return;
     };
-    let seconds = |value: &serde_json::Value| Duration::from_secs_f64(value.as_f64().unwrap_or(0.0));
+    let seconds =
+        |value: &serde_json::Value| Duration::from_secs_f64(value.as_f64().unwrap_or(0.0));
 
     // Ours on the same prefixes and the same four keys.
     for (keys, prefix, field) in [(1_000, "/py1k", "cold_1k"), (10_000, "/py10k", "cold_10k")] {
@@ -481,11 +529,17 @@ async fn python(etcd: &EtcdMember, client: Client, sizes: &Sizes, rows: &mut Vec
     }
     let ours_get = started.elapsed() / calls;
     config.stop().await;
-    let theirs_read = Duration::from_secs_f64(figures["get_all_configs_ns"].as_f64().unwrap_or(0.0) / 1e9);
+    let theirs_read =
+        Duration::from_secs_f64(figures["get_all_configs_ns"].as_f64().unwrap_or(0.0) / 1e9);
     rows.push(row(
         "get_all_configs() with 4 keys: Python original / ours",
         "(reported)",
-        format!("{:.0} ns vs ours {:.0} ns (snapshot().get: {:.0} ns)", theirs_read.as_nanos(), ours_read.as_nanos(), ours_get.as_nanos()),
+        format!(
+            "{:.0} ns vs ours {:.0} ns (snapshot().get: {:.0} ns)",
+            theirs_read.as_nanos(),
+            ours_read.as_nanos(),
+            ours_get.as_nanos()
+        ),
         ratio(theirs_read, ours_read),
         true,
     ));

@@ -67,8 +67,13 @@ pub(crate) fn scrub(message: String, secret: &str) -> String {
 }
 
 /// One name's value with its provenance. `Debug` hides the value of a secret name.
+///
+/// One pointer wide: the map's nodes stay small, and cloning is a reference count.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Entry(Arc<EntryData>);
+
+#[derive(PartialEq, Eq)]
+struct EntryData {
     value: Value,
     source: Source,
     secret: bool,
@@ -76,31 +81,31 @@ pub struct Entry {
 
 impl Entry {
     pub(crate) fn new(value: Value, source: Source, secret: bool) -> Self {
-        Self {
+        Self(Arc::new(EntryData {
             value,
             source,
             secret,
-        }
+        }))
     }
 
     /// The value.
     pub fn value(&self) -> &Value {
-        &self.value
+        &self.0.value
     }
 
     /// Where the value came from.
     pub fn source(&self) -> &Source {
-        &self.source
+        &self.0.source
     }
 
     /// Whether the schema marks the name secret.
     pub fn is_secret(&self) -> bool {
-        self.secret
+        self.0.secret
     }
 
     /// The etcd key and mod revision, when the value came from etcd.
     pub(crate) fn etcd(&self) -> Option<(&Arc<str>, i64)> {
-        match &self.source {
+        match &self.0.source {
             Source::Etcd { key, mod_revision } => Some((key, *mod_revision)),
             _ => None,
         }
@@ -110,12 +115,12 @@ impl Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = f.debug_struct("Entry");
-        if self.secret {
+        if self.is_secret() {
             out.field("value", &format_args!("{REDACTED}"));
         } else {
-            out.field("value", &self.value);
+            out.field("value", self.value());
         }
-        out.field("source", &self.source).finish()
+        out.field("source", self.source()).finish()
     }
 }
 
@@ -170,15 +175,15 @@ impl Snapshot {
             .entries
             .get(name)
             .ok_or_else(|| Error::Missing(name.to_owned()))?;
-        entry.value.deserialize().map_err(|error| {
+        entry.value().deserialize().map_err(|error| {
             let mut reason = error.to_string();
-            if entry.secret {
-                reason = scrub(reason, &entry.value.to_string());
+            if entry.is_secret() {
+                reason = scrub(reason, &entry.value().to_string());
             }
             Error::Value {
                 name: name.to_owned(),
                 reason,
-                origin: entry.source.to_string(),
+                origin: entry.source().to_string(),
             }
         })
     }
@@ -196,9 +201,9 @@ impl Snapshot {
             let reason = self
                 .entries
                 .values()
-                .filter(|entry| entry.secret)
+                .filter(|entry| entry.is_secret())
                 .fold(error.to_string(), |reason, entry| {
-                    scrub(reason, &entry.value.to_string())
+                    scrub(reason, &entry.value().to_string())
                 });
             bind_error::<T>(reason)
         })
@@ -223,7 +228,7 @@ impl Snapshot {
     pub fn to_map(&self) -> BTreeMap<String, Value> {
         self.entries
             .iter()
-            .map(|(name, entry)| (name.to_string(), entry.value.clone()))
+            .map(|(name, entry)| (name.to_string(), entry.value().clone()))
             .collect()
     }
 }
@@ -293,7 +298,7 @@ impl<'a> Node<'a> {
         let mut names: Vec<(&str, &Value)> = snapshot
             .entries
             .iter()
-            .map(|(name, entry)| (&**name, &entry.value))
+            .map(|(name, entry)| (&**name, entry.value()))
             .collect();
         names.sort_unstable_by_key(|(name, _)| *name);
         for (name, value) in names {
