@@ -94,5 +94,16 @@ fn update(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read, update);
+/// Building the first snapshot from a range read: the part of a cold start that is ours.
+fn list(c: &mut Criterion) {
+    let mut group = c.benchmark_group("list");
+    group.sample_size(20);
+    let input = pairs(10_000);
+    group.bench_function("build_10000", |b| {
+        b.iter(|| Engine::listed("/bench", input.clone(), 1));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, read, update, list);
 criterion_main!(benches);

@@ -177,20 +177,33 @@ struct Checkpoint {
     shadowed: OrdMap<Arc<str>, Shadowed>,
 }
 
-/// Changes merged per name: the first old value and the last new one.
-#[derive(Debug, Default, Clone)]
-struct Pending(BTreeMap<Arc<str>, (Option<Value>, Option<Value>)>);
+/// Changes merged per name: the first old value and the last new one. `None` records
+/// nothing (building a fresh state from a list, where the difference is computed whole).
+#[derive(Debug, Clone)]
+struct Pending(Option<BTreeMap<Arc<str>, (Option<Value>, Option<Value>)>>);
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self(Some(BTreeMap::new()))
+    }
+}
 
 impl Pending {
+    fn ignoring() -> Self {
+        Self(None)
+    }
+
     fn record(&mut self, name: &Arc<str>, old: Option<Value>, new: Option<Value>) {
-        self.0
-            .entry(name.clone())
-            .and_modify(|(_, last)| last.clone_from(&new))
-            .or_insert((old, new));
+        if let Some(changes) = &mut self.0 {
+            changes
+                .entry(name.clone())
+                .and_modify(|(_, last)| last.clone_from(&new))
+                .or_insert((old, new));
+        }
     }
 
     fn merge(&mut self, later: Pending) {
-        for (name, (old, new)) in later.0 {
+        for (name, (old, new)) in later.0.into_iter().flatten() {
             self.record(&name, old, new);
         }
     }
@@ -199,6 +212,7 @@ impl Pending {
         let changes: Vec<ValueChange> = self
             .0
             .into_iter()
+            .flatten()
             .filter(|(_, (old, new))| old != new)
             .map(|(name, (old, new))| ValueChange {
                 secret: keys.schema().is_secret(&name),
@@ -398,7 +412,7 @@ impl State {
         self.shadowed.clear();
         kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut outputs = Vec::new();
-        let mut ignored = Pending::default();
+        let mut ignored = Pending::ignoring();
         for kv in kvs {
             if let Some(name) = self.name_for(&kv.key) {
                 let write = Write {

@@ -35,7 +35,11 @@ impl Kind {
     ///
     /// Nested names are matched with `.` read as `_`, so `database.port` is an integer.
     pub fn infer(name: &str) -> Self {
-        let name = name.replace('.', "_");
+        let name: std::borrow::Cow<'_, str> = if name.contains('.') {
+            name.replace('.', "_").into()
+        } else {
+            name.into()
+        };
         let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
         let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s));
         let contains = |parts: &[&str]| parts.iter().any(|p| name.contains(p));

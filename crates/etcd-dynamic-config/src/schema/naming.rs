@@ -8,12 +8,14 @@
 /// digit, or that starts a capitalised word after an acronym. Existing separators are
 /// kept and never doubled.
 pub fn snake_case(segment: &str) -> String {
-    let chars: Vec<char> = segment.chars().collect();
     let mut out = String::with_capacity(segment.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            let prev = chars[i - 1];
-            let next_is_lower = chars.get(i + 1).is_some_and(|next| next.is_lowercase());
+    let mut chars = segment.chars().peekable();
+    let mut prev: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if c.is_uppercase()
+            && let Some(prev) = prev
+        {
+            let next_is_lower = chars.peek().is_some_and(|next| next.is_lowercase());
             if prev.is_lowercase()
                 || prev.is_ascii_digit()
                 || (prev.is_uppercase() && next_is_lower)
@@ -22,6 +24,7 @@ pub fn snake_case(segment: &str) -> String {
             }
         }
         out.extend(c.to_lowercase());
+        prev = Some(c);
     }
     out
 }
@@ -39,7 +42,11 @@ pub fn name_from_path(relative: &str) -> Option<String> {
         if i > 0 {
             name.push('.');
         }
-        name.push_str(&snake_case(segment));
+        if segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            name.push_str(segment); // already snake_case
+        } else {
+            name.push_str(&snake_case(segment));
+        }
     }
     Some(name)
 }
