@@ -43,7 +43,7 @@ async def read_and_latency(endpoint, prefix, puts):
         value = f"latency-{i}"
         started = time.perf_counter()
         raw.put(f"{prefix}/LatencyProbe", value)
-        deadline = started + 5
+        deadline = started + 2
         while time.perf_counter() < deadline:
             configs = await config.get_all_configs()
             if configs.get("latency_probe") == value:

@@ -63,7 +63,7 @@ const FULL: Sizes = Sizes {
     cold: &[1_000, 10_000, 100_000],
     burst: 10_000,
     memory: 100_000,
-    python_puts: 200,
+    python_puts: 50,
 };
 
 const SMOKE: Sizes = Sizes {

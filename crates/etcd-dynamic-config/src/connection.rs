@@ -160,35 +160,39 @@ impl Connection {
     /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
     pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
         let peer = self.peer();
-        let mut kv = self
+        let kv = self
             .client()
             .await?
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let range_end = prefix_end(prefix_dir.as_bytes());
-        let mut kvs = Vec::new();
-        let mut start = prefix_dir.as_bytes().to_vec();
-        let mut revision = 0;
-        loop {
+        let fetch = |start: Vec<u8>, revision: i64| {
+            let mut kv = kv.clone();
             let mut options = GetOptions::new()
                 .with_range(range_end.clone())
                 .with_limit(PAGE_SIZE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let mut response = kv
-                .get(start.clone(), Some(options))
-                .await
-                .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
-            if revision == 0 {
-                revision = response.header().map_or(0, |header| header.revision());
-            }
-            let more = response.more();
+            async move { kv.get(start, Some(options)).await }
+        };
+        let mut kvs = Vec::new();
+        let mut response = fetch(prefix_dir.as_bytes().to_vec(), 0)
+            .await
+            .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        loop {
             let page = response.take_kvs();
-            if let Some(last) = page.last() {
-                start = last.key().to_vec();
-                start.push(0);
-            }
+            // Ask for the next page before converting this one: the network and the
+            // conversion overlap.
+            let next = match page.last() {
+                Some(last) if response.more() => {
+                    let mut start = last.key().to_vec();
+                    start.push(0);
+                    Some(tokio::spawn(fetch(start, revision)))
+                }
+                _ => None,
+            };
             kvs.reserve(page.len());
             for pair in page {
                 let mod_revision = pair.mod_revision();
@@ -201,9 +205,16 @@ impl Connection {
                     });
                 }
             }
-            if !more {
+            let Some(next) = next else {
                 return Ok((kvs, revision));
-            }
+            };
+            response = next
+                .await
+                .map_err(|error| Error::Unavailable {
+                    endpoints: peer.endpoint.clone(),
+                    source: BoxError::from(error),
+                })?
+                .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
         }
     }
 

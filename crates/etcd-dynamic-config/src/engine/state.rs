@@ -410,7 +410,10 @@ impl State {
         let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
         self.shadowed.clear();
-        kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        // etcd lists in key order; sort only what did not come from it.
+        if !kvs.is_sorted_by(|a, b| a.key <= b.key) {
+            kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
         for kv in kvs {

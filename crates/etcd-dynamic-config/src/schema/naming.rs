@@ -8,6 +8,9 @@
 /// digit, or that starts a capitalised word after an acronym. Existing separators are
 /// kept and never doubled.
 pub fn snake_case(segment: &str) -> String {
+    if segment.is_ascii() {
+        return snake_case_ascii(segment.as_bytes());
+    }
     let mut out = String::with_capacity(segment.len() + 4);
     let mut chars = segment.chars().peekable();
     let mut prev: Option<char> = None;
@@ -29,6 +32,25 @@ pub fn snake_case(segment: &str) -> String {
     out
 }
 
+/// [`snake_case`] for ASCII text, byte by byte.
+fn snake_case_ascii(segment: &[u8]) -> String {
+    let mut out = String::with_capacity(segment.len() + 4);
+    for (i, &c) in segment.iter().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = segment[i - 1];
+            let next_is_lower = segment.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_is_lower)
+            {
+                out.push('_');
+            }
+        }
+        out.push(char::from(c.to_ascii_lowercase()));
+    }
+    out
+}
+
 /// The auto-discovered name of a key path relative to the prefix: each `/`-separated
 /// segment in snake_case, joined with `.` (`Database/MaxPool` → `database.max_pool`).
 ///
@@ -42,7 +64,10 @@ pub fn name_from_path(relative: &str) -> Option<String> {
         if i > 0 {
             name.push('.');
         }
-        if segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if segment
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             name.push_str(segment); // already snake_case
         } else {
             name.push_str(&snake_case(segment));
