@@ -180,7 +180,10 @@ struct Checkpoint {
 /// Changes merged per name: the first old value and the last new one. `None` records
 /// nothing (building a fresh state from a list, where the difference is computed whole).
 #[derive(Debug, Clone)]
-struct Pending(Option<BTreeMap<Arc<str>, (Option<Value>, Option<Value>)>>);
+struct Pending(Option<BTreeMap<Arc<str>, OldNew>>);
+
+/// A name's value before and after.
+type OldNew = (Option<Value>, Option<Value>);
 
 impl Default for Pending {
     fn default() -> Self {
