@@ -289,13 +289,7 @@ impl EtcdConfig {
         let inner = &self.inner;
         span.in_scope(|| {
             for rejection in &report.rejected {
-                tracing::warn!(
-                    event = "update_rejected",
-                    name = %rejection.name,
-                    source = %rejection.source,
-                    reason = %rejection.reason,
-                    "a value was rejected at start"
-                );
+                rejection.log();
             }
             tracing::info!(
                 event = "started",

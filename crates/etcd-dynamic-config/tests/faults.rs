@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{etcd_state, put, values, wait_for_revision};
+use common::{env, etcd_state, put, values, wait_for_revision};
 use etcd_client::{Client, ConnectOptions};
 use etcd_dynamic_config::schema::{Name, Schema};
 use etcd_dynamic_config::{
@@ -398,14 +398,6 @@ async fn reads_writes_and_watches_outlive_a_two_second_token_ttl() {
     assert!(matches);
     assert_eq!(health.state, HealthState::Synced, "{health:?}");
     config.stop().await;
-}
-
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect();
-    move |name| vars.get(name).cloned()
 }
 
 /// A schema with one declared name that has an env var, and auto-discovery.

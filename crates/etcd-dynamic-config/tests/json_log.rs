@@ -4,46 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{put, wait_for_revision};
+use common::{Captured, put, wait_for_revision};
 use etcd_dynamic_config::observe::ecs::{EcsFormat, ecs_subscriber};
 use etcd_dynamic_config::schema::{Kind, Name, Schema};
 use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
 use serde_json::Value as Json;
 use testkit::EtcdMember;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buffer {
-    fn lines(&self) -> Vec<Json> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-
-    fn events(&self, name: &str) -> Vec<Json> {
-        self.lines()
-            .into_iter()
-            .filter(|line| line["event"] == name)
-            .collect()
-    }
-}
 
 fn schema() -> Schema {
     Schema::builder()
@@ -71,7 +39,7 @@ fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
 // Current-thread runtime: the engine's tasks log under this thread's subscriber.
 #[tokio::test]
 async fn the_json_log_of_start_update_rejection_and_restart_has_the_events_and_fields() {
-    let buffer = Buffer::default();
+    let buffer = Captured::default();
     let writer = buffer.clone();
     let format = EcsFormat::from_lookup(|name| match name {
         "APPLICATION_NAME" => Some("billing".into()),
@@ -99,7 +67,7 @@ async fn the_json_log_of_start_update_rejection_and_restart_has_the_events_and_f
     wait_for_revision(&config, after).await;
     config.stop().await;
 
-    let lines = buffer.lines();
+    let lines = buffer.json_lines();
     for line in &lines {
         assert!(line["@timestamp"].is_string(), "{line}");
         assert!(line["log.level"].is_string(), "{line}");

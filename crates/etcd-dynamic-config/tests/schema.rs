@@ -13,26 +13,16 @@ mod custom_coercion;
 #[path = "../examples/custom_schema.rs"]
 mod custom_schema;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{put, wait_for_revision};
+use common::{env, put, wait_for_revision};
 use etcd_client::{Client, Txn, TxnOp};
 use etcd_dynamic_config::schema::{Check, Kind, Name, Schema};
 use etcd_dynamic_config::{
     Error, EtcdClient, EtcdConfig, EtcdSettings, Source, StartSource, Value,
 };
 use testkit::EtcdMember;
-
-/// An environment holding only `vars`.
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect();
-    move |name| vars.get(name).cloned()
-}
 
 fn settings(endpoint: &str) -> EtcdSettings {
     EtcdSettings::builder().endpoints(endpoint).build().unwrap()

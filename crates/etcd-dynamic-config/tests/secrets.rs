@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{put, wait_for_revision};
+use common::{Captured, put, wait_for_revision};
 use etcd_client::{Client, ConnectOptions};
 use etcd_dynamic_config::schema::{Kind, Name, Schema};
 use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettings};
@@ -24,31 +23,6 @@ const SECRETS: [&str; 7] = [
     "db-S3CRET-six",
     "root-S3CRET-seven",
 ];
-
-/// Collects everything the test prints or logs.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Sink {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    fn add(&self, label: &str, text: impl std::fmt::Display) {
-        writeln!(self.0.lock().unwrap(), "{label}: {text}").unwrap();
-    }
-}
-
-impl std::io::Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Debug, serde::Deserialize)]
 #[allow(dead_code)]
@@ -78,7 +52,7 @@ fn schema() -> Schema {
 // thread's log subscriber.
 #[tokio::test]
 async fn no_secret_appears_in_logs_debug_errors_health_reports_changes_or_the_cache() {
-    let sink = Sink::default();
+    let sink = Captured::default();
     let logs = sink.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

@@ -389,13 +389,7 @@ impl Engine {
                 }
                 Output::Reject(rejection) => {
                     self.count(|metrics| metrics.updates_rejected.increment(1));
-                    tracing::warn!(
-                    event = "update_rejected",
-                    name = %rejection.name,
-                    source = %rejection.source,
-                    reason = %rejection.reason,
-                    "a value was rejected; the name keeps its last good value"
-                    );
+                    rejection.log();
                 }
                 Output::RejectRevision(rejection) => {
                     self.count(|metrics| metrics.revisions_rejected.increment(1));

@@ -79,6 +79,19 @@ pub struct Rejection {
     pub reason: String,
 }
 
+impl Rejection {
+    /// Emits the `update_rejected` event.
+    pub(crate) fn log(&self) {
+        tracing::warn!(
+            event = "update_rejected",
+            name = %self.name,
+            source = %self.source,
+            reason = %self.reason,
+            "a value was rejected; the name keeps its last good value, env var or default"
+        );
+    }
+}
+
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {} ({})", self.name, self.reason, self.source)

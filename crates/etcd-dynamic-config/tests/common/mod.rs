@@ -92,3 +92,60 @@ pub async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
         .expect("header")
         .revision()
 }
+
+/// An environment holding only `vars`.
+pub fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+    let vars: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+/// Collects what a log writer (or a test) writes, for searching afterwards.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Appends `label: text` as a line.
+    pub fn add(&self, label: &str, text: impl std::fmt::Display) {
+        use std::io::Write as _;
+        writeln!(self.0.lock().unwrap(), "{label}: {text}").unwrap();
+    }
+
+    /// Every line parsed as JSON.
+    ///
+    /// # Panics
+    ///
+    /// On a line that is not JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    /// The JSON lines whose `event` is `name`.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|line| line["event"] == name)
+            .collect()
+    }
+}
