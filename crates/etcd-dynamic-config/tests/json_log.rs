@@ -6,35 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Captured, put, wait_for_revision};
+use common::{Captured, pool_config, put, wait_for_revision};
 use etcd_dynamic_config::observe::ecs::{EcsFormat, ecs_subscriber};
-use etcd_dynamic_config::schema::{Kind, Name, Schema};
-use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
 use serde_json::Value as Json;
 use testkit::EtcdMember;
-
-fn schema() -> Schema {
-    Schema::builder()
-        .discover(true)
-        .name(Name::new("pool_size").kind(Kind::Integer))
-        .build()
-        .unwrap()
-}
-
-fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
-    EtcdConfig::builder()
-        .settings(
-            EtcdSettings::builder()
-                .endpoints(endpoint)
-                .root_key(prefix)
-                .build()
-                .unwrap(),
-        )
-        .schema(schema())
-        .env(|_: &str| None)
-        .build()
-        .unwrap()
-}
 
 // Current-thread runtime: the engine's tasks log under this thread's subscriber.
 #[tokio::test]
@@ -53,7 +28,7 @@ async fn the_json_log_of_start_update_rejection_and_restart_has_the_events_and_f
     let mut etcd = EtcdMember::start().await;
     let mut client = etcd.client().await;
     put(&mut client, "/app/PoolSize", "10").await;
-    let config = config(&etcd.endpoint(), "/app");
+    let config = pool_config(&etcd.endpoint(), "/app");
     config.start().await.unwrap();
     let updated = put(&mut client, "/app/PoolSize", "20").await;
     wait_for_revision(&config, updated).await;

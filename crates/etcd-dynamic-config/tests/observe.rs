@@ -9,35 +9,10 @@ mod prometheus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{put, wait_for_revision};
-use etcd_dynamic_config::schema::{Kind, Name, Schema};
-use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
+use common::{pool_config, put, wait_for_revision};
 use serde_json::Value as Json;
 use testkit::EtcdMember;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn schema() -> Schema {
-    Schema::builder()
-        .discover(true)
-        .name(Name::new("pool_size").kind(Kind::Integer))
-        .build()
-        .unwrap()
-}
-
-fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
-    EtcdConfig::builder()
-        .settings(
-            EtcdSettings::builder()
-                .endpoints(endpoint)
-                .root_key(prefix)
-                .build()
-                .unwrap(),
-        )
-        .schema(schema())
-        .env(|_: &str| None)
-        .build()
-        .unwrap()
-}
 
 async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -69,7 +44,7 @@ async fn the_prometheus_example_exports_counters_that_move() {
     let mut etcd = EtcdMember::start().await;
     let mut client = etcd.client().await;
     put(&mut client, "/metered/PoolSize", "10").await;
-    let config = Arc::new(config(&etcd.endpoint(), "/metered"));
+    let config = Arc::new(pool_config(&etcd.endpoint(), "/metered"));
     config.start().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -25,6 +25,31 @@ pub fn config(endpoints: &[String], prefix: &str) -> EtcdConfig {
         .expect("valid configuration")
 }
 
+/// A configuration of `prefix` that discovers every key and reads `pool_size` as an
+/// integer, with an empty environment.
+pub fn pool_config(endpoint: &str, prefix: &str) -> EtcdConfig {
+    let schema = etcd_dynamic_config::Schema::builder()
+        .discover(true)
+        .name(
+            etcd_dynamic_config::schema::Name::new("pool_size")
+                .kind(etcd_dynamic_config::schema::Kind::Integer),
+        )
+        .build()
+        .expect("valid schema");
+    EtcdConfig::builder()
+        .settings(
+            EtcdSettings::builder()
+                .endpoints(endpoint)
+                .root_key(prefix)
+                .build()
+                .expect("valid settings"),
+        )
+        .schema(schema)
+        .env(|_: &str| None)
+        .build()
+        .expect("valid configuration")
+}
+
 /// Waits until the configuration's snapshot reaches `revision`.
 ///
 /// # Panics
