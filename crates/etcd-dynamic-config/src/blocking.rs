@@ -75,6 +75,27 @@ impl EtcdConfig {
         self.config.on_change(callback);
     }
 
+    /// See [`crate::EtcdConfig::health`].
+    pub fn health(&self) -> crate::Health {
+        self.config.health()
+    }
+
+    /// See [`crate::EtcdConfig::rejections`].
+    pub fn rejections(&self) -> Vec<crate::Rejection> {
+        self.config.rejections()
+    }
+
+    /// See [`crate::EtcdConfig::bind`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::EtcdConfig::bind`].
+    pub fn bind<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Result<crate::Binding<T>> {
+        self.config.bind()
+    }
+
     /// A receiver of the latest snapshot that blocks the calling thread.
     pub fn subscribe(&self) -> Subscription {
         Subscription {

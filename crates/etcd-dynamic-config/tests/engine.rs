@@ -504,6 +504,15 @@ fn the_blocking_facade_needs_no_runtime() {
         .changed_timeout(Duration::from_secs(20))
         .expect("a new snapshot");
     assert_eq!(snapshot.get("log_level").unwrap().as_str(), Some("DEBUG"));
+    assert!(config.health().is_synced());
+    assert!(config.rejections().is_empty());
+
+    #[derive(serde::Deserialize)]
+    struct App {
+        log_level: String,
+    }
+    let app = config.bind::<App>().unwrap();
+    assert_eq!(app.load().log_level, "DEBUG");
     config.stop();
 }
 
