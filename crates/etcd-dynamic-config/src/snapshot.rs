@@ -334,6 +334,18 @@ impl<'de> IntoDeserializer<'de, de::value::Error> for Node<'de> {
     }
 }
 
+/// Parses a leaf as the type asked for (text is parsed on demand); a branch is a map.
+macro_rules! leaf_or_map {
+    ($($method:ident),* $(,)?) => {$(
+        fn $method<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            match self {
+                Node::Leaf(value) => ValueDeserializer(value).$method(visitor),
+                branch => branch.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
 impl<'de> de::Deserializer<'de> for Node<'de> {
     type Error = de::value::Error;
 
@@ -390,62 +402,10 @@ impl<'de> de::Deserializer<'de> for Node<'de> {
         string str char
     }
 
-    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_bool(visitor))
-    }
-
-    fn deserialize_i8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i8(visitor))
-    }
-
-    fn deserialize_i16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i16(visitor))
-    }
-
-    fn deserialize_i32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i32(visitor))
-    }
-
-    fn deserialize_i64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_i64(visitor))
-    }
-
-    fn deserialize_u8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u8(visitor))
-    }
-
-    fn deserialize_u16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u16(visitor))
-    }
-
-    fn deserialize_u32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u32(visitor))
-    }
-
-    fn deserialize_u64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_u64(visitor))
-    }
-
-    fn deserialize_f32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_f32(visitor))
-    }
-
-    fn deserialize_f64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf_or_any(visitor, |leaf, visitor| leaf.deserialize_f64(visitor))
-    }
-}
-
-impl<'de> Node<'de> {
-    /// Parses a leaf as the type asked for (text is parsed on demand); a branch is a map.
-    fn leaf_or_any<V: de::Visitor<'de>>(
-        self,
-        visitor: V,
-        leaf: impl FnOnce(ValueDeserializer<'de>, V) -> Result<V::Value, de::value::Error>,
-    ) -> Result<V::Value, de::value::Error> {
-        match self {
-            Node::Leaf(value) => leaf(ValueDeserializer(value), visitor),
-            branch => de::Deserializer::deserialize_any(branch, visitor),
-        }
+    leaf_or_map! {
+        deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64,
+        deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64, deserialize_f32,
+        deserialize_f64,
     }
 }
 
