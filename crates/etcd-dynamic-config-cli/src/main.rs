@@ -570,7 +570,7 @@ async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
         report.revision
     );
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    config.on_change(move |change| {
+    let _listener = config.on_change(move |change| {
         let _ = sender.send(change.clone());
     });
     let mut seen = 0;

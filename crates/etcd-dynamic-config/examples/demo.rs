@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = config.snapshot().get_as("database.port")?;
     println!("  typed read: database.port as u16 = {port}");
 
-    config.on_change(|change| {
+    let _listener = config.on_change(|change| {
         for item in &change.changes {
             let show = |value: &Option<etcd_dynamic_config::Value>| {
                 value

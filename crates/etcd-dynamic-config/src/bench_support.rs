@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::EtcdConfig;
-use crate::engine::state::{Event, Input, Kv, Output, State};
+use crate::engine::state::{Event, Header, Input, Kv, Output, State};
 use crate::schema::Schema;
 use crate::settings::EtcdSettings;
 use crate::snapshot::Snapshot;
@@ -23,7 +23,7 @@ impl Engine {
             .bind(prefix)
             .expect("auto-discovery binds to any prefix");
         let mut state = State::new(keys, Default::default());
-        let kvs = pairs
+        let kvs: Vec<Kv> = pairs
             .into_iter()
             .map(|(key, value)| Kv {
                 key: Arc::from(key),
@@ -31,7 +31,13 @@ impl Engine {
                 mod_revision: 1,
             })
             .collect();
-        state.step(Input::Listed { kvs, revision });
+        let count = i64::try_from(kvs.len()).expect("fewer than 2^63 keys");
+        state.step(Input::Listed {
+            kvs,
+            header: header(revision),
+            count,
+            at: std::time::Instant::now(),
+        });
         Self { state }
     }
 
@@ -44,15 +50,27 @@ impl Engine {
                 value: Some(value.as_bytes().to_vec()),
                 mod_revision: revision,
                 prev_mod_revision: None,
+                created: false,
             })
             .collect();
         self.state
-            .step(Input::Watched { events })
+            .step(Input::Watched {
+                events,
+                header: header(revision),
+                uncounted: 0,
+            })
             .into_iter()
             .find_map(|output| match output {
                 Output::Publish(snapshot) => Some(snapshot),
                 _ => None,
             })
+    }
+}
+
+fn header(revision: i64) -> Header {
+    Header {
+        cluster: 1,
+        revision,
     }
 }
 

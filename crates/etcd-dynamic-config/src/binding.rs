@@ -66,14 +66,39 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
         self.shared.current.load_full()
     }
 
-    /// Reads `snapshot` as `T`; keeps the previous value when it does not read.
+    /// What rebuilds this binding on each publish: holds it weakly, and says `false`
+    /// once every handle is dropped, so the store forgets it.
+    pub(crate) fn rebuilder(&self) -> crate::store::Rebuild {
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move |snapshot| match shared.upgrade() {
+            Some(shared) => {
+                Binding { shared }.rebuild(snapshot);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Reads `snapshot` as `T`; keeps the previous value when it does not read (or the
+    /// deserializer panics).
     pub(crate) fn rebuild(&self, snapshot: &Snapshot) {
         let mut last_error = self
             .shared
             .last_error
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match snapshot.deserialize::<T>() {
+        let read =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.deserialize::<T>()))
+                .unwrap_or_else(|panic| {
+                    Err(crate::Error::Bind {
+                        target: std::any::type_name::<T>(),
+                        reason: format!(
+                            "the deserializer panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        ),
+                    })
+                });
+        match read {
             Ok(value) => {
                 self.shared.current.store(Arc::new(value));
                 *last_error = None;

@@ -71,8 +71,8 @@ impl EtcdConfig {
     }
 
     /// See [`crate::EtcdConfig::on_change`].
-    pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + Sync + 'static) {
-        self.config.on_change(callback);
+    pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> crate::Listener {
+        self.config.on_change(callback)
     }
 
     /// See [`crate::EtcdConfig::health`].

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::config::EnvLookup;
-use crate::connection::Connection;
-use crate::engine::state::{Input, Output, State};
+use crate::connection::{Connection, Listing};
+use crate::engine::state::{Header, Input, Output, State};
 use crate::error::{Error, Result};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
@@ -131,12 +131,25 @@ impl EtcdClient {
         let (fallback, rejected) = schema.fallback(&*self.env);
         let mut state =
             State::new(self.keys.clone(), fallback.clone()).with_fallback_rejections(rejected);
-        let (kvs, revision) = if self.settings.use_local_config() {
-            (Vec::new(), 0)
+        let listing = if self.settings.use_local_config() {
+            Listing {
+                kvs: Vec::new(),
+                header: Header {
+                    cluster: 0,
+                    revision: 0,
+                },
+                count: 0,
+            }
         } else {
             self.connection.lock().await.list(self.prefix()).await?
         };
-        let outputs = state.step(Input::Listed { kvs, revision });
+        let revision = listing.header.revision;
+        let outputs = state.step(Input::Listed {
+            kvs: listing.kvs,
+            header: listing.header,
+            count: listing.count,
+            at: std::time::Instant::now(),
+        });
         let published = outputs.into_iter().find_map(|output| match output {
             Output::Publish(snapshot) => Some(snapshot),
             _ => None,

@@ -15,11 +15,11 @@ use crate::connection::Connection;
 use crate::engine::state::{ListReason, Rejection, RevisionRejection, State};
 use crate::engine::{Action, Engine};
 use crate::error::{Chain, Error, Result};
-use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision};
+use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Store, Subscription, Writer};
+use crate::store::{Listener, Store, Subscription, Writer};
 
 /// Reads an environment variable: the process environment, or one a test supplies.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -46,6 +46,7 @@ struct Inner {
     env: EnvLookup,
     store: Arc<Store>,
     running: Mutex<Option<Running>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -60,6 +61,8 @@ impl std::fmt::Debug for Inner {
 
 #[derive(Debug)]
 struct Running {
+    /// Which `start` this is: a `stop` between two starts is told apart.
+    generation: u64,
     stop: watch::Sender<bool>,
     /// The engine; `None` in local mode, which has nothing to run.
     task: Option<JoinHandle<()>>,
@@ -155,9 +158,49 @@ impl EtcdConfig {
     /// Outside a tokio runtime; use [`crate::blocking::EtcdConfig`] there.
     pub async fn start(&self) -> Result<StartReport> {
         let inner = &self.inner;
-        if inner.lock_running().is_some() {
-            return Err(Error::AlreadyStarted);
+        let (stop, stopped) = watch::channel(false);
+        let generation = {
+            let mut running = inner.lock_running();
+            if running.is_some() {
+                return Err(Error::AlreadyStarted);
+            }
+            let generation = inner
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Registered before etcd is asked, so that `stop` meanwhile is heard.
+            *running = Some(Running {
+                generation,
+                stop,
+                task: None,
+                cache_writer: None,
+            });
+            generation
+        };
+        let started = self.start_run(generation, stopped).await;
+        if started.is_err() {
+            let mut running = inner.lock_running();
+            if running.as_ref().map(|r| r.generation) == Some(generation) {
+                *running = None;
+            }
         }
+        started
+    }
+
+    async fn start_run(
+        &self,
+        generation: u64,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<StartReport> {
+        let inner = &self.inner;
+        // What an earlier run served: listeners hear the difference to it, and it keeps
+        // serving when etcd is away now.
+        let previous = inner
+            .store
+            .status()
+            .source
+            .is_some()
+            .then(|| inner.store.load());
+        inner.store.begin_run();
         // At error level so every event the engine emits carries the prefix, whatever the
         // filter.
         let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
@@ -177,16 +220,20 @@ impl EtcdConfig {
                 status.source = Some(StartSource::Local);
             });
             let report = self.report(StartSource::Local, 0, rejected, Vec::new());
-            return self.started(report, None, span);
+            return self.started(report, None, span, generation, stopped);
         }
 
-        let state = State::new(inner.keys.clone(), fallback.clone())
+        let mut state = State::new(inner.keys.clone(), fallback.clone())
             .with_fallback_rejections(rejected.clone());
+        if let Some(previous) = &previous {
+            state = state.serving(previous.entries().clone());
+        }
         let mut engine = Engine::new(Connection::new(&inner.settings), state, writer);
-        let loaded = engine
-            .load_within(inner.start_timeout)
-            .instrument(span.clone())
-            .await;
+        let loaded = tokio::select! {
+            biased;
+            _ = stopped.changed() => return Err(Error::Stopped),
+            loaded = engine.load_within(inner.start_timeout).instrument(span.clone()) => loaded,
+        };
         let cache = inner.cache_file();
         match loaded {
             Ok(next) => {
@@ -209,9 +256,40 @@ impl EtcdConfig {
                     .collect();
                 let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
                 // Nothing written yet: the cache file gets this first snapshot.
-                self.started(report, Some((engine, next, cache, 0)), span)
+                self.started(
+                    report,
+                    Some((engine, next, cache, 0)),
+                    span,
+                    generation,
+                    stopped,
+                )
             }
             Err(error) if error.is_retryable() && !inner.settings.fail_fast() => {
+                if let Some(previous) = previous {
+                    // Restarted while etcd is away: what the last run served is newer
+                    // than any cache file; it keeps serving.
+                    let source = inner
+                        .store
+                        .status()
+                        .source
+                        .unwrap_or(StartSource::Fallback);
+                    Writer::new(inner.store.clone()).update_status(|status| {
+                        status.source = Some(source);
+                        status.last_error = Some(Chain(&error).to_string());
+                    });
+                    let mut report =
+                        self.report(source, previous.revision(), rejected, Vec::new());
+                    report.etcd_error = Some(Chain(&error).to_string());
+                    let next = Action::List(ListReason::Initial);
+                    let written = previous.revision();
+                    return self.started(
+                        report,
+                        Some((engine, next, cache, written)),
+                        span,
+                        generation,
+                        stopped,
+                    );
+                }
                 // etcd is away: serve the cache file, env vars and defaults, and keep
                 // trying etcd in the background.
                 let (served, revision, source, cache_error, mut rejected) =
@@ -273,7 +351,13 @@ impl EtcdConfig {
                     );
                 });
                 let next = Action::List(ListReason::Initial);
-                self.started(report, Some((engine, next, cache, revision)), span)
+                self.started(
+                    report,
+                    Some((engine, next, cache, revision)),
+                    span,
+                    generation,
+                    stopped,
+                )
             }
             Err(error) => Err(error),
         }
@@ -285,6 +369,8 @@ impl EtcdConfig {
         report: StartReport,
         engine: Option<(Engine, Action, Option<CacheFile>, i64)>,
         span: tracing::Span,
+        generation: u64,
+        stop_receiver: watch::Receiver<bool>,
     ) -> Result<StartReport> {
         let inner = &self.inner;
         span.in_scope(|| {
@@ -302,7 +388,6 @@ impl EtcdConfig {
             );
         });
 
-        let (stop, stop_receiver) = watch::channel(false);
         let mut cache_writer = None;
         let task = engine.map(|(engine, next, cache, written)| {
             if let Some(cache) = cache {
@@ -326,20 +411,38 @@ impl EtcdConfig {
                     }
                 }
             });
-            tokio::spawn(engine.run(next, stop_receiver).instrument(span))
+            let run = tokio::spawn(engine.run(next, stop_receiver).instrument(span.clone()));
+            let store = inner.store.clone();
+            // A defect in the engine must not look like a quiet, synced configuration.
+            tokio::spawn(async move {
+                if let Err(error) = run.await {
+                    let failure = if error.is_panic() {
+                        format!(
+                            "it panicked: {}",
+                            crate::error::panic_message(&*error.into_panic())
+                        )
+                    } else {
+                        "it was cancelled".to_owned()
+                    };
+                    span.in_scope(|| {
+                        tracing::error!(
+                            event = "engine_failed",
+                            failure = %failure,
+                            "the engine ended without being stopped; nothing updates the configuration"
+                        );
+                    });
+                    store.record_failure(failure);
+                }
+            })
         });
         let mut running = inner.lock_running();
-        if running.is_some() {
-            // Another start won the race; this engine goes away.
-            stop.send_replace(true);
-            return Err(Error::AlreadyStarted);
-        }
+        let Some(current) = running.as_mut().filter(|r| r.generation == generation) else {
+            // `stop` came first: its signal already ends what was just spawned.
+            return Err(Error::Stopped);
+        };
         let engine_runs = task.is_some();
-        *running = Some(Running {
-            stop,
-            task,
-            cache_writer,
-        });
+        current.task = task;
+        current.cache_writer = cache_writer;
         drop(running);
         Writer::new(inner.store.clone()).update_status(|status| status.running = engine_runs);
         Ok(report)
@@ -402,12 +505,18 @@ impl EtcdConfig {
     }
 
     /// Calls `callback` after every applied revision that changed a value, in revision
-    /// order, with each changed name's old and new value.
+    /// order, with each changed name's old and new value, until the returned
+    /// [`Listener`] is dropped.
     ///
-    /// Callbacks run one after another on a dedicated thread: a slow callback delays the
-    /// next callbacks, never the engine; a panicking one is logged and skipped.
-    pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + Sync + 'static) {
-        self.inner.store.on_change(Arc::new(callback));
+    /// Each listener runs on a thread of its own behind a bounded mailbox: a slow
+    /// callback delays only itself, never the engine or other listeners, and when it
+    /// falls behind it gets the net difference it missed in one change (see
+    /// [`MAILBOX_CHANGES`](crate::MAILBOX_CHANGES)). Every change's `old` is the
+    /// `new` the listener saw before, across outages, re-lists and `stop`/`start`. A
+    /// panicking callback is logged (`callback_panicked`) and called again for the next
+    /// change.
+    pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> Listener {
+        self.inner.store.on_change(callback)
     }
 
     /// The configuration read as `T` (names split at `.` into nested structs), rebuilt on
@@ -419,33 +528,54 @@ impl EtcdConfig {
     /// [`start`](Self::start), or give `T` defaults).
     pub fn bind<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Binding<T>> {
         let binding = Binding::new(self.snapshot().deserialize::<T>()?);
-        let target = binding.clone();
-        self.inner
-            .store
-            .on_publish(Box::new(move |snapshot| target.rebuild(snapshot)));
+        self.inner.store.on_publish(binding.rebuilder());
         // A revision published between the first read and the registration is not missed.
         binding.rebuild(&self.snapshot());
         Ok(binding)
     }
 
     /// A health report for readiness and liveness endpoints (never holds a value).
+    ///
+    /// `synced` only when the engine confirmed within [`SYNC_BOUND`] that it holds
+    /// etcd's head for the prefix; otherwise `reason` says why not, and
+    /// `head_revision`, `confirmed_revision` and `lag` how far behind it may be.
     pub fn health(&self) -> Health {
         let status = self.inner.store.status();
         let started = self.inner.lock_running().is_some();
-        let state = match status.source {
-            Some(StartSource::Local) => HealthState::Local,
-            None => HealthState::Starting,
-            Some(_) if !started => HealthState::Stopped,
-            Some(StartSource::Etcd) if status.connected && status.rejected_revision.is_none() => {
-                HealthState::Synced
-            }
-            Some(_) => HealthState::Degraded,
+        let revision = self.inner.store.with(Snapshot::revision);
+        let since_confirmed = status.confirmed.map(|(_, at)| at.elapsed());
+        let (state, reason) = match status.source {
+            Some(StartSource::Local) => (HealthState::Local, None),
+            None => (HealthState::Starting, Some("not started".to_owned())),
+            Some(_) if !started => (
+                HealthState::Stopped,
+                Some("stopped: nothing updates the snapshot".to_owned()),
+            ),
+            Some(_) if status.failure.is_some() => (
+                HealthState::Failed,
+                status
+                    .failure
+                    .as_ref()
+                    .map(|failure| format!("the engine ended: {failure}")),
+            ),
+            Some(source) => match degraded(&status, source, revision, since_confirmed) {
+                Some(reason) => (HealthState::Degraded, Some(reason)),
+                None => (HealthState::Synced, None),
+            },
         };
         Health {
             state,
             source: status.source,
             prefix: self.prefix().to_owned(),
-            revision: self.inner.store.with(Snapshot::revision),
+            revision,
+            head_revision: status.head_revision,
+            confirmed_revision: status.confirmed.map(|(revision, _)| revision),
+            seconds_since_confirmed: since_confirmed.map(|since| since.as_secs_f64()),
+            lag: status
+                .head_revision
+                .zip(status.confirmed)
+                .map(|(head, (confirmed, _))| (head - confirmed).max(0)),
+            reason,
             seconds_since_sync: status.last_sync.map(|at| at.elapsed().as_secs_f64()),
             connected: status.connected,
             endpoint: status.endpoint.clone(),
@@ -474,6 +604,48 @@ impl EtcdConfig {
 
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+}
+
+/// Why a running engine is not synced, or `None` when it is.
+fn degraded(
+    status: &crate::store::Status,
+    source: StartSource,
+    revision: i64,
+    since_confirmed: Option<Duration>,
+) -> Option<String> {
+    if source != StartSource::Etcd {
+        let served = match source {
+            StartSource::CacheFile => "the cache file",
+            _ => "env vars and defaults",
+        };
+        return Some(format!(
+            "etcd has not answered since start; serving {served}"
+        ));
+    }
+    if !status.connected {
+        let error = status.last_error.as_deref().unwrap_or("no answer");
+        return Some(format!(
+            "etcd does not answer ({error}); serving revision {revision}"
+        ));
+    }
+    if let Some(relisting) = &status.relisting {
+        return Some(relisting.clone());
+    }
+    if let Some(rejected) = &status.rejected_revision {
+        return Some(format!(
+            "revision {} breaks a check; revision {revision} is served",
+            rejected.revision
+        ));
+    }
+    match since_confirmed {
+        None => Some("not yet confirmed to hold etcd's head".to_owned()),
+        Some(since) if since > SYNC_BOUND => Some(format!(
+            "not confirmed to hold etcd's head for {} s (bound: {} s)",
+            since.as_secs(),
+            SYNC_BOUND.as_secs()
+        )),
+        Some(_) => None,
     }
 }
 
@@ -581,6 +753,7 @@ impl EtcdConfigBuilder {
                 env,
                 store: Store::new(),
                 running: Mutex::new(None),
+                generations: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

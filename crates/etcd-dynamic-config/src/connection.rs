@@ -10,7 +10,7 @@ use etcd_client::{
 };
 use secrecy::ExposeSecret;
 
-use crate::engine::state::{Event, Input, Kv};
+use crate::engine::state::{Event, Header, Input, Kv};
 use crate::error::{BoxError, Chain, Error, Result};
 use crate::settings::EtcdSettings;
 
@@ -153,12 +153,14 @@ impl Connection {
         }
     }
 
-    /// Reads every key under `prefix_dir` at one revision, page by page.
+    /// Reads every key under `prefix_dir` at one revision, page by page: the keys, the
+    /// header of the first page (whose revision every page is read at) and how many
+    /// keys the prefix holds.
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
-    pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<(Vec<Kv>, i64)> {
+    pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<Listing> {
         let peer = self.peer();
         let kv = self
             .client()
@@ -180,7 +182,9 @@ impl Connection {
         let mut response = fetch(prefix_dir.as_bytes().to_vec(), 0)
             .await
             .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
-        let revision = response.header().map_or(0, |header| header.revision());
+        let header = header_of(&peer, response.header())?;
+        let revision = header.revision;
+        let count = response.count();
         loop {
             let page = response.take_kvs();
             // Ask for the next page before converting this one: the network and the
@@ -206,7 +210,7 @@ impl Connection {
                 }
             }
             let Some(next) = next else {
-                return Ok((kvs, revision));
+                return Ok(Listing { kvs, header, count });
             };
             response = next
                 .await
@@ -251,6 +255,56 @@ impl Connection {
             }
         }
         Ok(found)
+    }
+
+    /// Reads, at etcd's head, how many keys the prefix holds and whether one of them was
+    /// written after `applied`: one read-only transaction, so both answers are at one
+    /// revision.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn head(&mut self, prefix_dir: &str, applied: i64) -> Result<HeadRead> {
+        let peer = self.peer();
+        let range_end = prefix_end(prefix_dir.as_bytes());
+        let count = GetOptions::new()
+            .with_range(range_end.clone())
+            .with_count_only();
+        // etcd filters by mod revision before it applies the limit.
+        let changed = GetOptions::new()
+            .with_range(range_end)
+            .with_min_mod_revision(applied + 1)
+            .with_keys_only()
+            .with_limit(1);
+        let response = self
+            .client()
+            .await?
+            .kv_client()
+            .txn(Txn::new().and_then([
+                TxnOp::get(prefix_dir, Some(count)),
+                TxnOp::get(prefix_dir, Some(changed)),
+            ]))
+            .await
+            .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
+        let header = header_of(&peer, response.header())?;
+        let mut reads = response
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(get) => Some(get),
+                _ => None,
+            });
+        let (Some(count), Some(changed)) = (reads.next(), reads.next()) else {
+            return Err(Error::Unavailable {
+                endpoints: peer.endpoint,
+                source: BoxError::from("etcd answered a head read without its two ranges"),
+            });
+        };
+        Ok(HeadRead {
+            header,
+            count: count.count(),
+            changed: !changed.kvs().is_empty(),
+        })
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction; returns its revision.
@@ -305,6 +359,37 @@ impl Connection {
     }
 }
 
+/// A whole prefix, read at one revision.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) kvs: Vec<Kv>,
+    pub(crate) header: Header,
+    /// How many keys the prefix holds (some may not be UTF-8 and be left out of `kvs`).
+    pub(crate) count: i64,
+}
+
+/// What a head read found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadRead {
+    pub(crate) header: Header,
+    pub(crate) count: i64,
+    pub(crate) changed: bool,
+}
+
+/// The cluster id and revision of an answer; etcd always sends them.
+fn header_of(peer: &Peer, header: Option<&etcd_client::ResponseHeader>) -> Result<Header> {
+    match header {
+        Some(header) => Ok(Header {
+            cluster: header.cluster_id(),
+            revision: header.revision(),
+        }),
+        None => Err(Error::Unavailable {
+            endpoints: peer.endpoint.clone(),
+            source: BoxError::from("etcd answered without a response header"),
+        }),
+    }
+}
+
 /// An open watch stream.
 pub(crate) struct Watch {
     stream: WatchStream,
@@ -339,47 +424,62 @@ impl Watch {
     ///
     /// As [`Connection::connect`].
     pub(crate) async fn next(&mut self) -> Result<Input> {
-        loop {
-            let response = match self.stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return Ok(Input::Broken),
-                Err(error) => return Err(classify(&self.peer, error)),
-            };
-            if response.canceled() {
-                if response.compact_revision() > 0 {
-                    return Ok(Input::Compacted {
-                        compact_revision: response.compact_revision(),
-                    });
-                }
-                let reason = response.cancel_reason();
-                return Err(classify_message(&self.peer.endpoint, reason));
+        let response = match self.stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Ok(Input::Broken),
+            Err(error) => return Err(classify(&self.peer, error)),
+        };
+        if response.canceled() {
+            if response.compact_revision() > 0 {
+                return Ok(Input::Compacted {
+                    compact_revision: response.compact_revision(),
+                });
             }
-            if response.created() && response.events().is_empty() {
-                continue;
-            }
-            if response.events().is_empty() {
-                let revision = response.header().map_or(0, |header| header.revision());
-                return Ok(Input::Progress { revision });
-            }
-            let events = response
-                .events()
-                .iter()
-                .filter_map(|event| {
-                    let kv = event.kv()?;
-                    let key = utf8_key(kv.key().to_vec())?;
-                    Some(Event {
-                        key,
-                        value: match event.event_type() {
-                            EventType::Put => Some(kv.value().to_vec()),
-                            EventType::Delete => None,
-                        },
-                        mod_revision: kv.mod_revision(),
-                        prev_mod_revision: event.prev_kv().map(|prev| prev.mod_revision()),
-                    })
-                })
-                .collect();
-            return Ok(Input::Watched { events });
+            let reason = response.cancel_reason();
+            return Err(classify_message(&self.peer.endpoint, reason));
         }
+        // The answer to the watch's creation says which etcd answers and where its
+        // head is, before any event: a wiped or restored etcd shows here at once.
+        let header = header_of(&self.peer, response.header())?;
+        if response.events().is_empty() {
+            return Ok(Input::Progress {
+                header,
+                at: std::time::Instant::now(),
+            });
+        }
+        let mut uncounted = 0;
+        let events = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let created = event.event_type() == EventType::Put
+                    && kv.create_revision() == kv.mod_revision();
+                let Some(key) = utf8_key(kv.key().to_vec()) else {
+                    match event.event_type() {
+                        EventType::Put if created => uncounted += 1,
+                        EventType::Put => {}
+                        EventType::Delete => uncounted -= 1,
+                    }
+                    return None;
+                };
+                Some(Event {
+                    key,
+                    value: match event.event_type() {
+                        EventType::Put => Some(kv.value().to_vec()),
+                        EventType::Delete => None,
+                    },
+                    mod_revision: kv.mod_revision(),
+                    prev_mod_revision: event.prev_kv().map(|prev| prev.mod_revision()),
+                    created,
+                })
+            })
+            .collect();
+        Ok(Input::Watched {
+            events,
+            header,
+            uncounted,
+        })
     }
 }
 

@@ -96,6 +96,10 @@ pub enum Error {
     #[error("the configuration is already started")]
     AlreadyStarted,
 
+    /// `stop` was called while `start` was still waiting for etcd: nothing was started.
+    #[error("the configuration was stopped while it started")]
+    Stopped,
+
     /// The configuration cannot run here (e.g. the blocking facade could not create its
     /// runtime).
     #[error("{0}")]
@@ -116,6 +120,7 @@ impl Error {
             Self::Invalid { .. } => "Invalid",
             Self::Missing(_) => "Missing",
             Self::AlreadyStarted => "AlreadyStarted",
+            Self::Stopped => "Stopped",
             Self::Runtime(_) => "Runtime",
         }
     }
@@ -143,4 +148,13 @@ impl std::fmt::Display for Chain<'_> {
         }
         Ok(())
     }
+}
+
+/// The message a panic carried, for reports: its `&str` or `String` payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

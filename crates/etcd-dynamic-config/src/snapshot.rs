@@ -153,6 +153,12 @@ impl Snapshot {
         self.revision
     }
 
+    /// The entries, for a state that goes on from this snapshot.
+    pub(crate) fn entries(&self) -> &Entries {
+        &self.entries
+    }
+
+
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.entries.get(name).map(Entry::value)
@@ -284,6 +290,35 @@ pub struct ConfigChange {
     pub revision: i64,
     /// The names whose values changed.
     pub changes: Vec<ValueChange>,
+}
+
+impl ConfigChange {
+    /// The net difference of `self` followed by `later`: each name's first old value and
+    /// last new value, names that came back to where they were left out, at `later`'s
+    /// revision.
+    pub(crate) fn merge(self, later: ConfigChange) -> ConfigChange {
+        let mut by_name: BTreeMap<Arc<str>, ValueChange> = self
+            .changes
+            .into_iter()
+            .map(|change| (change.name.clone(), change))
+            .collect();
+        for change in later.changes {
+            by_name
+                .entry(change.name.clone())
+                .and_modify(|earlier| {
+                    earlier.new.clone_from(&change.new);
+                    earlier.secret |= change.secret;
+                })
+                .or_insert(change);
+        }
+        ConfigChange {
+            revision: later.revision,
+            changes: by_name
+                .into_values()
+                .filter(|change| change.old != change.new)
+                .collect(),
+        }
+    }
 }
 
 /// The snapshot as a tree of names, for reading it into nested structs.

@@ -1,12 +1,23 @@
 //! Where snapshots are published: one [`Writer`] (the engine), any number of readers.
 //!
 //! Readers load the current snapshot with one atomic operation (`arc-swap`), wait for the
-//! next one through a [`Subscription`], or get every change through a callback run on a
-//! dedicated thread, so a slow or panicking callback never stalls the engine.
+//! next one through a [`Subscription`], or get every change through a [`Listener`]: a
+//! callback on a thread of its own behind a bounded mailbox, so a slow or panicking
+//! callback never stalls the engine. Typed bindings are rebuilt on a thread of their own
+//! too, from the latest snapshot.
+//!
+//! # Bounds
+//!
+//! A listener's mailbox holds at most [`MAILBOX_CHANGES`] changes and
+//! [`MAILBOX_VALUES`] value changes beyond one folded difference; past either, everything
+//! queued is folded into one net difference (each name's first old value and last new
+//! value), which holds at most one entry per name. A slow listener so gets the net
+//! difference it missed, and every change's `old` is the `new` it saw before. The
+//! binding worker holds only the latest snapshot.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
@@ -38,23 +49,52 @@ pub(crate) struct Status {
     pub(crate) source: Option<crate::config::StartSource>,
     /// Whether the engine runs (false before `start` and after `stop`).
     pub(crate) running: bool,
+    /// The latest head revision etcd reported.
+    pub(crate) head_revision: Option<i64>,
+    /// The latest etcd head the state was confirmed to equal, and when etcd said so.
+    pub(crate) confirmed: Option<(i64, std::time::Instant)>,
+    /// Why the prefix is being read again, while another etcd answers.
+    pub(crate) relisting: Option<String>,
+    /// Why the engine task ended without being stopped.
+    pub(crate) failure: Option<String>,
 }
 
-type Callback = Arc<dyn Fn(&ConfigChange) + Send + Sync + 'static>;
-type Rebuild = Box<dyn Fn(&Snapshot) + Send + Sync + 'static>;
+/// A typed binding's rebuild; `false` once the binding is dropped.
+pub(crate) type Rebuild = Box<dyn Fn(&Snapshot) -> bool + Send + Sync + 'static>;
+
+/// Most changes a listener's mailbox queues before it folds them into one.
+pub const MAILBOX_CHANGES: usize = 64;
+/// Most value changes a listener's mailbox queues beyond one folded difference.
+pub const MAILBOX_VALUES: usize = 1024;
 
 /// The published state, shared by the engine and every handle.
 pub(crate) struct Store {
     current: ArcSwap<Snapshot>,
     latest: watch::Sender<Arc<Snapshot>>,
-    callbacks: Arc<Mutex<Vec<Callback>>>,
+    /// The listeners' mailboxes; a dropped [`Listener`] closes its own.
+    listeners: Mutex<Vec<Weak<Mailbox>>>,
     status: Mutex<Status>,
     /// The metric handles, from `start` on (they bind to the recorder installed then).
     metrics: ArcSwapOption<Metrics>,
-    /// Typed bindings, rebuilt on every publish.
-    bindings: Mutex<Vec<Rebuild>>,
-    /// Started with the first callback; changes are queued only when someone listens.
-    dispatch: OnceLock<mpsc::Sender<ConfigChange>>,
+    /// Typed bindings and their worker, started with the first binding.
+    bindings: OnceLock<Arc<Bindings>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        for mailbox in lock(&self.listeners).iter().filter_map(Weak::upgrade) {
+            mailbox.close();
+        }
+        if let Some(bindings) = self.bindings.get() {
+            bindings.close();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for Store {
@@ -71,11 +111,10 @@ impl Store {
         Arc::new(Self {
             current: ArcSwap::new(empty.clone()),
             latest: watch::Sender::new(empty),
-            callbacks: Arc::default(),
-            bindings: Mutex::default(),
+            listeners: Mutex::default(),
+            bindings: OnceLock::new(),
             status: Mutex::default(),
             metrics: ArcSwapOption::empty(),
-            dispatch: OnceLock::new(),
         })
     }
 
@@ -102,6 +141,25 @@ impl Store {
             .clone()
     }
 
+    /// Forgets what the last run found out about etcd, as a new run begins.
+    pub(crate) fn begin_run(&self) {
+        let mut status = lock(&self.status);
+        status.failure = None;
+        status.relisting = None;
+        status.confirmed = None;
+        status.head_revision = None;
+    }
+
+    /// Records that the engine ended without being stopped.
+    pub(crate) fn record_failure(&self, failure: String) {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        status.failure = Some(failure);
+        status.connected = false;
+    }
+
     /// Registers the metrics (again: a recorder may have been installed since).
     pub(crate) fn start_metrics(&self, prefix: &str) {
         self.metrics.store(Some(Metrics::new(prefix)));
@@ -120,45 +178,164 @@ impl Store {
         }
     }
 
-    /// Runs `rebuild` on every snapshot published from now on.
+    /// Runs `rebuild` on the latest snapshot after each publish, on the binding worker,
+    /// until it returns `false`.
     pub(crate) fn on_publish(&self, rebuild: Rebuild) {
-        self.bindings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(rebuild);
+        let bindings = self.bindings.get_or_init(|| {
+            let bindings = Arc::new(Bindings::default());
+            let worker = bindings.clone();
+            std::thread::Builder::new()
+                .name("etcd-config-bindings".into())
+                .spawn(move || worker.run())
+                .expect("spawn the binding thread");
+            bindings
+        });
+        lock(&bindings.rebuilds).push(rebuild);
     }
 
-    pub(crate) fn on_change(&self, callback: Callback) {
-        self.callbacks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(callback);
-        self.dispatch.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel();
-            let callbacks = self.callbacks.clone();
-            std::thread::Builder::new()
-                .name("etcd-config-callbacks".into())
-                .spawn(move || run_callbacks(&receiver, &callbacks))
-                .expect("spawn the callback thread");
-            sender
-        });
+    /// Starts `callback` on a thread of its own, fed by a bounded mailbox.
+    pub(crate) fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> Listener {
+        let mailbox = Arc::new(Mailbox::default());
+        lock(&self.listeners).push(Arc::downgrade(&mailbox));
+        let queue = mailbox.clone();
+        std::thread::Builder::new()
+            .name("etcd-config-listener".into())
+            .spawn(move || {
+                while let Some(change) = queue.pop() {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(&change))) {
+                        tracing::error!(
+                            event = "callback_panicked",
+                            revision = change.revision,
+                            panic = %crate::error::panic_message(&*panic),
+                            "an on_change callback panicked; it goes on with the next change"
+                        );
+                    }
+                }
+            })
+            .expect("spawn a listener thread");
+        Listener { mailbox }
     }
 }
 
-fn run_callbacks(receiver: &mpsc::Receiver<ConfigChange>, callbacks: &Mutex<Vec<Callback>>) {
-    while let Ok(change) = receiver.recv() {
-        let current = callbacks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        for callback in current {
-            if catch_unwind(AssertUnwindSafe(|| callback(&change))).is_err() {
-                tracing::error!(
-                    event = "callback_panicked",
-                    revision = change.revision,
-                    "an on_change callback panicked; the engine goes on"
-                );
+/// A change listener registered with [`on_change`](crate::EtcdConfig::on_change).
+/// Dropping it unsubscribes: the callback is not called again once the call running
+/// now returns.
+#[must_use = "dropping a Listener unsubscribes its callback at once"]
+#[derive(Debug)]
+pub struct Listener {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
+}
+
+/// One listener's bounded queue of changes.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    changes: VecDeque<ConfigChange>,
+    /// Value changes queued, in all.
+    values: usize,
+    /// Value changes in the folded difference at the front, if there is one.
+    folded: usize,
+    closed: bool,
+}
+
+impl Mailbox {
+    /// Queues `change`; `false` once the listener is gone.
+    fn push(&self, change: ConfigChange) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return false;
+        }
+        queue.values += change.changes.len();
+        queue.changes.push_back(change);
+        if queue.changes.len() > MAILBOX_CHANGES || queue.values - queue.folded > MAILBOX_VALUES {
+            let folded = queue.changes.drain(..).reduce(ConfigChange::merge);
+            let folded = folded.filter(|change| !change.changes.is_empty());
+            queue.folded = folded.as_ref().map_or(0, |change| change.changes.len());
+            queue.values = queue.folded;
+            queue.changes.extend(folded);
+        }
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next change; `None` once closed.
+    fn pop(&self) -> Option<ConfigChange> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if queue.closed {
+                return None;
             }
+            if let Some(change) = queue.changes.pop_front() {
+                queue.values -= change.changes.len();
+                queue.folded = 0;
+                return Some(change);
+            }
+            queue = self
+                .ready
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        queue.changes.clear();
+        drop(queue);
+        self.ready.notify_all();
+    }
+}
+
+/// The typed bindings and the latest snapshot for them to read.
+#[derive(Default)]
+struct Bindings {
+    rebuilds: Mutex<Vec<Rebuild>>,
+    /// The latest snapshot not yet read, and whether the store is gone.
+    latest: Mutex<(Option<Arc<Snapshot>>, bool)>,
+    ready: Condvar,
+}
+
+impl Bindings {
+    fn offer(&self, snapshot: Arc<Snapshot>) {
+        lock(&self.latest).0 = Some(snapshot);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        lock(&self.latest).1 = true;
+        self.ready.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let snapshot = {
+                let mut latest = lock(&self.latest);
+                loop {
+                    if latest.1 {
+                        return;
+                    }
+                    if let Some(snapshot) = latest.0.take() {
+                        break snapshot;
+                    }
+                    latest = self
+                        .ready
+                        .wait(latest)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            };
+            lock(&self.rebuilds).retain(|rebuild| rebuild(&snapshot));
         }
     }
 }
@@ -185,16 +362,21 @@ impl Writer {
             metrics.keys.set(snapshot.len() as f64);
         }
         self.store.current.store(snapshot.clone());
-        for rebuild in self
-            .store
-            .bindings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
-            rebuild(&snapshot);
+        if let Some(bindings) = self.store.bindings.get() {
+            bindings.offer(snapshot.clone());
         }
         self.store.latest.send_replace(snapshot);
+    }
+
+    /// Reads the status without copying it.
+    pub(crate) fn status<R>(&self, read: impl FnOnce(&Status) -> R) -> R {
+        read(
+            &self
+                .store
+                .status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     pub(crate) fn update_status(&self, update: impl FnOnce(&mut Status)) {
@@ -207,11 +389,13 @@ impl Writer {
         );
     }
 
+    /// Queues `change` for every listener; forgets the ones that are gone.
     pub(crate) fn notify(&self, change: ConfigChange) {
-        if let Some(dispatch) = self.store.dispatch.get() {
-            // The thread only stops when the store is dropped, and this writer holds it.
-            let _ = dispatch.send(change);
-        }
+        lock(&self.store.listeners).retain(|mailbox| {
+            mailbox
+                .upgrade()
+                .is_some_and(|mailbox| mailbox.push(change.clone()))
+        });
     }
 }
 

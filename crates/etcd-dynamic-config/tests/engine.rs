@@ -20,12 +20,14 @@ fn text_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Records every change a configuration reports.
-fn record_changes(config: &etcd_dynamic_config::EtcdConfig) -> Arc<Mutex<Vec<ConfigChange>>> {
+/// Records every change a configuration reports, while the listener lives.
+fn record_changes(
+    config: &etcd_dynamic_config::EtcdConfig,
+) -> (Arc<Mutex<Vec<ConfigChange>>>, etcd_dynamic_config::Listener) {
     let changes = Arc::new(Mutex::new(Vec::new()));
     let sink = changes.clone();
-    config.on_change(move |change| sink.lock().unwrap().push(change.clone()));
-    changes
+    let listener = config.on_change(move |change| sink.lock().unwrap().push(change.clone()));
+    (changes, listener)
 }
 
 #[tokio::test]
@@ -73,7 +75,7 @@ async fn live_puts_deletes_and_new_keys_arrive_with_changes_in_order() {
     put(&mut client, "/app/Gone", "soon").await;
     let config = config(&[etcd.endpoint()], "/app");
     config.start().await.expect("start");
-    let changes = record_changes(&config);
+    let (changes, _listener) = record_changes(&config);
 
     let r1 = put(&mut client, "/app/LogLevel", "DEBUG").await;
     let r2 = put(&mut client, "/app/Created/AfterLaunch", "new").await;
@@ -133,11 +135,11 @@ async fn a_panicking_or_slow_callback_never_stalls_the_engine() {
     let mut client = etcd.client().await;
     let config = config(&[etcd.endpoint()], "/app");
     config.start().await.expect("start");
-    config.on_change(|_| panic!("a broken callback"));
-    config.on_change(|_| std::thread::sleep(Duration::from_millis(200)));
+    let _broken = config.on_change(|_| panic!("a broken callback"));
+    let _slow = config.on_change(|_| std::thread::sleep(Duration::from_millis(200)));
     let seen = Arc::new(AtomicU64::new(0));
     let counter = seen.clone();
-    config.on_change(move |_| {
+    let _counting = config.on_change(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
     });
 
@@ -256,7 +258,7 @@ async fn resumes_after_kill_and_restart_without_losing_an_update() {
     put(&mut client, "/app/Counter0", "start").await;
     let config = config(&[etcd.endpoint()], "/app");
     config.start().await.expect("start");
-    let changes = record_changes(&config);
+    let (changes, _listener) = record_changes(&config);
 
     // A writer that retries through the outages and records each acknowledged revision.
     let writer = {
@@ -334,7 +336,7 @@ async fn compaction_while_cut_off_relists_and_drops_deleted_keys() {
     let proxy = FaultProxy::start(etcd.client_port()).await;
     let config = config(&[proxy.endpoint()], "/app");
     config.start().await.expect("start");
-    let changes = record_changes(&config);
+    let (changes, _listener) = record_changes(&config);
     let before = config.snapshot().revision();
 
     proxy.cut();

@@ -67,13 +67,15 @@ impl Writes {
 }
 
 /// Every revision reported to `on_change`.
-fn record_revisions(config: &EtcdConfig) -> Arc<Mutex<BTreeSet<i64>>> {
+fn record_revisions(
+    config: &EtcdConfig,
+) -> (Arc<Mutex<BTreeSet<i64>>>, etcd_dynamic_config::Listener) {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let sink = seen.clone();
-    config.on_change(move |change| {
+    let listener = config.on_change(move |change| {
         sink.lock().unwrap().insert(change.revision);
     });
-    seen
+    (seen, listener)
 }
 
 /// Puts a marker through `client` (retrying) and returns how long the configuration took
@@ -175,7 +177,7 @@ async fn killing_and_restarting_a_member_20_times_loses_nothing() {
     put(&mut client, "/app/Counter0", "start").await;
     let config = config_on(settings(&[etcd.endpoint()]));
     config.start().await.unwrap();
-    let seen = record_revisions(&config);
+    let (seen, _listener) = record_revisions(&config);
     let writes = Writes::start(client.clone(), "/app");
 
     let mut worst = Duration::ZERO;
@@ -218,7 +220,7 @@ async fn a_cluster_survives_losing_and_freezing_the_member_in_use() {
         config.health().endpoint.as_deref(),
         Some(endpoints[0].as_str())
     );
-    let seen = record_revisions(&config);
+    let (seen, _listener) = record_revisions(&config);
     let writes = Writes::start(client.clone(), "/app");
 
     // Kill the member in use: the engine moves to another. Markers are written through
@@ -348,7 +350,7 @@ async fn reads_writes_and_watches_outlive_a_two_second_token_ttl() {
         .unwrap();
     let config = config_on(reader.clone());
     config.start().await.unwrap();
-    let seen = record_revisions(&config);
+    let (seen, _listener) = record_revisions(&config);
     let writes = Writes::start(root.clone(), "/app");
     let low_level =
         EtcdClient::with_env(reader, Schema::auto_discover(), Arc::new(|_: &str| None)).unwrap();
@@ -512,7 +514,7 @@ async fn starting_while_etcd_is_down_without_a_cache_serves_env_vars_then_etcd()
         .unwrap();
     let changes = Arc::new(Mutex::new(Vec::new()));
     let sink = changes.clone();
-    config.on_change(move |change| sink.lock().unwrap().push(change.clone()));
+    let _listener = config.on_change(move |change| sink.lock().unwrap().push(change.clone()));
     let report = config.start().await.unwrap();
     assert_eq!(report.source, StartSource::Fallback);
     assert_eq!(

@@ -72,7 +72,7 @@ async fn the_log_level_follows_etcd_and_rejects_what_is_no_level() {
         .build()
         .unwrap();
     config.start().await.unwrap();
-    logging.follow(&config, "log_level");
+    let _follow = logging.follow(&config, "log_level");
 
     let mut round = 0;
     assert!(!debug_shows(&buffer, &mut round), "INFO hides debug events");

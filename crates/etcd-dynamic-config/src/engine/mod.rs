@@ -6,7 +6,7 @@
 
 pub(crate) mod state;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
@@ -66,11 +66,20 @@ impl Engine {
     ///
     /// As [`Connection::list`].
     pub(crate) async fn load(&mut self) -> Result<Action, Error> {
-        let (kvs, revision) = self.connection.list(self.state.prefix_dir()).await?;
-        self.synced();
-        self.writer
-            .update_status(|status| status.source = Some(crate::config::StartSource::Etcd));
-        let outputs = self.state.step(Input::Listed { kvs, revision });
+        let listing = self.connection.list(self.state.prefix_dir()).await?;
+        let at = std::time::Instant::now();
+        let revision = listing.header.revision;
+        self.synced(Some(revision));
+        self.writer.update_status(|status| {
+            status.source = Some(crate::config::StartSource::Etcd);
+            status.relisting = None;
+        });
+        let outputs = self.state.step(Input::Listed {
+            kvs: listing.kvs,
+            header: listing.header,
+            count: listing.count,
+            at,
+        });
         Ok(self.execute(outputs).unwrap_or(Action::Watch {
             from_revision: revision + 1,
         }))
@@ -232,8 +241,8 @@ impl Engine {
         }
     }
 
-    /// Records that etcd answered.
-    fn synced(&self) {
+    /// Records that etcd answered, and the head revision it reported.
+    fn synced(&self, head: Option<i64>) {
         self.count(|metrics| {
             metrics.connected.set(1.0);
             metrics.seconds_since_sync.set(0.0);
@@ -242,6 +251,9 @@ impl Engine {
         self.writer.update_status(|status| {
             status.connected = true;
             status.last_sync = Some(std::time::Instant::now());
+            if head.is_some() {
+                status.head_revision = head;
+            }
             if status.endpoint.as_deref() != Some(endpoint) {
                 status.endpoint = Some(endpoint.to_owned());
             }
@@ -306,26 +318,57 @@ impl Engine {
         );
         let mut progressed = false;
         let mut asked_progress = false;
+        let mut last_message = Instant::now();
+        let mut last_head_read = Instant::now();
         loop {
-            let (input, error) = match tokio::time::timeout(LIVENESS_INTERVAL, watch.next()).await {
-                Ok(Ok(input)) => (input, None),
-                Ok(Err(error)) => (Input::Broken, Some(error)),
-                Err(_) if !asked_progress => {
-                    asked_progress = true;
-                    match watch.request_progress().await {
-                        Ok(()) => continue,
-                        Err(error) => (Input::Broken, Some(error)),
+            let liveness_due = last_message
+                + if asked_progress {
+                    LIVENESS_INTERVAL * 2
+                } else {
+                    LIVENESS_INTERVAL
+                };
+            let head_due = self.head_read_due(last_head_read);
+            let (input, error) = tokio::select! {
+                biased;
+                message = watch.next() => match message {
+                    Ok(input) => (input, None),
+                    Err(error) => (Input::Broken, Some(error)),
+                },
+                () = tokio::time::sleep_until(liveness_due.min(head_due).into()) => {
+                    let now = Instant::now();
+                    if now >= head_due {
+                        last_head_read = now;
+                        match self.read_head().await {
+                            Ok(input) => (input, None),
+                            Err(error) => (Input::Broken, Some(error)),
+                        }
+                    } else if !asked_progress {
+                        asked_progress = true;
+                        match watch.request_progress().await {
+                            Ok(()) => continue,
+                            Err(error) => (Input::Broken, Some(error)),
+                        }
+                    } else {
+                        (
+                            Input::Broken,
+                            Some(self.connection.silent(LIVENESS_INTERVAL * 2)),
+                        )
                     }
                 }
-                Err(_) => (
-                    Input::Broken,
-                    Some(self.connection.silent(LIVENESS_INTERVAL * 2)),
-                ),
             };
             if error.is_none() && input != Input::Broken {
                 progressed = true;
-                asked_progress = false;
-                self.synced();
+                if !matches!(input, Input::Head { .. }) {
+                    asked_progress = false;
+                    last_message = Instant::now();
+                }
+                let head = match &input {
+                    Input::Watched { header, .. }
+                    | Input::Progress { header, .. }
+                    | Input::Head { header, .. } => Some(header.revision),
+                    _ => None,
+                };
+                self.synced(head);
             }
             let broken = input == Input::Broken;
             let outputs = self.state.step(input);
@@ -349,6 +392,34 @@ impl Engine {
                 };
             }
         }
+    }
+
+    /// When the next head read is due: reads confirm the state when progress answers
+    /// cannot (events elsewhere in etcd move its head past the applied revision), at
+    /// most every [`HEAD_READ_INTERVAL`], and only while no confirmation is recent.
+    fn head_read_due(&self, last_read: Instant) -> Instant {
+        let confirmed = self
+            .writer
+            .status(|status| status.confirmed.map(|(_, at)| at));
+        let stale_at = confirmed.map_or(last_read, |at| at + HEAD_READ_INTERVAL);
+        stale_at.max(last_read + HEAD_READ_INTERVAL)
+    }
+
+    /// Reads etcd's head for the prefix.
+    async fn read_head(&mut self) -> Result<Input, Error> {
+        let read = tokio::time::timeout(
+            LIVENESS_INTERVAL * 2,
+            self.connection
+                .head(self.state.prefix_dir(), self.state.revision()),
+        )
+        .await
+        .map_err(|_| self.connection.silent(LIVENESS_INTERVAL * 2))??;
+        Ok(Input::Head {
+            header: read.header,
+            count: read.count,
+            changed: read.changed,
+            at: Instant::now(),
+        })
     }
 
     /// Carries out the effects and returns the next action, if the state machine asked
@@ -406,7 +477,35 @@ impl Engine {
                     keys = ?keys,
                     "several etcd keys map to one name; the first key in order wins"
                 ),
-                Output::List(reason) => next = Some(Action::List(reason)),
+                Output::Confirmed { revision, at } => self
+                    .writer
+                    .update_status(|status| status.confirmed = Some((revision, at))),
+                Output::List(reason) => {
+                    if reason.is_another_etcd() {
+                        tracing::warn!(
+                            event = "etcd_replaced",
+                            ?reason,
+                            revision = self.state.revision(),
+                            "another etcd answers (wiped, restored from a backup or replaced); \
+                             reading the prefix again and publishing the difference"
+                        );
+                        let why = match reason {
+                            ListReason::ClusterChanged { from, to } => format!(
+                                "cluster id changed from {from:x} to {to:x}; reading the prefix again"
+                            ),
+                            ListReason::RevisionWentBack { applied, reported } => format!(
+                                "etcd reported revision {reported}, below the applied {applied}; \
+                                 reading the prefix again"
+                            ),
+                            _ => String::new(),
+                        };
+                        self.writer.update_status(|status| {
+                            status.relisting = Some(why);
+                            status.confirmed = None;
+                        });
+                    }
+                    next = Some(Action::List(reason));
+                }
                 Output::Watch { from_revision } => next = Some(Action::Watch { from_revision }),
             }
         }
@@ -420,6 +519,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+/// Head reads happen at most this often, and only while the last confirmation is older.
+const HEAD_READ_INTERVAL: Duration = Duration::from_secs(3);
 
 fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()

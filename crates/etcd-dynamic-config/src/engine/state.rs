@@ -6,16 +6,34 @@
 //! the outputs against etcd.
 //!
 //! ```text
-//!   Empty --Listed--> Watching --Watched/Progress--> Watching
+//!   Empty --Listed--> Watching --Watched--> Watching
 //!     ^                  |  \--Broken--> Watch { from: revision + 1 }
-//!     |                  \--Compacted / diverged--> List (re-list, diff, publish)
+//!     |                  \--Compacted / diverged / another etcd--> List (re-list, diff, publish)
 //!     \--Broken--> List
 //! ```
+//!
+//! # The applied revision and the watermark
+//!
+//! The applied revision moves only by applying etcd's events or a re-list. A progress
+//! answer is a watermark, never data: etcd before 3.4.25 / 3.5.8 may send one ahead of
+//! events still queued for this watcher (etcd issue 15220), so it neither skips events
+//! nor publishes. It still says where etcd's head was: once the applied revision reaches
+//! it, the state is *confirmed* to equal etcd's head as of that moment.
+//!
+//! A confirmation also comes from a list, from a progress answer at the applied revision
+//! itself, and from a head read ([`Input::Head`]) that finds no key under the prefix
+//! written after the applied revision and as many keys as the state holds: then the
+//! prefix at etcd's head equals the prefix at the applied revision.
+//!
+//! Every answer carries etcd's cluster id and head revision: another cluster id, or a
+//! head below the applied revision (etcd wiped, restored from a backup, replaced), asks
+//! for a re-list, whose difference is published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
 
 use imbl::OrdMap;
-use std::sync::Arc;
 
 use crate::schema::KeyMap;
 use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
@@ -38,17 +56,49 @@ pub(crate) struct Event {
     pub(crate) mod_revision: i64,
     /// The mod revision of the key before this event (`prev_kv`), when etcd sent it.
     pub(crate) prev_mod_revision: Option<i64>,
+    /// Whether this put created the key (a delete: `false`).
+    pub(crate) created: bool,
+}
+
+/// What every etcd answer says about etcd itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The cluster that answered.
+    pub(crate) cluster: u64,
+    /// etcd's head revision when it answered.
+    pub(crate) revision: i64,
 }
 
 /// What etcd said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Input {
-    /// A complete range read of the prefix, every page at `revision`.
-    Listed { kvs: Vec<Kv>, revision: i64 },
+    /// A complete range read of the prefix, every page at `header.revision`, holding
+    /// `count` keys (some of which may name nothing), answered `at`.
+    Listed {
+        kvs: Vec<Kv>,
+        header: Header,
+        count: i64,
+        at: Instant,
+    },
     /// One watch response: events in revision order, whole revisions only.
-    Watched { events: Vec<Event> },
-    /// A progress notification: no event under the prefix up to `revision`.
-    Progress { revision: i64 },
+    /// `uncounted` is the net number of keys created under the prefix by events left
+    /// out of `events` (keys that are not UTF-8 text).
+    Watched {
+        events: Vec<Event>,
+        header: Header,
+        uncounted: i64,
+    },
+    /// A progress answer: etcd's head was at `header.revision` `at` this moment. Events at
+    /// or below it may still be on their way (etcd issue 15220).
+    Progress { header: Header, at: Instant },
+    /// A head read, at `header.revision`, answered `at`: how many keys the prefix holds,
+    /// and whether one of them was written after the applied revision.
+    Head {
+        header: Header,
+        count: i64,
+        changed: bool,
+        at: Instant,
+    },
     /// The watch start revision was compacted away.
     Compacted { compact_revision: i64 },
     /// The watch stream ended or failed.
@@ -64,6 +114,22 @@ pub(crate) enum ListReason {
     Compacted { compact_revision: i64 },
     /// A watch event disagreed with the cached state (`prev_kv` did not match).
     Diverged { key_revision: i64 },
+    /// Another etcd cluster answered (a wiped member started again, a new cluster on
+    /// the same address).
+    ClusterChanged { from: u64, to: u64 },
+    /// etcd reported a head below the applied revision (restored from a backup,
+    /// replaced).
+    RevisionWentBack { applied: i64, reported: i64 },
+}
+
+impl ListReason {
+    /// Whether the reason is that another etcd answered.
+    pub(crate) fn is_another_etcd(self) -> bool {
+        matches!(
+            self,
+            Self::ClusterChanged { .. } | Self::RevisionWentBack { .. }
+        )
+    }
 }
 
 /// A value that failed coercion or a validator; the name keeps its last good value (or
@@ -127,6 +193,9 @@ pub(crate) enum Output {
     RejectRevision(RevisionRejection),
     /// Several keys map to one name; the first key (in key order) wins.
     Collide { name: Arc<str>, keys: Vec<Arc<str>> },
+    /// The state equals etcd's prefix at its head `revision`, as etcd said `at` that
+    /// moment.
+    Confirmed { revision: i64, at: Instant },
     /// Read the whole prefix (again).
     List(ListReason),
     /// Watch the prefix from this revision on.
@@ -180,7 +249,17 @@ pub(crate) struct State {
     rejected: OrdMap<Arc<str>, Rejection>,
     /// Key → the key's data, for keys that lost a name collision.
     shadowed: OrdMap<Arc<str>, Shadowed>,
+    /// The cluster the state came from, once listed.
+    cluster: Option<u64>,
+    /// How many keys etcd holds under the prefix at `revision`, named or not.
+    key_count: i64,
+    /// Heads etcd reported above the applied revision, oldest first: reaching one
+    /// confirms the state as of its moment.
+    targets: VecDeque<(i64, Instant)>,
 }
+
+/// How many unreached heads are remembered (the newest win).
+const MAX_TARGETS: usize = 8;
 
 /// The state before a revision is applied, to return to if it cannot be applied whole.
 /// Persistent maps make taking one O(1).
@@ -188,6 +267,7 @@ struct Checkpoint {
     entries: Entries,
     rejected: OrdMap<Arc<str>, Rejection>,
     shadowed: OrdMap<Arc<str>, Shadowed>,
+    key_count: i64,
 }
 
 /// Changes merged per name: the first old value and the last new one. `None` records
@@ -258,6 +338,9 @@ impl State {
             fallback_rejected: Vec::new(),
             rejected: OrdMap::new(),
             shadowed: OrdMap::new(),
+            cluster: None,
+            key_count: 0,
+            targets: VecDeque::new(),
         }
     }
 
@@ -353,14 +436,69 @@ impl State {
     /// Applies one input and says what to do next.
     pub(crate) fn step(&mut self, input: Input) -> Vec<Output> {
         match (self.phase, input) {
-            (_, Input::Listed { kvs, revision }) => self.listed(kvs, revision),
-            (Phase::Watching, Input::Watched { events }) => self.watched(&events),
-            (Phase::Watching, Input::Progress { revision }) if revision > self.revision => {
-                self.revision = revision;
-                if self.rejected_revision.is_some() {
-                    return Vec::new(); // the last good snapshot keeps serving
+            (
+                _,
+                Input::Listed {
+                    kvs,
+                    header,
+                    count,
+                    at,
+                },
+            ) => self.listed(kvs, header, count, at),
+            (
+                Phase::Watching,
+                Input::Watched {
+                    events,
+                    header,
+                    uncounted,
+                },
+            ) => {
+                if let Some(reason) = self.another_etcd(header) {
+                    return vec![Output::List(reason)];
                 }
-                vec![self.publish()]
+                self.key_count += uncounted;
+                let mut outputs = self.watched(&events);
+                self.reach_targets(&mut outputs);
+                outputs
+            }
+            (Phase::Watching, Input::Progress { header, at }) => {
+                if let Some(reason) = self.another_etcd(header) {
+                    return vec![Output::List(reason)];
+                }
+                let mut outputs = Vec::new();
+                self.aim(header.revision, at, &mut outputs);
+                outputs
+            }
+            (
+                Phase::Watching,
+                Input::Head {
+                    header,
+                    count,
+                    changed,
+                    at,
+                },
+            ) => {
+                if let Some(reason) = self.another_etcd(header) {
+                    return vec![Output::List(reason)];
+                }
+                if !changed && count == self.key_count {
+                    // The prefix at the head equals the prefix at the applied revision.
+                    self.targets
+                        .retain(|&(revision, _)| revision > header.revision);
+                    return vec![Output::Confirmed {
+                        revision: header.revision,
+                        at,
+                    }];
+                }
+                if header.revision == self.revision {
+                    // At the applied revision itself etcd holds something else.
+                    return vec![Output::List(ListReason::Diverged {
+                        key_revision: header.revision,
+                    })];
+                }
+                let mut outputs = Vec::new();
+                self.aim(header.revision, at, &mut outputs);
+                outputs
             }
             (Phase::Watching, Input::Compacted { compact_revision }) => {
                 vec![Output::List(ListReason::Compacted { compact_revision })]
@@ -371,15 +509,50 @@ impl State {
             (Phase::Empty, Input::Broken | Input::Compacted { .. }) => {
                 vec![Output::List(ListReason::Initial)]
             }
-            (_, Input::Watched { .. } | Input::Progress { .. }) => Vec::new(),
+            (_, Input::Watched { .. } | Input::Progress { .. } | Input::Head { .. }) => Vec::new(),
         }
     }
 
-    fn publish(&self) -> Output {
-        Output::Publish(Arc::new(Snapshot::new(
-            self.revision,
-            self.published.clone(),
-        )))
+    /// Why the state no longer describes the etcd that answered, if it does not.
+    fn another_etcd(&self, header: Header) -> Option<ListReason> {
+        match self.cluster {
+            Some(cluster) if cluster != header.cluster => Some(ListReason::ClusterChanged {
+                from: cluster,
+                to: header.cluster,
+            }),
+            _ if header.revision < self.revision => Some(ListReason::RevisionWentBack {
+                applied: self.revision,
+                reported: header.revision,
+            }),
+            _ => None,
+        }
+    }
+
+    /// etcd's head was at `revision` at `at`: confirmed if the state is there, else a
+    /// target to reach.
+    fn aim(&mut self, revision: i64, at: Instant, outputs: &mut Vec<Output>) {
+        if revision <= self.revision {
+            outputs.push(Output::Confirmed { revision, at });
+            return;
+        }
+        if self.targets.len() == MAX_TARGETS {
+            self.targets.pop_front();
+        }
+        self.targets.push_back((revision, at));
+    }
+
+    /// Confirms the newest head the applied revision has reached. Events arrive in
+    /// revision order, so every event up to a reached head has been applied.
+    fn reach_targets(&mut self, outputs: &mut Vec<Output>) {
+        let mut reached = None;
+        while let Some(&(revision, at)) = self.targets.front() {
+            if revision > self.revision {
+                break;
+            }
+            reached = Some(Output::Confirmed { revision, at });
+            self.targets.pop_front();
+        }
+        outputs.extend(reached);
     }
 
     fn name_for(&self, key: &str) -> Option<Arc<str>> {
@@ -422,7 +595,11 @@ impl State {
             .map(|(_, mod_revision)| mod_revision)
     }
 
-    fn listed(&mut self, mut kvs: Vec<Kv>, revision: i64) -> Vec<Output> {
+    fn listed(&mut self, mut kvs: Vec<Kv>, header: Header, count: i64, at: Instant) -> Vec<Output> {
+        let revision = header.revision;
+        self.cluster = Some(header.cluster);
+        self.key_count = count;
+        self.targets.clear();
         let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
         self.shadowed.clear();
@@ -461,6 +638,7 @@ impl State {
         let published = self.offer(changes, &mut notifications);
         outputs.extend(published.map(Output::Publish));
         outputs.append(&mut notifications);
+        outputs.push(Output::Confirmed { revision, at });
         outputs.push(Output::Watch {
             from_revision: revision + 1,
         });
@@ -506,6 +684,7 @@ impl State {
             entries: self.entries.clone(),
             rejected: self.rejected.clone(),
             shadowed: self.shadowed.clone(),
+            key_count: self.key_count,
         }
     }
 
@@ -513,6 +692,7 @@ impl State {
         self.entries = checkpoint.entries;
         self.rejected = checkpoint.rejected;
         self.shadowed = checkpoint.shadowed;
+        self.key_count = checkpoint.key_count;
     }
 
     /// Applies one event; `Err` when it contradicts the cache.
@@ -522,6 +702,13 @@ impl State {
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) -> Result<(), ListReason> {
+        if event.key.starts_with(self.prefix_dir()) {
+            match event.value {
+                Some(_) if event.created => self.key_count += 1,
+                Some(_) => {}
+                None => self.key_count -= 1,
+            }
+        }
         let Some(name) = self.name_for(&event.key) else {
             return Ok(());
         };

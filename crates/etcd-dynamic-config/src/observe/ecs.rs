@@ -14,7 +14,8 @@
 //! let logging = ecs::setup_logging("info")?; // ECS JSON on stdout, level INFO
 //! let config = EtcdConfig::builder().build()?;
 //! config.start().await?;
-//! logging.follow(&config, "log_level"); // /APPS/ControlUnit/LogLevel now sets the level
+//! // /APPS/ControlUnit/LogLevel now sets the level, as long as `_follow` lives
+//! let _follow = logging.follow(&config, "log_level");
 //! # Ok(()) }
 //! ```
 
@@ -177,9 +178,9 @@ impl LogControl {
     }
 
     /// Makes the log level follow `name` in `config`: set now when it has a value, and
-    /// on every change. An invalid level is rejected (`log_level_rejected`) and the
-    /// current level stays.
-    pub fn follow(&self, config: &EtcdConfig, name: &str) {
+    /// on every change, until the returned listener is dropped. An invalid level is
+    /// rejected (`log_level_rejected`) and the current level stays.
+    pub fn follow(&self, config: &EtcdConfig, name: &str) -> crate::Listener {
         let apply = {
             let control = self.clone();
             let name = name.to_owned();
@@ -208,7 +209,7 @@ impl LogControl {
             for item in change.changes.iter().filter(|item| *item.name == *name) {
                 apply(item.new.as_ref());
             }
-        });
+        })
     }
 }
 

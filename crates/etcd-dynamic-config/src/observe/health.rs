@@ -12,11 +12,17 @@ use crate::engine::state::{Rejection, RevisionRejection};
 pub enum HealthState {
     /// `start` has not finished (or was never called).
     Starting,
-    /// Values come from etcd and the watch is up.
+    /// Values come from etcd, the watch is up, and within the last
+    /// [`SYNC_BOUND`] the engine confirmed that it holds etcd's head for the prefix.
     Synced,
-    /// Serving, but not current: etcd does not answer (the last good values, a cache
-    /// file or fallbacks are served), or a revision broke a check.
+    /// Serving, but not known to be current: etcd does not answer (the last good values,
+    /// a cache file or fallbacks are served), a revision broke a check, another etcd
+    /// answered and the prefix is read again, or no recent confirmation; `reason` says
+    /// which.
     Degraded,
+    /// The engine ended without being stopped (a defect): the last snapshot is served
+    /// and nothing updates it.
+    Failed,
     /// Local mode: env vars and defaults, by design.
     Local,
     /// Stopped: the last snapshot is served, nothing updates it.
@@ -62,6 +68,11 @@ impl From<&RevisionRejection> for RejectedRevision {
     }
 }
 
+/// How recent a confirmation must be for [`HealthState::Synced`]. The engine confirms
+/// about every 2–3 seconds while it is connected: with progress answers when nothing is
+/// written, by applying events up to a head etcd reported, or with a head read.
+pub const SYNC_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A health report: serialize it (e.g. with `serde_json`) for a readiness endpoint.
 ///
 /// It never holds a value, so secrets cannot leak through it.
@@ -76,6 +87,19 @@ pub struct Health {
     pub prefix: String,
     /// The revision of the snapshot being served.
     pub revision: i64,
+    /// The latest head revision etcd reported (of the whole store, so it may be above
+    /// `revision` with nothing missing under the prefix).
+    pub head_revision: Option<i64>,
+    /// The latest etcd head revision at which the engine confirmed that it holds the
+    /// prefix as etcd does.
+    pub confirmed_revision: Option<i64>,
+    /// Seconds since that confirmation (none: never confirmed).
+    pub seconds_since_confirmed: Option<f64>,
+    /// `head_revision - confirmed_revision`: revisions of etcd not yet confirmed to be
+    /// applied (an upper bound of what may be missing).
+    pub lag: Option<i64>,
+    /// Why the state is not `synced`, in plain words.
+    pub reason: Option<String>,
     /// Seconds since etcd last answered (none: never).
     pub seconds_since_sync: Option<f64>,
     /// Whether the last request to etcd succeeded.

@@ -30,6 +30,7 @@ mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 pub use kind::Kind;
@@ -411,11 +412,18 @@ impl Schema {
             .filter(|spec| spec.required && snapshot.get(&spec.name).is_none())
             .map(|spec| format!("required name {} has no value", spec.name))
             .collect();
-        reasons.extend(
-            self.checks
-                .iter()
-                .filter_map(|check| (check.check)(snapshot).err()),
-        );
+        // A panicking check rejects the revision instead of taking the engine down.
+        reasons.extend(self.checks.iter().filter_map(|check| {
+            catch_unwind(AssertUnwindSafe(|| (check.check)(snapshot)))
+                .unwrap_or_else(|panic| {
+                    Err(format!(
+                        "check {} panicked: {}",
+                        check.label,
+                        crate::error::panic_message(&*panic)
+                    ))
+                })
+                .err()
+        }));
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -436,7 +444,18 @@ impl Schema {
 
     fn coerce_text(&self, name: &str, text: &str) -> Result<Value, String> {
         let coerced = (|| {
-            let custom = self.coerce.as_ref().and_then(|hook| hook(name, text));
+            // A panicking hook rejects the value instead of taking the engine down.
+            let custom = match &self.coerce {
+                Some(hook) => {
+                    catch_unwind(AssertUnwindSafe(|| hook(name, text))).unwrap_or_else(|panic| {
+                        Some(Err(format!(
+                            "the coercion hook panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        )))
+                    })
+                }
+                None => None,
+            };
             let value = match custom {
                 Some(result) => result?,
                 None => self.kind_of(name).parse(text)?,

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::snapshot::Source;
+use std::time::Instant;
 
 fn state() -> State {
     let keys = Arc::new(crate::schema::Schema::auto_discover())
@@ -26,6 +27,7 @@ fn put(key: &str, value: &str, mod_revision: i64, prev: Option<i64>) -> Event {
         value: Some(value.as_bytes().to_vec()),
         mod_revision,
         prev_mod_revision: prev,
+        created: prev.is_none(),
     }
 }
 
@@ -35,7 +37,56 @@ fn del(key: &str, mod_revision: i64, prev: i64) -> Event {
         value: None,
         mod_revision,
         prev_mod_revision: Some(prev),
+        created: false,
     }
+}
+
+/// The cluster every test etcd is.
+const CLUSTER: u64 = 1;
+
+fn header(revision: i64) -> Header {
+    Header {
+        cluster: CLUSTER,
+        revision,
+    }
+}
+
+/// A complete list at `revision`, holding as many keys as listed.
+fn listed_at(kvs: Vec<Kv>, revision: i64) -> Input {
+    let count = i64::try_from(kvs.len()).unwrap();
+    Input::Listed {
+        kvs,
+        header: header(revision),
+        count,
+        at: Instant::now(),
+    }
+}
+
+/// A watch response whose header is at its last event.
+fn watched(events: Vec<Event>) -> Input {
+    let head = events.iter().map(|event| event.mod_revision).max();
+    Input::Watched {
+        events,
+        header: header(head.unwrap_or(1_000_000)),
+        uncounted: 0,
+    }
+}
+
+fn progress(revision: i64) -> Input {
+    Input::Progress {
+        header: header(revision),
+        at: Instant::now(),
+    }
+}
+
+fn confirmations(outputs: &[Output]) -> Vec<i64> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Confirmed { revision, .. } => Some(*revision),
+            _ => None,
+        })
+        .collect()
 }
 
 fn published(outputs: &[Output]) -> Option<Arc<Snapshot>> {
@@ -90,27 +141,27 @@ fn change(name: &str, old: Option<&str>, new: Option<&str>) -> ValueChange {
 /// A state that listed `/app/LogLevel=INFO` and `/app/Db/Name=5432` at revision 10.
 fn listed() -> State {
     let mut state = state();
-    state.step(Input::Listed {
-        kvs: vec![
+    state.step(listed_at(
+        vec![
             kv("/app/LogLevel", "INFO", 7),
             kv("/app/Db/Name", "5432", 9),
         ],
-        revision: 10,
-    });
+        10,
+    ));
     state
 }
 
 #[test]
 fn first_list_publishes_and_watches_from_the_next_revision() {
     let mut state = state();
-    let outputs = state.step(Input::Listed {
-        kvs: vec![
+    let outputs = state.step(listed_at(
+        vec![
             kv("/app/LogLevel", "INFO", 7),
             kv("/app/Db/Name", "5432", 9),
             kv("/app/Empty//Segment", "x", 3),
         ],
-        revision: 10,
-    });
+        10,
+    ));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 10);
     assert_eq!(
@@ -136,9 +187,7 @@ fn watch_before_list_is_ignored_and_a_broken_start_lists_again() {
     let mut state = state();
     assert!(
         state
-            .step(Input::Watched {
-                events: vec![put("/app/A", "1", 5, None)]
-            })
+            .step(watched(vec![put("/app/A", "1", 5, None)]))
             .is_empty()
     );
     assert_eq!(
@@ -151,9 +200,7 @@ fn watch_before_list_is_ignored_and_a_broken_start_lists_again() {
 #[test]
 fn puts_and_deletes_publish_with_old_and_new_values() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/LogLevel", "DEBUG", 11, Some(7))],
-    });
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
     assert_eq!(published(&outputs).unwrap().revision(), 11);
     assert_eq!(
         notifications(&outputs),
@@ -163,12 +210,10 @@ fn puts_and_deletes_publish_with_old_and_new_values() {
         }]
     );
 
-    let outputs = state.step(Input::Watched {
-        events: vec![
-            put("/app/NewKey", "fresh", 12, None),
-            del("/app/Db/Name", 13, 9),
-        ],
-    });
+    let outputs = state.step(watched(vec![
+        put("/app/NewKey", "fresh", 12, None),
+        del("/app/Db/Name", 13, 9),
+    ]));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 13);
     assert_eq!(
@@ -195,13 +240,11 @@ fn puts_and_deletes_publish_with_old_and_new_values() {
 #[test]
 fn a_transaction_is_one_change_and_one_snapshot() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![
-            put("/app/LogLevel", "WARN", 11, Some(7)),
-            put("/app/Db/Name", "6432", 11, Some(9)),
-            put("/app/Db/Host", "db", 11, None),
-        ],
-    });
+    let outputs = state.step(watched(vec![
+        put("/app/LogLevel", "WARN", 11, Some(7)),
+        put("/app/Db/Name", "6432", 11, Some(9)),
+        put("/app/Db/Host", "db", 11, None),
+    ]));
     let snapshots: Vec<_> = outputs
         .iter()
         .filter(|output| matches!(output, Output::Publish(_)))
@@ -222,24 +265,18 @@ fn a_transaction_is_one_change_and_one_snapshot() {
 #[test]
 fn unchanged_values_and_repeated_revisions_notify_nothing() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/LogLevel", "INFO", 11, Some(7))],
-    });
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "INFO", 11, Some(7))]));
     assert!(notifications(&outputs).is_empty());
     assert_eq!(published(&outputs).unwrap().revision(), 11);
 
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/LogLevel", "stale", 11, Some(7))],
-    });
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "stale", 11, Some(7))]));
     assert!(outputs.is_empty(), "revision 11 is already applied");
 }
 
 #[test]
 fn keys_outside_the_prefix_directory_are_ignored() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/application/X", "1", 11, None)],
-    });
+    let outputs = state.step(watched(vec![put("/application/X", "1", 11, None)]));
     assert!(notifications(&outputs).is_empty());
     assert_eq!(values(&published(&outputs).unwrap()).len(), 2);
 }
@@ -247,9 +284,7 @@ fn keys_outside_the_prefix_directory_are_ignored() {
 #[test]
 fn broken_stream_resumes_from_the_next_revision() {
     let mut state = listed();
-    state.step(Input::Watched {
-        events: vec![put("/app/LogLevel", "DEBUG", 15, Some(7))],
-    });
+    state.step(watched(vec![put("/app/LogLevel", "DEBUG", 15, Some(7))]));
     assert_eq!(
         control(&state.step(Input::Broken)),
         ["Watch { from_revision: 16 }"]
@@ -257,14 +292,175 @@ fn broken_stream_resumes_from_the_next_revision() {
 }
 
 #[test]
-fn progress_advances_the_revision() {
+fn a_progress_answer_ahead_of_queued_events_skips_nothing_and_publishes_nothing() {
+    // etcd issue 15220: progress at 40 arrives while events 11 and 12 are still queued.
     let mut state = listed();
-    let outputs = state.step(Input::Progress { revision: 40 });
-    assert_eq!(published(&outputs).unwrap().revision(), 40);
-    assert!(state.step(Input::Progress { revision: 30 }).is_empty());
+    let outputs = state.step(progress(40));
+    assert!(published(&outputs).is_none(), "a watermark is not data");
+    assert!(confirmations(&outputs).is_empty(), "40 is not reached yet");
+    assert_eq!(state.revision(), 10);
     assert_eq!(
         control(&state.step(Input::Broken)),
-        ["Watch { from_revision: 41 }"]
+        ["Watch { from_revision: 11 }"],
+        "a resumed watch starts after the last applied event, not after the watermark"
+    );
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
+    assert_eq!(
+        published(&outputs).unwrap().revision(),
+        11,
+        "applied, not skipped"
+    );
+    assert!(confirmations(&outputs).is_empty());
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "WARN", 41, Some(11))]));
+    assert_eq!(values(&published(&outputs).unwrap())["log_level"], "WARN");
+    assert_eq!(
+        confirmations(&outputs),
+        [40],
+        "reaching the watermark confirms the state as of the progress answer"
+    );
+}
+
+#[test]
+fn a_progress_answer_at_the_applied_revision_confirms_at_once() {
+    let mut state = listed();
+    let outputs = state.step(progress(10));
+    assert_eq!(confirmations(&outputs), [10]);
+    assert!(published(&outputs).is_none());
+}
+
+#[test]
+fn a_head_read_confirms_only_when_nothing_changed_and_no_key_went() {
+    let mut state = listed(); // 2 keys at revision 10
+    let head = |count, changed| Input::Head {
+        header: header(50),
+        count,
+        changed,
+        at: Instant::now(),
+    };
+    assert!(
+        confirmations(&state.step(head(2, true))).is_empty(),
+        "a key changed"
+    );
+    assert!(
+        confirmations(&state.step(head(1, false))).is_empty(),
+        "a key went"
+    );
+    assert_eq!(confirmations(&state.step(head(2, false))), [50]);
+    // A created key counts; a deleted one no more.
+    state.step(watched(vec![put("/app/New", "1", 51, None)]));
+    assert_eq!(
+        confirmations(&state.step(head(2, false))),
+        Vec::<i64>::new()
+    );
+    state.step(watched(vec![del("/app/New", 52, 51)]));
+    let at_52 = Input::Head {
+        header: header(52),
+        count: 2,
+        changed: false,
+        at: Instant::now(),
+    };
+    assert_eq!(confirmations(&state.step(at_52)), [52]);
+}
+
+#[test]
+fn keys_that_name_nothing_still_count() {
+    let keys = Arc::new(
+        crate::schema::Schema::builder()
+            .key("LogLevel", "log_level")
+            .build()
+            .unwrap(),
+    )
+    .bind("/app")
+    .unwrap();
+    let mut state = State::new(keys, Entries::default());
+    state.step(listed_at(
+        vec![kv("/app/LogLevel", "INFO", 2), kv("/app/Other", "x", 3)],
+        3,
+    ));
+    state.step(watched(vec![put("/app/Another", "y", 4, None)]));
+    let outputs = state.step(Input::Watched {
+        events: Vec::new(),
+        header: header(5),
+        uncounted: 1, // a key that is not UTF-8
+    });
+    assert!(outputs.is_empty());
+    let head = Input::Head {
+        header: header(5),
+        count: 4,
+        changed: false,
+        at: Instant::now(),
+    };
+    assert_eq!(confirmations(&state.step(head)), [5]);
+}
+
+#[test]
+fn another_cluster_or_a_head_below_the_applied_revision_relists_and_publishes_the_difference() {
+    let mut state = listed(); // cluster 1, revision 10
+    let other = Header {
+        cluster: 2,
+        revision: 3,
+    };
+    let outputs = state.step(Input::Progress {
+        header: other,
+        at: Instant::now(),
+    });
+    assert_eq!(
+        control(&outputs),
+        ["List(ClusterChanged { from: 1, to: 2 })"]
+    );
+    // Events from the other cluster are not applied on top of this one's state.
+    let outputs = state.step(Input::Watched {
+        events: vec![put("/app/LogLevel", "OTHER", 3, None)],
+        header: other,
+        uncounted: 0,
+    });
+    assert_eq!(
+        control(&outputs),
+        ["List(ClusterChanged { from: 1, to: 2 })"]
+    );
+    assert!(published(&outputs).is_none());
+    // The same cluster restored from an older backup.
+    for input in [
+        progress(4),
+        Input::Head {
+            header: header(4),
+            count: 2,
+            changed: false,
+            at: Instant::now(),
+        },
+        watched(vec![put("/app/LogLevel", "OLD", 4, None)]),
+    ] {
+        assert_eq!(
+            control(&state.step(input)),
+            ["List(RevisionWentBack { applied: 10, reported: 4 })"]
+        );
+    }
+    // The re-list at the lower revision is the truth, and its difference is published.
+    let outputs = state.step(Input::Listed {
+        kvs: vec![kv("/app/LogLevel", "RESTORED", 2)],
+        header: other,
+        count: 1,
+        at: Instant::now(),
+    });
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.revision(), 3);
+    assert_eq!(values(&snapshot), map(&[("log_level", "RESTORED")]));
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        vec![
+            change("db.name", Some("5432"), None),
+            change("log_level", Some("INFO"), Some("RESTORED")),
+        ]
+    );
+    assert_eq!(confirmations(&outputs), [3]);
+    let outputs = state.step(Input::Progress {
+        header: other,
+        at: Instant::now(),
+    });
+    assert_eq!(
+        confirmations(&outputs),
+        [3],
+        "the new cluster is the one now"
     );
 }
 
@@ -278,13 +474,13 @@ fn compaction_relists_and_publishes_the_difference() {
         ["List(Compacted { compact_revision: 50 })"]
     );
     // Meanwhile Db/Port was deleted, LogLevel changed, Feature created.
-    let outputs = state.step(Input::Listed {
-        kvs: vec![
+    let outputs = state.step(listed_at(
+        vec![
             kv("/app/LogLevel", "ERROR", 44),
             kv("/app/Feature", "on", 45),
         ],
-        revision: 60,
-    });
+        60,
+    ));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 60);
     assert_eq!(
@@ -309,12 +505,10 @@ fn compaction_relists_and_publishes_the_difference() {
 fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
     let mut state = listed();
     // prev_kv says Db/Port was last written at 8, the cache holds 9: something was missed.
-    let outputs = state.step(Input::Watched {
-        events: vec![
-            put("/app/LogLevel", "DEBUG", 11, Some(7)),
-            put("/app/Db/Name", "1", 11, Some(8)),
-        ],
-    });
+    let outputs = state.step(watched(vec![
+        put("/app/LogLevel", "DEBUG", 11, Some(7)),
+        put("/app/Db/Name", "1", 11, Some(8)),
+    ]));
     assert!(
         published(&outputs).is_none(),
         "nothing of revision 11 is published"
@@ -323,32 +517,28 @@ fn a_contradicting_event_relists_without_publishing_half_a_transaction() {
     assert_eq!(state.revision(), 10);
     // The half-applied revision was rolled back: a re-list finding the published state
     // again reports no change.
-    let outputs = state.step(Input::Listed {
-        kvs: vec![
+    let outputs = state.step(listed_at(
+        vec![
             kv("/app/LogLevel", "INFO", 7),
             kv("/app/Db/Name", "5432", 9),
         ],
-        revision: 12,
-    });
+        12,
+    ));
     assert!(notifications(&outputs).is_empty(), "{outputs:?}");
 
     // A key etcd already knew (prev_kv present) that the cache never saw.
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/Unknown", "1", 11, Some(3))],
-    });
+    let outputs = state.step(watched(vec![put("/app/Unknown", "1", 11, Some(3))]));
     assert_eq!(control(&outputs), ["List(Diverged { key_revision: 11 })"]);
 }
 
 #[test]
 fn earlier_revisions_of_a_batch_stay_published_when_a_later_one_diverges() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![
-            put("/app/LogLevel", "DEBUG", 11, Some(7)),
-            put("/app/Db/Name", "1", 12, Some(8)),
-        ],
-    });
+    let outputs = state.step(watched(vec![
+        put("/app/LogLevel", "DEBUG", 11, Some(7)),
+        put("/app/Db/Name", "1", 12, Some(8)),
+    ]));
     assert_eq!(published(&outputs).unwrap().revision(), 11);
     assert_eq!(notifications(&outputs).len(), 1);
     assert_eq!(control(&outputs), ["List(Diverged { key_revision: 12 })"]);
@@ -357,14 +547,13 @@ fn earlier_revisions_of_a_batch_stay_published_when_a_later_one_diverges() {
 #[test]
 fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
     let mut state = listed();
-    let outputs = state.step(Input::Watched {
-        events: vec![Event {
-            key: Arc::from("/app/LogLevel"),
-            value: Some(vec![0xff, 0xfe]),
-            mod_revision: 11,
-            prev_mod_revision: Some(7),
-        }],
-    });
+    let outputs = state.step(watched(vec![Event {
+        key: Arc::from("/app/LogLevel"),
+        value: Some(vec![0xff, 0xfe]),
+        mod_revision: 11,
+        prev_mod_revision: Some(7),
+        created: false,
+    }]));
     let rejection = outputs
         .iter()
         .find_map(|output| match output {
@@ -392,9 +581,7 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
     assert_eq!(state.rejections().count(), 1);
 
     // The next event's prev_kv is the rejected write: no divergence.
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/LogLevel", "WARN", 12, Some(11))],
-    });
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "WARN", 12, Some(11))]));
     assert_eq!(
         notifications(&outputs)[0].changes,
         [change("log_level", Some("INFO"), Some("WARN"))]
@@ -405,8 +592,8 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
 #[test]
 fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
     let mut state = listed();
-    let outputs = state.step(Input::Listed {
-        kvs: vec![
+    let outputs = state.step(listed_at(
+        vec![
             Kv {
                 key: Arc::from("/app/LogLevel"),
                 value: vec![0xff],
@@ -414,8 +601,8 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
             },
             kv("/app/Db/Name", "5432", 9),
         ],
-        revision: 21,
-    });
+        21,
+    ));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.get("log_level"), Some(&Value::from("INFO")));
     assert!(notifications(&outputs).is_empty());
@@ -424,13 +611,13 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
 #[test]
 fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     let mut state = state();
-    let outputs = state.step(Input::Listed {
-        kvs: vec![
+    let outputs = state.step(listed_at(
+        vec![
             kv("/app/log_level", "lower", 5),
             kv("/app/LogLevel", "upper", 6),
         ],
-        revision: 6,
-    });
+        6,
+    ));
     assert!(
         outputs
             .iter()
@@ -450,15 +637,11 @@ fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     );
 
     // Writes to the losing key change nothing visible.
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/log_level", "lower2", 7, Some(5))],
-    });
+    let outputs = state.step(watched(vec![put("/app/log_level", "lower2", 7, Some(5))]));
     assert!(notifications(&outputs).is_empty());
 
     // The winner goes: the other key takes over in the same revision.
-    let outputs = state.step(Input::Watched {
-        events: vec![del("/app/LogLevel", 8, 6)],
-    });
+    let outputs = state.step(watched(vec![del("/app/LogLevel", 8, 6)]));
     assert_eq!(
         notifications(&outputs)[0].changes,
         [change("log_level", Some("upper"), Some("lower2"))]
@@ -495,16 +678,14 @@ fn revision_rejections(outputs: &[Output]) -> Vec<RevisionRejection> {
 #[test]
 fn names_etcd_lacks_take_their_env_var_or_default_and_return_to_it_on_delete() {
     let mut state = declared_state();
-    let outputs = state.step(Input::Listed {
-        kvs: vec![kv("/app/Token", "t", 2), kv("/app/Level", "DEBUG", 3)],
-        revision: 3,
-    });
+    let outputs = state.step(listed_at(
+        vec![kv("/app/Token", "t", 2), kv("/app/Level", "DEBUG", 3)],
+        3,
+    ));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.get("level"), Some(&Value::from("DEBUG")));
 
-    let outputs = state.step(Input::Watched {
-        events: vec![del("/app/Level", 4, 3)],
-    });
+    let outputs = state.step(watched(vec![del("/app/Level", 4, 3)]));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(
         snapshot.get("level"),
@@ -526,18 +707,16 @@ fn names_etcd_lacks_take_their_env_var_or_default_and_return_to_it_on_delete() {
 #[test]
 fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
     let mut state = declared_state();
-    state.step(Input::Listed {
-        kvs: vec![
+    state.step(listed_at(
+        vec![
             kv("/app/Token", "t", 2),
             kv("/app/MinPool", "1", 3),
             kv("/app/MaxPool", "5", 4),
         ],
-        revision: 4,
-    });
+        4,
+    ));
     // min_pool = 9 > max_pool = 5: rejected as a whole.
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/MinPool", "9", 5, Some(3))],
-    });
+    let outputs = state.step(watched(vec![put("/app/MinPool", "9", 5, Some(3))]));
     assert!(published(&outputs).is_none());
     assert!(notifications(&outputs).is_empty());
     assert_eq!(
@@ -548,15 +727,10 @@ fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
         }]
     );
     assert!(state.rejected_revision().is_some());
-    assert!(
-        state.step(Input::Progress { revision: 9 }).is_empty(),
-        "held back"
-    );
+    assert!(state.step(progress(9)).is_empty(), "held back");
 
     // The fix arrives: both changes are published together, relative to what was.
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/MaxPool", "10", 10, Some(4))],
-    });
+    let outputs = state.step(watched(vec![put("/app/MaxPool", "10", 10, Some(4))]));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 10);
     // `min_pool` is text by the naming rules (`*_min_*` needs a word before it); the
@@ -574,18 +748,11 @@ fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
 #[test]
 fn deleting_a_required_name_is_rejected_and_secret_changes_are_marked() {
     let mut state = declared_state();
-    state.step(Input::Listed {
-        kvs: vec![kv("/app/Token", "t1", 2)],
-        revision: 2,
-    });
-    let outputs = state.step(Input::Watched {
-        events: vec![put("/app/Token", "t2", 3, Some(2))],
-    });
+    state.step(listed_at(vec![kv("/app/Token", "t1", 2)], 2));
+    let outputs = state.step(watched(vec![put("/app/Token", "t2", 3, Some(2))]));
     let change = &notifications(&outputs)[0].changes[0];
     assert!(change.secret, "the token is secret");
-    let outputs = state.step(Input::Watched {
-        events: vec![del("/app/Token", 4, 3)],
-    });
+    let outputs = state.step(watched(vec![del("/app/Token", 4, 3)]));
     assert!(published(&outputs).is_none());
     assert_eq!(
         revision_rejections(&outputs)[0].reasons,
@@ -596,10 +763,7 @@ fn deleting_a_required_name_is_rejected_and_secret_changes_are_marked() {
 #[test]
 fn an_initial_list_that_breaks_a_check_publishes_nothing() {
     let mut state = declared_state();
-    let outputs = state.step(Input::Listed {
-        kvs: vec![kv("/app/Level", "DEBUG", 2)],
-        revision: 2,
-    });
+    let outputs = state.step(listed_at(vec![kv("/app/Level", "DEBUG", 2)], 2));
     assert!(published(&outputs).is_none());
     assert_eq!(state.rejected_revision().unwrap().revision, 2);
 }
@@ -625,31 +789,66 @@ enum Step {
     Deliver(usize),
     /// The stream breaks: pending events are lost, the watch resumes.
     Break,
-    /// The history is compacted while disconnected: a re-list follows.
-    CompactAndRelist,
-    /// Nothing happened under the prefix up to the latest revision.
+    /// The history is compacted while disconnected: the resumed watch is refused.
+    Compact,
+    /// A progress answer at etcd's head, whether or not events are still queued (etcd
+    /// issue 15220).
     Progress,
+    /// A head read: the key count and whether a key changed after the applied revision.
+    Head,
+    /// etcd is wiped and started again empty: another cluster id.
+    Wipe,
+    /// etcd is restored from an older backup (same cluster id) at this share of its
+    /// history.
+    Restore(u8),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => prop::collection::vec((0..KEYS.len(), prop::option::of(0u8..4)), 1..4).prop_map(Step::Txn),
-        3 => (1usize..4).prop_map(Step::Deliver),
+        8 => prop::collection::vec((0..KEYS.len(), prop::option::of(0u8..4)), 1..4).prop_map(Step::Txn),
+        4 => (1usize..4).prop_map(Step::Deliver),
         1 => Just(Step::Break),
-        1 => Just(Step::CompactAndRelist),
-        1 => Just(Step::Progress),
+        1 => Just(Step::Compact),
+        2 => Just(Step::Progress),
+        2 => Just(Step::Head),
+        1 => Just(Step::Wipe),
+        1 => (0u8..100).prop_map(Step::Restore),
     ]
 }
 
-/// etcd as a plain model: key → (value, mod revision), plus its event history.
-#[derive(Default)]
+/// etcd as a plain model: key → (value, mod revision), its event history, and the
+/// histories of the etcds it replaced.
 struct Model {
+    cluster: u64,
     revision: i64,
     kvs: BTreeMap<&'static str, (String, i64)>,
     history: Vec<Event>,
+    /// Earlier histories, by epoch; the current one is `epoch`.
+    past: Vec<Vec<Event>>,
 }
 
 impl Model {
+    fn new() -> Self {
+        Self {
+            cluster: CLUSTER,
+            revision: 1,
+            kvs: BTreeMap::new(),
+            history: Vec::new(),
+            past: Vec::new(),
+        }
+    }
+
+    fn epoch(&self) -> usize {
+        self.past.len()
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            cluster: self.cluster,
+            revision: self.revision,
+        }
+    }
+
     fn txn(&mut self, ops: &[(usize, Option<u8>)]) {
         let revision = self.revision + 1;
         let mut wrote = false;
@@ -681,29 +880,91 @@ impl Model {
         }
     }
 
-    /// Names → values as of now: the first key in order wins a name.
-    fn expected(&self) -> BTreeMap<String, String> {
-        let mut expected = BTreeMap::new();
-        for (key, (value, _)) in &self.kvs {
-            if let Some(relative) = key.strip_prefix("/app/") {
-                let name = crate::schema::naming::name_from_path(relative).unwrap();
-                expected.entry(name).or_insert_with(|| value.clone());
-            }
-        }
-        expected
+    fn wipe(&mut self) {
+        self.past.push(std::mem::take(&mut self.history));
+        self.kvs.clear();
+        self.revision = 1;
+        self.cluster += 1;
+    }
+
+    fn restore(&mut self, share: u8) {
+        let to = self.revision * i64::from(share) / 100;
+        let kept: Vec<Event> = self
+            .history
+            .iter()
+            .filter(|event| event.mod_revision <= to)
+            .cloned()
+            .collect();
+        self.past.push(std::mem::replace(&mut self.history, kept));
+        self.kvs = replay(&self.history, to);
+        self.revision = to.max(1);
+    }
+
+    /// The history of an epoch.
+    fn history_of(&self, epoch: usize) -> &[Event] {
+        self.past.get(epoch).unwrap_or(&self.history)
     }
 
     fn list(&self) -> Input {
+        let kvs: Vec<Kv> = self
+            .kvs
+            .iter()
+            .filter(|(key, _)| key.starts_with("/app/"))
+            .map(|(key, (value, rev))| kv(key, value, *rev))
+            .collect();
         Input::Listed {
-            kvs: self
-                .kvs
-                .iter()
-                .filter(|(key, _)| key.starts_with("/app/"))
-                .map(|(key, (value, rev))| kv(key, value, *rev))
-                .collect(),
-            revision: self.revision,
+            count: i64::try_from(kvs.len()).unwrap(),
+            kvs,
+            header: self.header(),
+            at: Instant::now(),
         }
     }
+
+    fn head(&self, applied: i64) -> Input {
+        let under: Vec<_> = self
+            .kvs
+            .iter()
+            .filter(|(key, _)| key.starts_with("/app/"))
+            .collect();
+        Input::Head {
+            header: self.header(),
+            count: i64::try_from(under.len()).unwrap(),
+            changed: under.iter().any(|(_, (_, rev))| *rev > applied),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Key → (value, mod revision) after the events of `history` up to `revision`.
+fn replay(history: &[Event], revision: i64) -> BTreeMap<&'static str, (String, i64)> {
+    let mut kvs = BTreeMap::new();
+    for event in history.iter().filter(|e| e.mod_revision <= revision) {
+        let key = KEYS.iter().find(|k| **k == &*event.key).unwrap();
+        match &event.value {
+            Some(value) => {
+                kvs.insert(
+                    *key,
+                    (String::from_utf8(value.clone()).unwrap(), event.mod_revision),
+                );
+            }
+            None => {
+                kvs.remove(*key);
+            }
+        }
+    }
+    kvs
+}
+
+/// Names → values: the first key in order wins a name.
+fn expected(kvs: &BTreeMap<&'static str, (String, i64)>) -> BTreeMap<String, String> {
+    let mut expected = BTreeMap::new();
+    for (key, (value, _)) in kvs {
+        if let Some(relative) = key.strip_prefix("/app/") {
+            let name = crate::schema::naming::name_from_path(relative).unwrap();
+            expected.entry(name).or_insert_with(|| value.clone());
+        }
+    }
+    expected
 }
 
 fn apply_changes(
@@ -726,117 +987,196 @@ fn apply_changes(
     view
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+/// A watch on the model, as the I/O loop holds it.
+struct Stream {
+    /// Events of the current history already handed over (or skipped).
+    delivered: usize,
+    from_revision: i64,
+}
 
+impl Stream {
+    fn resume(model: &Model, from_revision: i64) -> Self {
+        Self {
+            delivered: model
+                .history
+                .iter()
+                .take_while(|e| e.mod_revision < from_revision)
+                .count(),
+            from_revision,
+        }
+    }
+
+    /// Whole revisions from the watch start, up to `revisions` of them.
+    fn take(&mut self, model: &Model, revisions: usize) -> Vec<Event> {
+        let pending: Vec<Event> = model.history[self.delivered..]
+            .iter()
+            .filter(|event| event.mod_revision >= self.from_revision)
+            .cloned()
+            .collect();
+        let batch_end: usize = pending
+            .chunk_by(|a, b| a.mod_revision == b.mod_revision)
+            .take(revisions)
+            .map(<[Event]>::len)
+            .sum();
+        self.delivered = model.history.len() - (pending.len() - batch_end);
+        if let Some(last) = pending[..batch_end].last() {
+            self.from_revision = last.mod_revision + 1;
+        }
+        pending[..batch_end]
+            .iter()
+            .filter(|event| event.key.starts_with("/app/"))
+            .cloned()
+            .collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Whatever the order of events, progress answers, head reads, breaks, compactions,
+    /// wipes and restores: every published snapshot equals etcd's prefix at its
+    /// revision, every confirmation is true, nothing is skipped, and a listener's
+    /// history is consistent.
     #[test]
-    fn snapshot_equals_a_replay_of_the_events(steps in prop::collection::vec(step_strategy(), 1..60)) {
-        let mut model = Model::default();
+    fn snapshots_and_confirmations_match_etcd_whatever_the_order(
+        steps in prop::collection::vec(step_strategy(), 1..80)
+    ) {
+        let mut model = Model::new();
         model.txn(&[(0, Some(0)), (2, Some(1))]);
         let mut state = state();
         let first = state.step(model.list());
         let mut snapshot = published(&first).unwrap();
-        let mut delivered = model.history.len();
-        let mut from_revision = model.revision + 1;
+        let mut snapshot_epoch = 0;
+        let mut state_epoch = 0;
+        let mut stream = Stream::resume(&model, model.revision + 1);
+        let mut compacted = false;
         // What a listener sees: the first snapshot plus every change in order.
         let mut listener_view = values(&snapshot);
-        let mut last_change_revision = snapshot.revision();
 
         for step in steps {
-            let outputs = match step {
+            let mut outputs = match step {
                 Step::Txn(ops) => {
                     model.txn(&ops);
                     Vec::new()
                 }
                 Step::Deliver(revisions) => {
-                    // The watch resumes at `from_revision`; deliver whole revisions.
-                    let pending: Vec<Event> = model.history[delivered..]
-                        .iter()
-                        .filter(|event| event.mod_revision >= from_revision)
-                        .cloned()
-                        .collect();
-                    let batch_end: usize = pending
-                        .chunk_by(|a, b| a.mod_revision == b.mod_revision)
-                        .take(revisions)
-                        .map(<[Event]>::len)
-                        .sum();
-                    let batch: Vec<Event> = pending[..batch_end]
-                        .iter()
-                        .filter(|event| event.key.starts_with("/app/"))
-                        .cloned()
-                        .collect();
-                    delivered = model.history.len() - (pending.len() - batch_end);
-                    if let Some(last) = pending[..batch_end].last() {
-                        from_revision = last.mod_revision + 1;
+                    let events = stream.take(&model, revisions);
+                    state.step(Input::Watched { events, header: model.header(), uncounted: 0 })
+                }
+                Step::Break => state.step(Input::Broken),
+                Step::Compact => {
+                    compacted = true;
+                    state.step(Input::Broken)
+                }
+                Step::Progress => state.step(Input::Progress { header: model.header(), at: Instant::now() }),
+                Step::Head => state.step(model.head(state.revision())),
+                Step::Wipe | Step::Restore(_) => {
+                    match step {
+                        Step::Wipe => model.wipe(),
+                        Step::Restore(share) => {
+                            model.restore(share);
+                            // A backup taken after what the state holds continues its
+                            // history: the state is of the restored etcd too.
+                            if state_epoch + 1 == model.epoch() && state.revision() <= model.revision {
+                                state_epoch = model.epoch();
+                            }
+                            if snapshot_epoch + 1 == model.epoch() && snapshot.revision() <= model.revision {
+                                snapshot_epoch = model.epoch();
+                            }
+                        }
+                        _ => unreachable!(),
                     }
-                    state.step(Input::Watched { events: batch })
-                }
-                Step::Break => {
-                    let outputs = state.step(Input::Broken);
-                    prop_assert_eq!(
-                        control(&outputs),
-                        vec![format!("Watch {{ from_revision: {} }}", state.revision() + 1)]
-                    );
-                    from_revision = state.revision() + 1;
-                    delivered = model.history.iter().take_while(|e| e.mod_revision < from_revision).count();
+                    // etcd restarts: the stream breaks, and the new watch's creation
+                    // answer shows the new etcd's header.
+                    let mut outputs = state.step(Input::Broken);
+                    outputs.extend(state.step(Input::Progress { header: model.header(), at: Instant::now() }));
                     outputs
-                }
-                Step::CompactAndRelist => {
-                    let mut outputs = state.step(Input::Compacted { compact_revision: model.revision });
-                    prop_assert_eq!(control(&outputs).len(), 1);
-                    outputs.extend(state.step(model.list()));
-                    delivered = model.history.len();
-                    from_revision = model.revision + 1;
-                    outputs
-                }
-                Step::Progress => {
-                    if delivered == model.history.len() {
-                        state.step(Input::Progress { revision: model.revision })
-                    } else {
-                        Vec::new()
-                    }
                 }
             };
-            prop_assert!(
-                !outputs.iter().any(|o| matches!(o, Output::List(ListReason::Diverged { .. }))),
-                "a consistent history never diverges"
-            );
-            for change in notifications(&outputs) {
-                prop_assert!(change.revision > last_change_revision, "changes arrive in revision order");
-                last_change_revision = change.revision;
-                listener_view = apply_changes(listener_view, &change);
-            }
-            if let Some(next) = published(&outputs) {
-                prop_assert!(next.revision() >= snapshot.revision());
-                snapshot = next;
-            }
-            // The published snapshot equals etcd's state at the snapshot's revision.
-            let mut at_revision = Model::default();
-            for event in model.history.iter().filter(|e| e.mod_revision <= snapshot.revision()) {
-                match &event.value {
-                    Some(value) => {
-                        let key = KEYS.iter().find(|k| **k == &*event.key).unwrap();
-                        at_revision.kvs.insert(key, (String::from_utf8(value.clone()).unwrap(), event.mod_revision));
+            // Carry out what the state asked for, as the I/O loop does.
+            loop {
+                let asked = outputs.iter().rev().find_map(|output| match output {
+                    Output::List(_) | Output::Watch { .. } => Some(output.clone()),
+                    _ => None,
+                });
+                let more = match asked {
+                    Some(Output::List(reason)) => {
+                        if state_epoch == model.epoch() {
+                            prop_assert!(
+                                !matches!(reason, ListReason::Diverged { .. }
+                                    | ListReason::ClusterChanged { .. }
+                                    | ListReason::RevisionWentBack { .. }),
+                                "a consistent history never asks for a re-list: {:?}", reason
+                            );
+                        }
+                        state_epoch = model.epoch();
+                        compacted = false;
+                        let listed = state.step(model.list());
+                        stream = Stream::resume(&model, model.revision + 1);
+                        Some(listed)
                     }
-                    None => {
-                        at_revision.kvs.remove(&*event.key);
+                    Some(Output::Watch { from_revision }) => {
+                        if compacted && from_revision <= model.revision {
+                            compacted = false;
+                            Some(state.step(Input::Compacted { compact_revision: model.revision }))
+                        } else {
+                            stream = Stream::resume(&model, from_revision);
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                // Check this batch before the next one replaces it.
+                for change in notifications(&outputs) {
+                    listener_view = apply_changes(listener_view, &change);
+                }
+                if let Some(next) = published(&outputs) {
+                    if snapshot_epoch == state_epoch {
+                        prop_assert!(next.revision() >= snapshot.revision(), "revisions only grow within one etcd");
+                    }
+                    snapshot = next;
+                    snapshot_epoch = state_epoch;
+                }
+                for confirmed in confirmations(&outputs) {
+                    let history = model.history_of(state_epoch);
+                    prop_assert!(confirmed <= model.revision || state_epoch < model.epoch(),
+                        "confirmed {} beyond etcd's head {}", confirmed, model.revision);
+                    if state.revision() < confirmed {
+                        prop_assert_eq!(
+                            values(&state.unchecked_snapshot()),
+                            expected(&replay(history, confirmed)),
+                            "confirmed at {} while applied {}", confirmed, state.revision()
+                        );
                     }
                 }
+                match more {
+                    Some(next) => outputs = next,
+                    None => break,
+                }
             }
-            prop_assert_eq!(values(&snapshot), at_revision.expected());
+            // The published snapshot equals etcd's state at the snapshot's revision.
+            let history = model.history_of(snapshot_epoch);
+            prop_assert_eq!(values(&snapshot), expected(&replay(history, snapshot.revision())));
             prop_assert_eq!(&listener_view, &values(&snapshot));
         }
 
         // Deliver everything: the snapshot catches up with etcd.
-        let rest: Vec<Event> = model.history[delivered..]
-            .iter()
-            .filter(|event| event.mod_revision >= from_revision && event.key.starts_with("/app/"))
-            .cloned()
-            .collect();
-        let outputs = state.step(Input::Watched { events: rest });
+        let mut outputs = state.step(Input::Progress { header: model.header(), at: Instant::now() });
+        if outputs.iter().any(|o| matches!(o, Output::List(_))) {
+            outputs = state.step(model.list());
+        } else {
+            let rest = stream.take(&model, usize::MAX);
+            outputs.extend(state.step(Input::Watched { events: rest, header: model.header(), uncounted: 0 }));
+        }
         if let Some(next) = published(&outputs) {
             snapshot = next;
         }
-        prop_assert_eq!(values(&snapshot), model.expected());
+        for change in notifications(&outputs) {
+            listener_view = apply_changes(listener_view, &change);
+        }
+        prop_assert_eq!(values(&snapshot), expected(&model.kvs));
+        prop_assert_eq!(&listener_view, &values(&snapshot));
+        let outputs = state.step(model.head(state.revision()));
+        prop_assert_eq!(confirmations(&outputs), vec![model.revision], "caught up: confirmed");
     }
 }
