@@ -268,17 +268,12 @@ impl EtcdConfig {
                 if let Some(previous) = previous {
                     // Restarted while etcd is away: what the last run served is newer
                     // than any cache file; it keeps serving.
-                    let source = inner
-                        .store
-                        .status()
-                        .source
-                        .unwrap_or(StartSource::Fallback);
+                    let source = inner.store.status().source.unwrap_or(StartSource::Fallback);
                     Writer::new(inner.store.clone()).update_status(|status| {
                         status.source = Some(source);
                         status.last_error = Some(Chain(&error).to_string());
                     });
-                    let mut report =
-                        self.report(source, previous.revision(), rejected, Vec::new());
+                    let mut report = self.report(source, previous.revision(), rejected, Vec::new());
                     report.etcd_error = Some(Chain(&error).to_string());
                     let next = Action::List(ListReason::Initial);
                     let written = previous.revision();

@@ -158,7 +158,6 @@ impl Snapshot {
         &self.entries
     }
 
-
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.entries.get(name).map(Entry::value)
@@ -293,31 +292,33 @@ pub struct ConfigChange {
 }
 
 impl ConfigChange {
-    /// The net difference of `self` followed by `later`: each name's first old value and
-    /// last new value, names that came back to where they were left out, at `later`'s
-    /// revision.
-    pub(crate) fn merge(self, later: ConfigChange) -> ConfigChange {
-        let mut by_name: BTreeMap<Arc<str>, ValueChange> = self
-            .changes
-            .into_iter()
-            .map(|change| (change.name.clone(), change))
-            .collect();
-        for change in later.changes {
-            by_name
-                .entry(change.name.clone())
-                .and_modify(|earlier| {
-                    earlier.new.clone_from(&change.new);
-                    earlier.secret |= change.secret;
-                })
-                .or_insert(change);
+    /// The net difference of `changes` in order: each name's first old value and last
+    /// new value, at the last revision; names that came back to where they were are
+    /// left out. `None` when there is nothing to fold.
+    pub(crate) fn fold(changes: impl IntoIterator<Item = ConfigChange>) -> Option<ConfigChange> {
+        let mut by_name: BTreeMap<Arc<str>, ValueChange> = BTreeMap::new();
+        let mut revision = None;
+        for change in changes {
+            revision = Some(change.revision);
+            for item in change.changes {
+                match by_name.get_mut(&item.name) {
+                    Some(earlier) => {
+                        earlier.new = item.new;
+                        earlier.secret |= item.secret;
+                    }
+                    None => {
+                        by_name.insert(item.name.clone(), item);
+                    }
+                }
+            }
         }
-        ConfigChange {
-            revision: later.revision,
+        Some(ConfigChange {
+            revision: revision?,
             changes: by_name
                 .into_values()
                 .filter(|change| change.old != change.new)
                 .collect(),
-        }
+        })
     }
 }
 

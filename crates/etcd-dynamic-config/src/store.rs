@@ -62,10 +62,12 @@ pub(crate) struct Status {
 /// A typed binding's rebuild; `false` once the binding is dropped.
 pub(crate) type Rebuild = Box<dyn Fn(&Snapshot) -> bool + Send + Sync + 'static>;
 
-/// Most changes a listener's mailbox queues before it folds them into one.
-pub const MAILBOX_CHANGES: usize = 64;
+/// Most changes a listener's mailbox queues before it folds them into one: room for
+/// the bursts of a resumed watch (etcd batches up to about a thousand revisions in one
+/// response), so only a listener that is really behind misses revisions.
+pub const MAILBOX_CHANGES: usize = 4096;
 /// Most value changes a listener's mailbox queues beyond one folded difference.
-pub const MAILBOX_VALUES: usize = 1024;
+pub const MAILBOX_VALUES: usize = 16_384;
 
 /// The published state, shared by the engine and every handle.
 pub(crate) struct Store {
@@ -259,7 +261,7 @@ impl Mailbox {
         queue.values += change.changes.len();
         queue.changes.push_back(change);
         if queue.changes.len() > MAILBOX_CHANGES || queue.values - queue.folded > MAILBOX_VALUES {
-            let folded = queue.changes.drain(..).reduce(ConfigChange::merge);
+            let folded = ConfigChange::fold(queue.changes.drain(..));
             let folded = folded.filter(|change| !change.changes.is_empty());
             queue.folded = folded.as_ref().map_or(0, |change| change.changes.len());
             queue.values = queue.folded;
@@ -434,5 +436,123 @@ impl Subscription {
             .await
             .ok()?;
         Some(snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::snapshot::ValueChange;
+    use crate::value::Value;
+
+    /// Revision `revision` sets name `n{revision % names}` to the revision, from what it
+    /// held before.
+    fn change(revision: i64, names: i64, last: &mut BTreeMap<String, i64>) -> ConfigChange {
+        let name = format!("n{}", revision % names);
+        let old = last.insert(name.clone(), revision);
+        ConfigChange {
+            revision,
+            changes: vec![ValueChange {
+                name: Arc::from(name),
+                old: old.map(Value::Integer),
+                new: Some(Value::Integer(revision)),
+                secret: false,
+            }],
+        }
+    }
+
+    fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_blocked_listener_gets_the_net_difference_in_bounded_memory() {
+        let store = Store::new();
+        let writer = Writer::new(store.clone());
+        let gate = Arc::new(Mutex::new(()));
+        let blocked = gate.lock().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (sink, door) = (seen.clone(), gate.clone());
+        let listener = store.on_change(move |change| {
+            drop(door.lock().unwrap());
+            sink.lock().unwrap().push(change.clone());
+        });
+        let mut last = BTreeMap::new();
+        writer.notify(change(1, 1000, &mut last));
+        wait_until("the listener to take the first change", || {
+            lock(&listener.mailbox.queue).changes.is_empty()
+        });
+        let mut largest = (0, 0);
+        for revision in 2..=50_000 {
+            writer.notify(change(revision, 1000, &mut last));
+            let queue = lock(&listener.mailbox.queue);
+            largest.0 = largest.0.max(queue.changes.len());
+            largest.1 = largest.1.max(queue.values);
+        }
+        assert!(largest.0 <= MAILBOX_CHANGES, "{largest:?}");
+        assert!(
+            largest.1 <= MAILBOX_VALUES + 1000,
+            "at most one folded entry per name beyond the bound: {largest:?}"
+        );
+        drop(blocked);
+        wait_until("the last change", || {
+            seen.lock().unwrap().last().map(|c| c.revision) == Some(50_000)
+        });
+        // The history the listener saw is consistent and ends where the store is.
+        let mut view: BTreeMap<String, i64> = BTreeMap::new();
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() < 50_000, "some changes were folded");
+        for change in seen.iter() {
+            for item in &change.changes {
+                let old = view.get(&*item.name).copied().map(Value::Integer);
+                assert_eq!(old, item.old, "{} at {}", item.name, change.revision);
+                match &item.new {
+                    Some(Value::Integer(new)) => view.insert(item.name.to_string(), *new),
+                    other => panic!("unexpected {other:?}"),
+                };
+            }
+        }
+        assert_eq!(view, last);
+    }
+
+    #[test]
+    fn a_dropped_listener_is_called_no_more_and_forgotten() {
+        let store = Store::new();
+        let writer = Writer::new(store.clone());
+        let calls = Arc::new(Mutex::new(0));
+        let sink = calls.clone();
+        let listener = store.on_change(move |_| *sink.lock().unwrap() += 1);
+        let mut last = BTreeMap::new();
+        writer.notify(change(1, 1, &mut last));
+        wait_until("the first call", || *calls.lock().unwrap() == 1);
+        let mailbox = Arc::downgrade(&listener.mailbox);
+        drop(listener);
+        writer.notify(change(2, 1, &mut last));
+        wait_until("the listener thread to end", || mailbox.upgrade().is_none());
+        assert_eq!(*calls.lock().unwrap(), 1);
+        assert!(lock(&store.listeners).is_empty(), "the store forgot it");
+    }
+
+    #[test]
+    fn a_panicking_listener_is_called_again_for_the_next_change() {
+        let store = Store::new();
+        let writer = Writer::new(store.clone());
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sink = calls.clone();
+        let _listener = store.on_change(move |change| {
+            sink.lock().unwrap().push(change.revision);
+            assert!(change.revision != 1, "a broken callback");
+        });
+        let mut last = BTreeMap::new();
+        writer.notify(change(1, 1, &mut last));
+        writer.notify(change(2, 1, &mut last));
+        wait_until("both calls", || calls.lock().unwrap().len() == 2);
     }
 }

@@ -99,7 +99,7 @@ async fn no_secret_appears_in_logs_debug_errors_health_reports_changes_or_the_ca
         .unwrap();
     sink.add("config", format!("{config:?}"));
     let changes = sink.clone();
-    config.on_change(move |change| changes.add("change", format!("{change:?}")));
+    let _listener = config.on_change(move |change| changes.add("change", format!("{change:?}")));
 
     let report = config.start().await.unwrap();
     sink.add("report", format!("{report:?}"));

@@ -944,7 +944,10 @@ fn replay(history: &[Event], revision: i64) -> BTreeMap<&'static str, (String, i
             Some(value) => {
                 kvs.insert(
                     *key,
-                    (String::from_utf8(value.clone()).unwrap(), event.mod_revision),
+                    (
+                        String::from_utf8(value.clone()).unwrap(),
+                        event.mod_revision,
+                    ),
                 );
             }
             None => {
