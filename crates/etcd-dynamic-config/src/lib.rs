@@ -65,7 +65,7 @@ pub use client::{EtcdClient, Loaded};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, StartReport, StartSource, etcd_config};
 pub use engine::state::{Rejection, RevisionRejection};
 pub use error::{Error, Result};
-pub use observe::health::{Health, HealthState, InvalidName, RejectedRevision};
+pub use observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};

@@ -120,6 +120,24 @@ impl MemberOptions {
     }
 }
 
+/// A copy of a member's data directory, from [`EtcdMember::backup`].
+#[derive(Debug)]
+pub struct Backup(TempDir);
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// One etcd process with its own data directory and loopback ports.
 ///
 /// Dropping it kills the process and removes its data.
@@ -369,6 +387,52 @@ impl EtcdMember {
         }
     }
 
+    /// Kills the process, deletes its data and starts it again empty on the same
+    /// address: the same cluster id (it derives from the same flags) with its revision
+    /// back at 1. With `new_cluster`, under another cluster token: another cluster id.
+    ///
+    /// # Panics
+    ///
+    /// When the member does not come back in time.
+    pub async fn wipe(&mut self, new_cluster: bool) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("delete etcd's data");
+        if new_cluster {
+            self.cluster_token.push_str("-again");
+        }
+        self.restart().await;
+    }
+
+    /// Kills the process and copies its data directory: a backup to
+    /// [`restore`](Self::restore) later. The member stays down.
+    ///
+    /// # Panics
+    ///
+    /// When the data cannot be copied.
+    pub fn backup(&mut self) -> Backup {
+        self.kill();
+        let backup = tempfile::Builder::new()
+            .prefix("testkit-backup-")
+            .tempdir()
+            .expect("create a backup directory");
+        copy_dir(&self.dir.path().join("data"), backup.path()).expect("copy etcd's data");
+        Backup(backup)
+    }
+
+    /// Kills the process, replaces its data with `backup` and starts it again: etcd
+    /// restored from an older backup, same cluster id, lower revision.
+    ///
+    /// # Panics
+    ///
+    /// When the data cannot be replaced or the member does not come back in time.
+    pub async fn restore(&mut self, backup: &Backup) {
+        self.kill();
+        let data = self.dir.path().join("data");
+        std::fs::remove_dir_all(&data).expect("delete etcd's data");
+        copy_dir(backup.0.path(), &data).expect("restore etcd's data");
+        self.restart().await;
+    }
+
     /// Freezes the process with SIGSTOP: connections stay open and nothing answers.
     pub fn freeze(&self) {
         self.signal(Signal::SIGSTOP);
@@ -599,6 +663,34 @@ impl EtcdCluster {
     /// When the members do not answer.
     pub async fn client(&self) -> Client {
         connect(&self.endpoints()).await
+    }
+
+    /// Removes member `index` from the cluster through another member, then stops its
+    /// process: the cluster goes on with one member less. Its endpoint stays in
+    /// [`endpoints`](Self::endpoints) order as a dead address.
+    ///
+    /// # Panics
+    ///
+    /// When the remaining members do not accept the removal.
+    pub async fn remove_member(&mut self, index: usize) {
+        let name = self.members[index].name.clone();
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, member)| *i != index && member.is_running())
+            .map(|(_, member)| member.endpoint())
+            .collect();
+        let mut client = connect(&others).await;
+        let list = client.member_list().await.expect("list the members");
+        let id = list
+            .members()
+            .iter()
+            .find(|member| member.name() == name)
+            .unwrap_or_else(|| panic!("member {name} is not in the cluster"))
+            .id();
+        client.member_remove(id).await.expect("remove the member");
+        self.members[index].kill();
     }
 }
 

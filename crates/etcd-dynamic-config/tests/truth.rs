@@ -1,0 +1,631 @@
+//! The engine serves what etcd holds, and health says so only when it is true: progress
+//! answers ahead of queued events, wiped and restored etcds, panicking user code,
+//! listeners across stop/start, freeing on drop, stop during start, and quiet prefixes on
+//! a busy etcd. Every check compares with etcd's own answer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{etcd_state, put, values, wait_for_revision};
+use etcd_client::{Client, GetOptions};
+use etcd_dynamic_config::schema::{Check, Schema};
+use etcd_dynamic_config::{
+    ConfigChange, Error, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot, Value,
+};
+use testkit::{EtcdMember, FaultProxy};
+
+fn settings(endpoint: &str, prefix: &str) -> EtcdSettings {
+    EtcdSettings::builder()
+        .endpoints(endpoint)
+        .root_key(prefix)
+        .build()
+        .expect("valid settings")
+}
+
+fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
+    EtcdConfig::builder()
+        .settings(settings(endpoint, prefix))
+        .env(|_: &str| None)
+        .build()
+        .expect("valid configuration")
+}
+
+/// A listener's view: the snapshot it started from plus every change it heard, with each
+/// change's `old` checked against what it saw before.
+struct History {
+    view: Arc<Mutex<BTreeMap<String, String>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+    changes: Arc<AtomicUsize>,
+    _listener: Listener,
+}
+
+impl History {
+    fn follow(config: &EtcdConfig) -> Self {
+        let view = Arc::new(Mutex::new(values(&config.snapshot())));
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let changes = Arc::new(AtomicUsize::new(0));
+        let (sink, bad, count) = (view.clone(), violations.clone(), changes.clone());
+        let listener = config.on_change(move |change: &ConfigChange| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut view = sink.lock().unwrap();
+            for item in &change.changes {
+                let name = item.name.to_string();
+                let old = item.old.as_ref().map(Value::to_string);
+                if view.get(&name) != old.as_ref() {
+                    bad.lock().unwrap().push(format!(
+                        "{name} at {}: old {old:?}, but the listener last saw {:?}",
+                        change.revision,
+                        view.get(&name)
+                    ));
+                }
+                match &item.new {
+                    Some(new) => view.insert(name, new.to_string()),
+                    None => view.remove(&name),
+                };
+            }
+        });
+        Self {
+            view,
+            violations,
+            changes,
+            _listener: listener,
+        }
+    }
+
+    /// Waits until the listener's view equals `expected`; panics with the difference.
+    async fn reaches(&self, expected: &BTreeMap<String, String>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while *self.view.lock().unwrap() != *expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*self.view.lock().unwrap(), *expected, "the listener's view");
+        let violations = self.violations.lock().unwrap();
+        assert!(
+            violations.is_empty(),
+            "inconsistent history: {violations:?}"
+        );
+    }
+}
+
+/// Every snapshot the configuration publishes (a subscriber may skip some under load).
+struct Published {
+    snapshots: Arc<Mutex<Vec<Arc<Snapshot>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Published {
+    fn record(config: &EtcdConfig) -> Self {
+        let snapshots = Arc::new(Mutex::new(Vec::new()));
+        let sink = snapshots.clone();
+        let mut subscription = config.subscribe();
+        let task = tokio::spawn(async move {
+            while let Some(snapshot) = subscription.changed().await {
+                sink.lock().unwrap().push(snapshot);
+            }
+        });
+        Self { snapshots, task }
+    }
+
+    /// Compares every recorded snapshot with etcd's prefix at its revision; returns how
+    /// many were checked.
+    async fn check(self, client: &mut Client, prefix: &str) -> usize {
+        self.task.abort();
+        let snapshots = self.snapshots.lock().unwrap().clone();
+        for snapshot in &snapshots {
+            let etcd = etcd_state(client, prefix, snapshot.revision()).await;
+            let served = values(snapshot);
+            let differ: Vec<_> = served
+                .iter()
+                .filter(|(name, value)| etcd.get(*name) != Some(*value))
+                .chain(etcd.iter().filter(|(name, _)| !served.contains_key(*name)))
+                .map(|(name, _)| (name, served.get(name), etcd.get(name)))
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "the snapshot published at revision {} is not etcd's prefix at that revision \
+                 (name, served, etcd): {differ:?}",
+                snapshot.revision()
+            );
+        }
+        snapshots.len()
+    }
+}
+
+/// Waits until the snapshot equals etcd's prefix at etcd's head, and returns it.
+async fn converges(config: &EtcdConfig, client: &mut Client, prefix: &str) -> Arc<Snapshot> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = testkit::current_revision(client).await;
+        let snapshot = config.snapshot();
+        let expected = etcd_state(client, prefix, head).await;
+        if values(&snapshot) == expected {
+            return snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: served {:?} at {}, etcd holds {expected:?} at {head}; health {:?}",
+            values(&snapshot),
+            snapshot.revision(),
+            config.health()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until health says `synced`.
+async fn synced(config: &EtcdConfig) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !config.health().is_synced() {
+        assert!(
+            Instant::now() < deadline,
+            "not synced: {:?}",
+            config.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_a_slow_stalling_link_loses_nothing_and_health_never_lies() {
+    let etcd = EtcdMember::start().await;
+    let client = etcd.client().await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let config = config(&proxy.endpoint(), "/flood");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+    let published = Published::record(&config);
+
+    // 16 writers, 6,000 puts over 300 keys; each acknowledgement is kept with its time.
+    let acknowledged = Arc::new(Mutex::new(Vec::<(Instant, i64)>::new()));
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let mut client = client.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..375 {
+                let key = format!("/flood/Key{}", (writer * 375 + i) % 300);
+                let revision = put(&mut client, &key, &format!("{writer}.{i}")).await;
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), revision));
+            }
+        }));
+    }
+    // Meanwhile the link is slow, and stalls twice for 3 s: the engine asks for progress
+    // while etcd still holds events for it (etcd issue 15220 on 3.4.23 and 3.5.1).
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (config, samples) = (config.clone(), samples.clone());
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                let health = config.health();
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), health.state, health.revision));
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    // And it is cut twice: the resumed watch's creation answer carries etcd's head ahead
+    // of the events since the cut, every time.
+    for _ in 0..2 {
+        proxy.slow(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.stall();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    proxy.slow(Duration::from_millis(20));
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    proxy.restore();
+    let mut client = client;
+    let last = acknowledged.lock().unwrap().iter().map(|(_, r)| *r).max();
+    let snapshot = wait_for_revision(&config, last.unwrap()).await;
+    assert_eq!(
+        values(&snapshot),
+        etcd_state(&mut client, "/flood", snapshot.revision()).await,
+        "the final snapshot is etcd's prefix at its revision"
+    );
+    history.reaches(&values(&snapshot)).await;
+    sampler.abort();
+    let checked = published.check(&mut client, "/flood").await;
+    assert!(checked > 10, "only {checked} snapshots were seen");
+    println!("TRUTH flood: {checked} published snapshots equal etcd at their revision");
+
+    // Whenever health said synced, nothing acknowledged more than the bound (plus the
+    // sampling period) before was missing from the snapshot.
+    let bound = etcd_dynamic_config::SYNC_BOUND + Duration::from_secs(1);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let samples = samples.lock().unwrap().clone();
+    for (at, state, revision) in &samples {
+        if *state != HealthState::Synced {
+            continue;
+        }
+        let missing = acknowledged
+            .iter()
+            .filter(|(acked, written)| *acked + bound < *at && written > revision)
+            .count();
+        assert_eq!(
+            missing, 0,
+            "synced at revision {revision} while {missing} writes acknowledged over {bound:?} earlier were missing"
+        );
+    }
+    config.stop().await;
+}
+
+/// Loads three names, then replaces etcd by `replace`, writes two keys to the new etcd,
+/// and checks that the new data is served, the listener heard the difference, and
+/// health comes back to synced.
+async fn a_replaced_etcd_is_noticed(replace: impl AsyncFnOnce(&mut EtcdMember)) {
+    let mut etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    for (key, value) in [("A", "1"), ("B", "2"), ("C", "3")] {
+        put(&mut client, &format!("/app/{key}"), value).await;
+    }
+    let config = config(&etcd.endpoint(), "/app");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+    synced(&config).await;
+    let before = config.snapshot().revision();
+
+    replace(&mut etcd).await;
+    let started = Instant::now();
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/B", "new").await;
+    put(&mut client, "/app/D", "4").await;
+    let head = testkit::current_revision(&mut client).await;
+    assert!(head < before, "the new etcd is behind: {head} < {before}");
+
+    let snapshot = converges(&config, &mut client, "/app").await;
+    println!(
+        "TRUTH replaced etcd noticed and served {} ms after it was back",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        snapshot.revision(),
+        head,
+        "the new etcd's revision is served"
+    );
+    history.reaches(&values(&snapshot)).await;
+    synced(&config).await;
+    config.stop().await;
+}
+
+#[tokio::test]
+async fn a_wiped_etcd_restarted_empty_is_noticed() {
+    a_replaced_etcd_is_noticed(async |etcd| etcd.wipe(false).await).await;
+}
+
+#[tokio::test]
+async fn a_new_cluster_on_the_same_address_is_noticed() {
+    a_replaced_etcd_is_noticed(async |etcd| etcd.wipe(true).await).await;
+}
+
+#[tokio::test]
+async fn an_etcd_restored_from_an_older_backup_is_noticed_even_when_nobody_writes() {
+    let mut etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    for (key, value) in [("A", "1"), ("B", "2"), ("C", "3")] {
+        put(&mut client, &format!("/app/{key}"), value).await;
+    }
+    let backup = etcd.backup();
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/D", "4").await;
+    put(&mut client, "/app/E", "5").await;
+    client.delete("/app/A", None).await.expect("delete");
+    for i in 0..20 {
+        put(&mut client, "/elsewhere/Key", &i.to_string()).await;
+    }
+    let config = config(&etcd.endpoint(), "/app");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+    synced(&config).await;
+    assert_eq!(
+        values(&config.snapshot()).keys().collect::<Vec<_>>(),
+        ["b", "c", "d", "e"]
+    );
+
+    etcd.restore(&backup).await;
+    let started = Instant::now();
+    let mut client = etcd.client().await;
+    let snapshot = converges(&config, &mut client, "/app").await;
+    println!(
+        "TRUTH restore noticed and served {} ms after etcd was back",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        values(&snapshot).keys().collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "keys deleted after the backup are back, keys created after it are gone"
+    );
+    history.reaches(&values(&snapshot)).await;
+    synced(&config).await;
+    assert_eq!(
+        config.health().revision,
+        testkit::current_revision(&mut client).await
+    );
+    config.stop().await;
+}
+
+/// Reads as a number, and panics on `bind-boom`.
+#[derive(Debug)]
+struct Touchy(String);
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        assert!(text != "bind-boom", "a deserializer that panics");
+        Ok(Self(text))
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Bound {
+    touchy: Touchy,
+}
+
+#[tokio::test]
+async fn panicking_checks_hooks_and_deserializers_neither_stop_nor_stall_the_engine() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/Touchy", "fine").await;
+    let schema = Schema::builder()
+        .discover(true)
+        .check(Check::new("no check-boom", |snapshot| {
+            let value = snapshot.get("touchy").and_then(Value::as_str);
+            assert!(value != Some("check-boom"), "a check that panics");
+            Ok(())
+        }))
+        .coerce(|name, text| {
+            assert!(text != "hook-boom", "a coercion hook that panics on {name}");
+            None
+        })
+        .build()
+        .unwrap();
+    let config = EtcdConfig::builder()
+        .settings(settings(&etcd.endpoint(), "/app"))
+        .schema(schema)
+        .env(|_: &str| None)
+        .build()
+        .unwrap();
+    config.start().await.expect("start");
+    let binding = config.bind::<Bound>().expect("binds");
+
+    // A panicking coercion hook: the value is rejected, the name keeps its last good one.
+    let revision = put(&mut client, "/app/Touchy", "hook-boom").await;
+    wait_for_revision(&config, revision).await;
+    let rejections = config.rejections();
+    assert!(
+        rejections[0].reason.contains("the coercion hook panicked"),
+        "{rejections:?}"
+    );
+    assert_eq!(
+        config.snapshot().get("touchy").unwrap().as_str(),
+        Some("fine")
+    );
+
+    // A panicking check: the revision is rejected, the last good snapshot serves.
+    let revision = put(&mut client, "/app/Touchy", "check-boom").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while config.rejected_revision().map(|r| r.revision) != Some(revision) {
+        assert!(Instant::now() < deadline, "{:?}", config.health());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejected = config.rejected_revision().unwrap();
+    assert!(
+        rejected.reasons[0].contains("check no check-boom panicked"),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        config.snapshot().get("touchy").unwrap().as_str(),
+        Some("fine")
+    );
+
+    // A panicking deserializer: the binding keeps its value and says why.
+    let revision = put(&mut client, "/app/Touchy", "bind-boom").await;
+    wait_for_revision(&config, revision).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while binding.last_error().is_none() {
+        assert!(Instant::now() < deadline, "the binding never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        binding
+            .last_error()
+            .unwrap()
+            .contains("the deserializer panicked"),
+        "{:?}",
+        binding.last_error()
+    );
+    assert_eq!(binding.load().touchy.0, "fine");
+
+    // The engine goes on: a good value arrives everywhere, and health is synced.
+    let revision = put(&mut client, "/app/Touchy", "good").await;
+    wait_for_revision(&config, revision).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while binding.load().touchy.0 != "good" {
+        assert!(Instant::now() < deadline, "the binding did not follow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    synced(&config).await;
+    assert!(config.rejected_revision().is_none());
+    config.stop().await;
+}
+
+#[tokio::test]
+async fn listeners_hear_what_changed_while_stopped() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    put(&mut client, "/app/Gone", "soon").await;
+    let config = config(&etcd.endpoint(), "/app");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+
+    config.stop().await;
+    put(&mut client, "/app/LogLevel", "DEBUG").await;
+    client.delete("/app/Gone", None).await.unwrap();
+    let last = put(&mut client, "/app/New", "here").await;
+    config.start().await.expect("start again");
+    let snapshot = wait_for_revision(&config, last).await;
+    history.reaches(&values(&snapshot)).await;
+    assert_eq!(history.changes.load(Ordering::SeqCst), 1, "one net change");
+    config.stop().await;
+}
+
+/// etcd's own count of watchers, from its metrics.
+async fn etcd_watchers(etcd: &EtcdMember) -> u64 {
+    let metrics = common::http_get(etcd.client_port(), "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|count| count.trim().parse::<f64>().ok())
+        .map(|count| count as u64)
+        .unwrap_or_else(|| panic!("no watcher count in etcd's metrics:\n{metrics}"))
+}
+
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_frees_the_engine_its_watch_and_its_threads() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    let threads_before = threads_named("etcd-config");
+
+    #[derive(serde::Deserialize)]
+    struct App {
+        #[allow(dead_code)]
+        log_level: String,
+    }
+    for _ in 0..20 {
+        let config = config(&etcd.endpoint(), "/app");
+        config.start().await.expect("start");
+        // A listener that keeps a handle of its own configuration, and a binding.
+        let own = config.clone();
+        let listener = config.on_change(move |_| {
+            let _ = own.snapshot();
+        });
+        let binding = config.bind::<App>().unwrap();
+        let revision = put(&mut client, "/app/LogLevel", "DEBUG").await;
+        wait_for_revision(&config, revision).await;
+        drop((listener, binding, config));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (watchers, threads) = (etcd_watchers(&etcd).await, threads_named("etcd-config"));
+        if watchers == 0 && threads <= threads_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 20 configurations were dropped: {watchers} watchers in etcd, \
+             {threads} etcd-config threads (before: {threads_before})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn stop_during_start_stops_for_good() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    for attempt in 0..10 {
+        proxy.stall();
+        let config = config(&proxy.endpoint(), "/app");
+        let starting = tokio::spawn({
+            let config = config.clone();
+            async move { config.start().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50 + 30 * attempt)).await;
+        config.stop().await;
+        let started = tokio::time::timeout(Duration::from_secs(2), starting)
+            .await
+            .expect("start returns at once after stop")
+            .expect("start task");
+        assert!(
+            matches!(started, Err(Error::Stopped)),
+            "attempt {attempt}: {started:?}"
+        );
+        proxy.restore();
+        let revision = put(&mut client, "/app/LogLevel", &format!("L{attempt}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(config.snapshot().revision() < revision, "nothing runs");
+        assert_ne!(config.health().state, HealthState::Synced);
+        // And it can be started for real afterwards.
+        if attempt == 9 {
+            config.start().await.expect("start after an aborted start");
+            wait_for_revision(&config, revision).await;
+            config.stop().await;
+        }
+    }
+    assert_eq!(etcd_watchers(&etcd).await, 0, "no engine left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_elsewhere_neither_wake_subscribers_nor_rebuild_bindings_and_health_stays_synced() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/quiet/LogLevel", "INFO").await;
+    let config = config(&etcd.endpoint(), "/quiet");
+    config.start().await.expect("start");
+    synced(&config).await;
+    let mut subscription = config.subscribe();
+    subscription.latest();
+    let wakeups = Arc::new(AtomicUsize::new(0));
+    let counter = wakeups.clone();
+    let waiter = tokio::spawn(async move {
+        while subscription.changed().await.is_some() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    // 8 s of writes elsewhere: etcd's head moves far past the prefix's revision.
+    let started = Instant::now();
+    let mut not_synced = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        put(&mut client, "/busy/Key", "x").await;
+        if !config.health().is_synced() {
+            not_synced += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = config.health();
+    assert_eq!(
+        wakeups.load(Ordering::SeqCst),
+        0,
+        "no snapshot was published"
+    );
+    assert_eq!(not_synced, 0, "health stayed synced: {health:?}");
+    let head = testkit::current_revision(&mut client).await;
+    assert!(
+        health.confirmed_revision.unwrap() > head - 200,
+        "confirmed at a recent head: {health:?}, head {head}"
+    );
+    assert!(health.revision < health.confirmed_revision.unwrap());
+    let listed = client
+        .get("/quiet/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(listed.kvs().len(), 1);
+    waiter.abort();
+    config.stop().await;
+}
