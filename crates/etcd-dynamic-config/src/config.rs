@@ -618,6 +618,14 @@ fn degraded(
             "etcd has not answered since start; serving {served}"
         ));
     }
+    if let Some(since) = status.busy_since
+        && since.elapsed() > crate::engine::USER_CODE_BUDGET
+    {
+        return Some(format!(
+            "a check or coercion hook has run for {} s; updates wait for it",
+            since.elapsed().as_secs()
+        ));
+    }
     if !status.connected {
         let error = status.last_error.as_deref().unwrap_or("no answer");
         return Some(format!(

@@ -21,8 +21,11 @@
 //!
 //! let snapshot = config.snapshot(); // one atomic load; use it for the whole request
 //! let port: u16 = snapshot.get_as("database.port")?;
-//! config.on_change(|change| println!("revision {}: {:?}", change.revision, change.changes));
+//! // Until `listener` is dropped:
+//! let listener =
+//!     config.on_change(|change| println!("revision {}: {:?}", change.revision, change.changes));
 //! config.stop().await;
+//! drop(listener);
 //! # Ok(()) }
 //! ```
 //!

@@ -57,6 +57,8 @@ pub(crate) struct Status {
     pub(crate) relisting: Option<String>,
     /// Why the engine task ended without being stopped.
     pub(crate) failure: Option<String>,
+    /// When the step running now began (checks and coercion hooks run in it).
+    pub(crate) busy_since: Option<std::time::Instant>,
 }
 
 /// A typed binding's rebuild; `false` once the binding is dropped.

@@ -629,3 +629,59 @@ async fn writes_elsewhere_neither_wake_subscribers_nor_rebuild_bindings_and_heal
     waiter.abort();
     config.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_returns() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/Mode", "normal").await;
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = release.clone();
+    let schema = Schema::builder()
+        .discover(true)
+        .check(Check::new("blocks on wait", move |snapshot| {
+            // Bounded: gives up after 60 s.
+            let started = Instant::now();
+            while snapshot.get("mode").and_then(Value::as_str) == Some("wait")
+                && !gate.load(Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        }))
+        .build()
+        .unwrap();
+    let config = EtcdConfig::builder()
+        .settings(settings(&etcd.endpoint(), "/app"))
+        .schema(schema)
+        .env(|_: &str| None)
+        .build()
+        .unwrap();
+    config.start().await.expect("start");
+    synced(&config).await;
+
+    put(&mut client, "/app/Mode", "wait").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let health = loop {
+        let health = config.health();
+        if health.state == HealthState::Degraded {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "still {health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        health
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("a check or coercion hook has run for")),
+        "{health:?}"
+    );
+    release.store(true, Ordering::SeqCst);
+    let revision = put(&mut client, "/app/Mode", "normal-again").await;
+    let snapshot = wait_for_revision(&config, revision).await;
+    assert_eq!(snapshot.get("mode").unwrap().as_str(), Some("normal-again"));
+    synced(&config).await;
+    config.stop().await;
+}

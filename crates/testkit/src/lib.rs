@@ -689,8 +689,20 @@ impl EtcdCluster {
             .find(|member| member.name() == name)
             .unwrap_or_else(|| panic!("member {name} is not in the cluster"))
             .id();
-        client.member_remove(id).await.expect("remove the member");
-        self.members[index].kill();
+        // etcd refuses a removal while the others are not all caught up (strict
+        // reconfiguration check): try again for a while.
+        let mut last_error = None;
+        for _ in 0..40 {
+            match client.member_remove(id).await {
+                Ok(_) => {
+                    self.members[index].kill();
+                    return;
+                }
+                Err(error) => last_error = Some(error),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("member {name} could not be removed: {last_error:?}");
     }
 }
 

@@ -74,7 +74,7 @@ impl Engine {
             status.source = Some(crate::config::StartSource::Etcd);
             status.relisting = None;
         });
-        let outputs = self.state.step(Input::Listed {
+        let outputs = self.step(Input::Listed {
             kvs: listing.kvs,
             header: listing.header,
             count: listing.count,
@@ -371,7 +371,7 @@ impl Engine {
                 self.synced(head);
             }
             let broken = input == Input::Broken;
-            let outputs = self.state.step(input);
+            let outputs = self.step(input);
             if let Some(next) = self.execute(outputs) {
                 if broken || error.is_some() {
                     tracing::warn!(
@@ -392,6 +392,17 @@ impl Engine {
                 };
             }
         }
+    }
+
+    /// Applies one input. The state machine runs the schema's checks and coercion hooks:
+    /// one that never returns cannot be preempted, so the start of each step is recorded
+    /// and health reports a step that takes longer than [`USER_CODE_BUDGET`].
+    fn step(&mut self, input: Input) -> Vec<state::Output> {
+        self.writer
+            .update_status(|status| status.busy_since = Some(Instant::now()));
+        let outputs = self.state.step(input);
+        self.writer.update_status(|status| status.busy_since = None);
+        outputs
     }
 
     /// When the next head read is due: reads confirm the state when progress answers
@@ -519,6 +530,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+/// A step (checks and coercion hooks included) that runs longer than this is reported by
+/// health.
+pub(crate) const USER_CODE_BUDGET: Duration = Duration::from_secs(5);
 /// Head reads happen at most this often, and only while the last confirmation is older.
 const HEAD_READ_INTERVAL: Duration = Duration::from_secs(3);
 
