@@ -626,6 +626,40 @@ fn is_auth_message(message: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_head_read_counts_the_prefix_and_sees_writes_after_a_revision() {
+        let etcd = testkit::EtcdMember::start().await;
+        let mut client = etcd.client().await;
+        let mut revision = 0;
+        for key in ["/app/A", "/app/B", "/app/Dir/C", "/apps/Other"] {
+            revision = client.put(key, "1", None).await.unwrap().header().unwrap().revision();
+        }
+        let settings = EtcdSettings::builder()
+            .endpoints(etcd.endpoint())
+            .build()
+            .unwrap();
+        let mut connection = Connection::new(&settings);
+        let read = connection.head("/app/", revision).await.unwrap();
+        assert_eq!((read.count, read.changed), (3, false), "{read:?}");
+        assert_eq!(read.header.revision, revision);
+        // Many keys written before, one after: the limit applies after the filter.
+        let written = client.put("/app/A", "2", None).await.unwrap();
+        let after = written.header().unwrap().revision();
+        let read = connection.head("/app/", revision).await.unwrap();
+        assert_eq!((read.count, read.changed), (3, true), "{read:?}");
+        let read = connection.head("/app/", after).await.unwrap();
+        assert_eq!((read.count, read.changed), (3, false), "{read:?}");
+        // A delete changes no key's mod revision, only the count.
+        client.delete("/app/B", None).await.unwrap();
+        let read = connection.head("/app/", after).await.unwrap();
+        assert_eq!((read.count, read.changed), (2, false), "{read:?}");
+        // Writes elsewhere move the head, not the prefix.
+        client.put("/apps/Other", "2", None).await.unwrap();
+        let read = connection.head("/app/", after).await.unwrap();
+        assert_eq!((read.count, read.changed), (2, false), "{read:?}");
+        assert_eq!(read.header.revision, after + 2);
+    }
+
     #[test]
     fn prefix_end_is_the_next_key_after_the_prefix() {
         assert_eq!(prefix_end(b"/app/"), b"/app0");
