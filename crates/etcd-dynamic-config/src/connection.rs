@@ -632,7 +632,13 @@ mod tests {
         let mut client = etcd.client().await;
         let mut revision = 0;
         for key in ["/app/A", "/app/B", "/app/Dir/C", "/apps/Other"] {
-            revision = client.put(key, "1", None).await.unwrap().header().unwrap().revision();
+            revision = client
+                .put(key, "1", None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision();
         }
         let settings = EtcdSettings::builder()
             .endpoints(etcd.endpoint())
