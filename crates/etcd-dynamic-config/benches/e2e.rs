@@ -5,6 +5,7 @@
 //! - cold start with 1,000 / 10,000 / 100,000 keys vs a raw paginated range;
 //! - a burst of 10,000 puts: last put returned → snapshot at its revision;
 //! - heap held at 100,000 keys vs the raw bytes of keys and values;
+//! - heap held by a blocked listener behind 100,000 puts of 1 KiB vs its stated bound;
 //! - the Python original on the same etcd (cold start, `get_all_configs()`, put →
 //!   visible), when `bench/setup-python-original.sh` can install it.
 //!
@@ -55,6 +56,7 @@ struct Sizes {
     cold: &'static [usize],
     burst: usize,
     memory: usize,
+    listener_puts: usize,
     python_puts: usize,
 }
 
@@ -63,6 +65,7 @@ const FULL: Sizes = Sizes {
     cold: &[1_000, 10_000, 100_000],
     burst: 10_000,
     memory: 100_000,
+    listener_puts: 100_000,
     python_puts: 50,
 };
 
@@ -71,6 +74,7 @@ const SMOKE: Sizes = Sizes {
     cold: &[1_000],
     burst: 200,
     memory: 1_000,
+    listener_puts: 10_000,
     python_puts: 0,
 };
 
@@ -91,7 +95,7 @@ async fn run(sizes: &Sizes, full: bool) {
     let etcd = EtcdMember::start().await;
     let client = etcd.client().await;
     let mut rows: Vec<Row> = Vec::new();
-    // E2E_ONLY=memory (or latency, cold, burst, python) runs one part.
+    // E2E_ONLY=memory (or latency, cold, burst, listener, python) runs one part.
     let only = std::env::var("E2E_ONLY").ok();
     let wants = |part: &str| only.as_deref().is_none_or(|only| only == part);
 
@@ -157,6 +161,20 @@ async fn run(sizes: &Sizes, full: bool) {
             format!("{:.1} MiB vs raw {:.1} MiB", mib(held), mib(raw_bytes)),
             memory_ratio,
             memory_ratio <= 3.0,
+        ));
+    }
+
+    if wants("listener") {
+        let (held, bound) = blocked_listener(&etcd, client.clone(), sizes.listener_puts).await;
+        rows.push(row(
+            &format!(
+                "heap held by a blocked listener behind {} puts of 1 KiB",
+                sizes.listener_puts
+            ),
+            "≤ its bound",
+            format!("{:.1} MiB vs bound {:.1} MiB", mib(held), mib(bound)),
+            held as f64 / bound as f64,
+            held <= bound,
         ));
     }
 
@@ -439,6 +457,61 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
     assert_eq!(config.snapshot().len(), keys);
     config.stop().await;
     (held, raw)
+}
+
+/// Heap held while a listener is blocked and `puts` writes of 1 KiB values over 1,000
+/// keys go by, and the bound the mailbox promises: `MAILBOX_VALUES` value changes plus
+/// one folded entry per name, each with an old and a new 1 KiB value.
+async fn blocked_listener(etcd: &EtcdMember, client: Client, puts: usize) -> (usize, usize) {
+    let prefix = "/listener";
+    let names = 1_000;
+    let value = |i: usize| format!("{i:08}{}", "x".repeat(1016));
+    let mut writer = client.clone();
+    for i in 0..names {
+        writer
+            .put(format!("{prefix}/Key{i:04}"), value(i), None)
+            .await
+            .expect("put");
+    }
+    let config = config(etcd, prefix);
+    config.start().await.expect("start");
+    let gate = Arc::new(Mutex::new(()));
+    let blocked = gate.lock().expect("gate");
+    let door = gate.clone();
+    let listener = config.on_change(move |_| drop(door.lock()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut last = 0;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let mut last = 0;
+            for i in (w..puts).step_by(8) {
+                let response = client
+                    .put(format!("{prefix}/Key{:04}", i % names), value(i), None)
+                    .await
+                    .expect("put");
+                last = response.header().expect("header").revision();
+            }
+            last
+        }));
+    }
+    for writer in writers {
+        last = last.max(writer.await.expect("writer"));
+    }
+    let mut subscription = config.subscribe();
+    subscription
+        .wait_for(|snapshot| snapshot.revision() >= last)
+        .await
+        .expect("alive");
+    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    drop(blocked);
+    drop(listener);
+    config.stop().await;
+    let per_value_change = 2 * 1024 + 128;
+    let bound = (etcd_dynamic_config::MAILBOX_VALUES + names) * per_value_change;
+    (held, bound)
 }
 
 /// The Python original on the same etcd, when it can be installed.

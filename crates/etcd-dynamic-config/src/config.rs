@@ -506,7 +506,7 @@ impl EtcdConfig {
     /// Each listener runs on a thread of its own behind a bounded mailbox: a slow
     /// callback delays only itself, never the engine or other listeners, and when it
     /// falls behind it gets the net difference it missed in one change (see
-    /// [`MAILBOX_CHANGES`](crate::MAILBOX_CHANGES)). Every change's `old` is the
+    /// [`MAILBOX_VALUES`](crate::MAILBOX_VALUES)). Every change's `old` is the
     /// `new` the listener saw before, across outages, re-lists and `stop`/`start`. A
     /// panicking callback is logged (`callback_panicked`) and called again for the next
     /// change.
@@ -772,4 +772,90 @@ pub fn etcd_config() -> std::result::Result<&'static EtcdConfig, &'static Error>
     static DEFAULT: LazyLock<Result<EtcdConfig>> =
         LazyLock::new(|| EtcdConfig::builder().schema(Schema::control_unit()).build());
     DEFAULT.as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A configuration that looks started from etcd, with `status` set by `update`.
+    fn running(update: impl FnOnce(&mut crate::store::Status)) -> EtcdConfig {
+        let config = EtcdConfig::builder()
+            .settings(EtcdSettings::builder().build().unwrap())
+            .env(|_: &str| None)
+            .build()
+            .unwrap();
+        *config.inner.lock_running() = Some(Running {
+            generation: 0,
+            stop: watch::channel(false).0,
+            task: None,
+            cache_writer: None,
+        });
+        Writer::new(config.store().clone()).update_status(|status| {
+            status.source = Some(StartSource::Etcd);
+            status.connected = true;
+            status.running = true;
+            status.confirmed = Some((7, Instant::now()));
+            status.head_revision = Some(9);
+            update(status);
+        });
+        config
+    }
+
+    #[test]
+    fn synced_only_with_a_recent_confirmation() {
+        let health = running(|_| {}).health();
+        assert_eq!(health.state, HealthState::Synced, "{health:?}");
+        assert_eq!((health.confirmed_revision, health.lag), (Some(7), Some(2)));
+        assert_eq!(health.reason, None);
+
+        let stale = Instant::now().checked_sub(SYNC_BOUND + Duration::from_secs(1));
+        let health = running(|status| status.confirmed = Some((7, stale.unwrap()))).health();
+        assert_eq!(health.state, HealthState::Degraded);
+        assert!(health.reason.unwrap().contains("not confirmed"));
+
+        let health = running(|status| status.confirmed = None).health();
+        assert_eq!(health.state, HealthState::Degraded);
+    }
+
+    #[test]
+    fn every_reason_not_to_be_synced_is_named() {
+        let cases: [(&str, fn(&mut crate::store::Status)); 4] = [
+            ("does not answer", |status| status.connected = false),
+            ("cluster id changed", |status| {
+                status.relisting = Some("cluster id changed from 1 to 2".into());
+            }),
+            ("breaks a check", |status| {
+                status.rejected_revision = Some(RevisionRejection {
+                    revision: 8,
+                    reasons: vec!["x".into()],
+                });
+            }),
+            ("has run for", |status| {
+                status.busy_since = Instant::now().checked_sub(Duration::from_secs(6));
+            }),
+        ];
+        for (reason, update) in cases {
+            let health = running(update).health();
+            assert_eq!(health.state, HealthState::Degraded, "{reason}");
+            assert!(
+                health.reason.as_deref().unwrap().contains(reason),
+                "{reason}: {health:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_engine_that_ended_unstopped_is_failed_never_synced() {
+        let config = running(|_| {});
+        config
+            .store()
+            .record_failure("it panicked: a defect".to_owned());
+        let health = config.health();
+        assert_eq!(health.state, HealthState::Failed);
+        assert!(!health.is_synced() && !health.connected);
+        assert!(health.reason.unwrap().contains("it panicked: a defect"));
+    }
 }

@@ -72,4 +72,4 @@ pub use observe::health::{Health, HealthState, InvalidName, RejectedRevision, SY
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
-pub use store::{Listener, MAILBOX_CHANGES, MAILBOX_VALUES, Subscription};
+pub use store::{Listener, MAILBOX_VALUES, Subscription};

@@ -8,10 +8,10 @@
 //!
 //! # Bounds
 //!
-//! A listener's mailbox holds at most [`MAILBOX_CHANGES`] changes and
-//! [`MAILBOX_VALUES`] value changes beyond one folded difference; past either, everything
-//! queued is folded into one net difference (each name's first old value and last new
-//! value), which holds at most one entry per name. A slow listener so gets the net
+//! A listener's mailbox holds at most [`MAILBOX_VALUES`] value changes beyond one folded
+//! difference; past that, everything queued is folded into one net difference (each
+//! name's first old value and last new value), which holds at most one entry per name.
+//! Every change holds at least one value change, so the queue's length is bounded too. A slow listener so gets the net
 //! difference it missed, and every change's `old` is the `new` it saw before. The
 //! binding worker holds only the latest snapshot.
 
@@ -64,12 +64,11 @@ pub(crate) struct Status {
 /// A typed binding's rebuild; `false` once the binding is dropped.
 pub(crate) type Rebuild = Box<dyn Fn(&Snapshot) -> bool + Send + Sync + 'static>;
 
-/// Most changes a listener's mailbox queues before it folds them into one: room for
-/// the bursts of a resumed watch (etcd batches up to about a thousand revisions in one
-/// response), so only a listener that is really behind misses revisions.
-pub const MAILBOX_CHANGES: usize = 4096;
-/// Most value changes a listener's mailbox queues beyond one folded difference.
-pub const MAILBOX_VALUES: usize = 16_384;
+/// Most value changes a listener's mailbox queues beyond one folded difference, before
+/// it folds everything queued into one: room for the bursts of a resumed watch (etcd
+/// batches up to about a thousand revisions in one response), so only a listener that
+/// is really behind misses revisions.
+pub const MAILBOX_VALUES: usize = 4096;
 
 /// The published state, shared by the engine and every handle.
 pub(crate) struct Store {
@@ -262,7 +261,7 @@ impl Mailbox {
         }
         queue.values += change.changes.len();
         queue.changes.push_back(change);
-        if queue.changes.len() > MAILBOX_CHANGES || queue.values - queue.folded > MAILBOX_VALUES {
+        if queue.values - queue.folded > MAILBOX_VALUES {
             let folded = ConfigChange::fold(queue.changes.drain(..));
             let folded = folded.filter(|change| !change.changes.is_empty());
             queue.folded = folded.as_ref().map_or(0, |change| change.changes.len());
@@ -498,7 +497,7 @@ mod tests {
             largest.0 = largest.0.max(queue.changes.len());
             largest.1 = largest.1.max(queue.values);
         }
-        assert!(largest.0 <= MAILBOX_CHANGES, "{largest:?}");
+        assert!(largest.0 <= MAILBOX_VALUES + 1, "{largest:?}");
         assert!(
             largest.1 <= MAILBOX_VALUES + 1000,
             "at most one folded entry per name beyond the bound: {largest:?}"

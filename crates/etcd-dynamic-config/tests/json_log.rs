@@ -40,6 +40,17 @@ async fn the_json_log_of_start_update_rejection_and_restart_has_the_events_and_f
     let mut client = etcd.client().await;
     let after = put(&mut client, "/app/Other", "x").await;
     wait_for_revision(&config, after).await;
+    // A wiped etcd on the same address: noticed, logged, and its data served.
+    etcd.wipe(false).await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/PoolSize", "30").await;
+    let mut subscription = config.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        subscription.wait_for(|snapshot| snapshot.get_as::<i64>("pool_size").ok() == Some(30)),
+    )
+    .await
+    .expect("the wiped etcd's value is served");
     config.stop().await;
 
     let lines = buffer.json_lines();
@@ -111,8 +122,18 @@ async fn the_json_log_of_start_update_rejection_and_restart_has_the_events_and_f
         buffer.events("etcd_retry").is_empty(),
         "retries are at debug"
     );
+    let replaced = &buffer.events("etcd_replaced")[0];
+    assert_eq!(replaced["log.level"], "warn");
+    assert!(
+        replaced["reason"]
+            .as_str()
+            .unwrap()
+            .contains("RevisionWentBack"),
+        "{replaced}"
+    );
+    assert_eq!(replaced["revision"], after);
     println!("{} JSON lines; a few of them:", lines.len());
-    for line in [started, first, rejection, broken, resumed] {
+    for line in [started, first, rejection, broken, resumed, replaced] {
         println!("{line}");
     }
 }

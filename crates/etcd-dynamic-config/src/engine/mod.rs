@@ -307,7 +307,7 @@ impl Engine {
                 endpoint = self.connection.endpoint(),
                 from_revision,
                 outage_ms = since.elapsed().as_millis() as u64,
-                "the watch is back; nothing was missed"
+                "the watch is back, from the last applied revision + 1"
             );
         }
         tracing::debug!(
