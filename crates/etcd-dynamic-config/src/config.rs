@@ -822,7 +822,8 @@ mod tests {
 
     #[test]
     fn every_reason_not_to_be_synced_is_named() {
-        let cases: [(&str, fn(&mut crate::store::Status)); 4] = [
+        type Case = (&'static str, fn(&mut crate::store::Status));
+        let cases: [Case; 4] = [
             ("does not answer", |status| status.connected = false),
             ("cluster id changed", |status| {
                 status.relisting = Some("cluster id changed from 1 to 2".into());
