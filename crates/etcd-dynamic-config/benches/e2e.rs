@@ -475,10 +475,15 @@ async fn blocked_listener(etcd: &EtcdMember, client: Client, puts: usize) -> (us
     }
     let config = config(etcd, prefix);
     config.start().await.expect("start");
-    let gate = Arc::new(Mutex::new(()));
-    let blocked = gate.lock().expect("gate");
-    let door = gate.clone();
-    let listener = config.on_change(move |_| drop(door.lock()));
+    // The listener blocks until released (at most two minutes).
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = released.clone();
+    let listener = config.on_change(move |_| {
+        let since = Instant::now();
+        while !gate.load(Ordering::Relaxed) && since.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = LIVE.load(Ordering::Relaxed);
     let mut last = 0;
@@ -506,7 +511,7 @@ async fn blocked_listener(etcd: &EtcdMember, client: Client, puts: usize) -> (us
         .await
         .expect("alive");
     let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-    drop(blocked);
+    released.store(true, Ordering::Relaxed);
     drop(listener);
     config.stop().await;
     let per_value_change = 2 * 1024 + 128;
