@@ -39,6 +39,9 @@ pub(crate) struct Connection {
     settings: EtcdSettings,
     current: usize,
     client: Option<Client>,
+    /// Whether the etcd connected to sends progress notifications only after every
+    /// event up to them (etcd issue 15220 fixed): asked once per connection.
+    trusted_progress: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -58,6 +61,7 @@ impl Connection {
             settings: settings.clone(),
             current: 0,
             client: None,
+            trusted_progress: false,
         }
     }
 
@@ -130,6 +134,13 @@ impl Connection {
                 });
             }
         };
+        // Which etcd answers decides whether its progress notifications can be trusted;
+        // a version that cannot be read is not trusted.
+        let mut maintenance = client.maintenance_client();
+        self.trusted_progress = matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, maintenance.status()).await,
+            Ok(Ok(status)) if progress_follows_events(status.version())
+        );
         self.client = Some(client.clone());
         Ok(client)
     }
@@ -355,7 +366,11 @@ impl Connection {
             .watch(prefix_dir, Some(options))
             .await
             .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
-        Ok(Watch { stream, peer })
+        Ok(Watch {
+            stream,
+            peer,
+            trusted_progress: self.trusted_progress,
+        })
     }
 }
 
@@ -394,6 +409,26 @@ fn header_of(peer: &Peer, header: Option<&etcd_client::ResponseHeader>) -> Resul
 pub(crate) struct Watch {
     stream: WatchStream,
     peer: Peer,
+    trusted_progress: bool,
+}
+
+/// Whether etcd `version` sends a progress notification only after every event up to
+/// its revision: etcd issue 15220, fixed in 3.4.25, 3.5.8 and 3.6.0.
+fn progress_follows_events(version: &str) -> bool {
+    let mut parts = version
+        .split(['.', '-', '+'])
+        .map(|part| part.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match (major, minor) {
+        (3, 4) => patch >= 25,
+        (3, 5) => patch >= 8,
+        (3, minor) => minor >= 6,
+        (major, _) => major > 3,
+    }
 }
 
 /// The endpoint a request went to, and what the client presented.
@@ -445,6 +480,9 @@ impl Watch {
             return Ok(Input::Progress {
                 header,
                 at: std::time::Instant::now(),
+                // A creation answer precedes the events it resumes; a progress
+                // notification follows every event up to it only where etcd fixed 15220.
+                trusted: !response.created() && self.trusted_progress,
             });
         }
         let mut uncounted = 0;
@@ -664,6 +702,39 @@ mod tests {
         let read = connection.head("/app/", after).await.unwrap();
         assert_eq!((read.count, read.changed), (2, false), "{read:?}");
         assert_eq!(read.header.revision, after + 2);
+    }
+
+    #[test]
+    fn progress_is_trusted_from_the_versions_that_fixed_etcd_15220() {
+        for version in [
+            "3.4.25", "3.4.30", "3.5.8", "3.5.17", "3.6.0", "3.6.4", "4.0.0",
+        ] {
+            assert!(progress_follows_events(version), "{version}");
+        }
+        for version in [
+            "3.4.23", "3.4.24", "3.5.1", "3.5.7", "3.3.27", "3.4", "", "x.y.z",
+        ] {
+            assert!(!progress_follows_events(version), "{version}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_etcds_here_are_not_trusted_with_progress() {
+        // Debian's 3.4.23 and PyPI's 3.5.1, the versions the suite runs against.
+        let etcd = testkit::EtcdMember::start().await;
+        let settings = EtcdSettings::builder()
+            .endpoints(etcd.endpoint())
+            .build()
+            .unwrap();
+        let mut connection = Connection::new(&settings);
+        connection.client().await.unwrap();
+        let mut status = etcd.client().await.maintenance_client();
+        let version = status.status().await.unwrap().version().to_owned();
+        assert_eq!(
+            connection.trusted_progress,
+            progress_follows_events(&version),
+            "{version}"
+        );
     }
 
     #[test]

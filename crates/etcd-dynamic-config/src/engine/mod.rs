@@ -33,6 +33,23 @@ pub(crate) struct Engine {
     outage: Option<std::time::Instant>,
 }
 
+/// The attempts to confirm that the state holds etcd's head, while no confirmation is
+/// recent: a progress request first, then, if that did not confirm, a head read.
+struct Confirming {
+    last_attempt: Instant,
+    /// Whether the last attempt was a progress request.
+    asked_progress: bool,
+}
+
+impl Confirming {
+    /// When to try next: once the last confirmation is [`CONFIRM_INTERVAL`] old, and
+    /// not sooner than that after the last attempt.
+    fn due(&self, confirmed_at: Option<Instant>) -> Instant {
+        let stale_at = confirmed_at.map_or(self.last_attempt, |at| at + CONFIRM_INTERVAL);
+        stale_at.max(self.last_attempt + CONFIRM_INTERVAL)
+    }
+}
+
 /// How one attempt at an action ended.
 struct Outcome {
     next: Action,
@@ -319,7 +336,10 @@ impl Engine {
         let mut progressed = false;
         let mut asked_progress = false;
         let mut last_message = Instant::now();
-        let mut last_head_read = Instant::now();
+        let mut confirming = Confirming {
+            last_attempt: Instant::now(),
+            asked_progress: false,
+        };
         loop {
             let liveness_due = last_message
                 + if asked_progress {
@@ -327,7 +347,10 @@ impl Engine {
                 } else {
                     LIVENESS_INTERVAL
                 };
-            let head_due = self.head_read_due(last_head_read);
+            let confirmed_at = self
+                .writer
+                .status(|status| status.confirmed.map(|(_, at)| at));
+            let head_due = confirming.due(confirmed_at);
             let (input, error) = tokio::select! {
                 biased;
                 message = watch.next() => match message {
@@ -337,10 +360,23 @@ impl Engine {
                 () = tokio::time::sleep_until(liveness_due.min(head_due).into()) => {
                     let now = Instant::now();
                     if now >= head_due {
-                        last_head_read = now;
-                        match self.read_head().await {
-                            Ok(input) => (input, None),
-                            Err(error) => (Input::Broken, Some(error)),
+                        // A progress answer confirms where etcd fixed 15220, and its
+                        // head is reached by events on a busy prefix; a head read is for
+                        // a quiet prefix when that did not confirm.
+                        let read_head = confirming.asked_progress
+                            && confirmed_at.is_none_or(|at| at < confirming.last_attempt);
+                        confirming.last_attempt = now;
+                        confirming.asked_progress = !read_head;
+                        if read_head {
+                            match self.read_head().await {
+                                Ok(input) => (input, None),
+                                Err(error) => (Input::Broken, Some(error)),
+                            }
+                        } else {
+                            match watch.request_progress().await {
+                                Ok(()) => continue,
+                                Err(error) => (Input::Broken, Some(error)),
+                            }
                         }
                     } else if !asked_progress {
                         asked_progress = true;
@@ -403,17 +439,6 @@ impl Engine {
         let outputs = self.state.step(input);
         self.writer.update_status(|status| status.busy_since = None);
         outputs
-    }
-
-    /// When the next head read is due: reads confirm the state when progress answers
-    /// cannot (events elsewhere in etcd move its head past the applied revision), at
-    /// most every [`HEAD_READ_INTERVAL`], and only while no confirmation is recent.
-    fn head_read_due(&self, last_read: Instant) -> Instant {
-        let confirmed = self
-            .writer
-            .status(|status| status.confirmed.map(|(_, at)| at));
-        let stale_at = confirmed.map_or(last_read, |at| at + HEAD_READ_INTERVAL);
-        stale_at.max(last_read + HEAD_READ_INTERVAL)
     }
 
     /// Reads etcd's head for the prefix.
@@ -533,8 +558,9 @@ const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
 /// A step (checks and coercion hooks included) that runs longer than this is reported by
 /// health.
 pub(crate) const USER_CODE_BUDGET: Duration = Duration::from_secs(5);
-/// Head reads happen at most this often, and only while the last confirmation is older.
-const HEAD_READ_INTERVAL: Duration = Duration::from_secs(3);
+/// Attempts to confirm (progress requests, head reads) happen at most this often, and
+/// only while the last confirmation is older.
+const CONFIRM_INTERVAL: Duration = Duration::from_secs(3);
 
 fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()

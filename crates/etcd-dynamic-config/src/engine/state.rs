@@ -88,9 +88,16 @@ pub(crate) enum Input {
         header: Header,
         uncounted: i64,
     },
-    /// A progress answer: etcd's head was at `header.revision` `at` this moment. Events at
-    /// or below it may still be on their way (etcd issue 15220).
-    Progress { header: Header, at: Instant },
+    /// A progress answer (or a watch's creation answer): etcd's head was at
+    /// `header.revision` `at` this moment. Unless `trusted`, events at or below it may
+    /// still be on their way (etcd issue 15220, and a creation answer always precedes
+    /// the events it resumes). `trusted`: a progress notification from an etcd that
+    /// sends one only after every event up to it (3.4.25+, 3.5.8+, 3.6+).
+    Progress {
+        header: Header,
+        at: Instant,
+        trusted: bool,
+    },
     /// A head read, at `header.revision`, answered `at`: how many keys the prefix holds,
     /// and whether one of them was written after the applied revision.
     Head {
@@ -461,9 +468,25 @@ impl State {
                 self.reach_targets(&mut outputs);
                 outputs
             }
-            (Phase::Watching, Input::Progress { header, at }) => {
+            (
+                Phase::Watching,
+                Input::Progress {
+                    header,
+                    at,
+                    trusted,
+                },
+            ) => {
                 if let Some(reason) = self.another_etcd(header) {
                     return vec![Output::List(reason)];
+                }
+                if trusted {
+                    // Every event up to the head was sent before this answer.
+                    self.targets
+                        .retain(|&(revision, _)| revision > header.revision);
+                    return vec![Output::Confirmed {
+                        revision: header.revision,
+                        at,
+                    }];
                 }
                 let mut outputs = Vec::new();
                 self.aim(header.revision, at, &mut outputs);

@@ -76,6 +76,7 @@ fn progress(revision: i64) -> Input {
     Input::Progress {
         header: header(revision),
         at: Instant::now(),
+        trusted: false,
     }
 }
 
@@ -321,6 +322,24 @@ fn a_progress_answer_ahead_of_queued_events_skips_nothing_and_publishes_nothing(
 }
 
 #[test]
+fn a_trusted_progress_answer_confirms_at_once() {
+    // etcd 3.4.25+ / 3.5.8+ send a progress notification only after every event up to it.
+    let mut state = listed();
+    let outputs = state.step(Input::Progress {
+        header: header(40),
+        at: Instant::now(),
+        trusted: true,
+    });
+    assert_eq!(confirmations(&outputs), [40]);
+    assert!(published(&outputs).is_none(), "still a watermark, not data");
+    assert_eq!(state.revision(), 10);
+    assert_eq!(
+        control(&state.step(Input::Broken)),
+        ["Watch { from_revision: 11 }"]
+    );
+}
+
+#[test]
 fn a_progress_answer_at_the_applied_revision_confirms_at_once() {
     let mut state = listed();
     let outputs = state.step(progress(10));
@@ -403,6 +422,7 @@ fn another_cluster_or_a_head_below_the_applied_revision_relists_and_publishes_th
     let outputs = state.step(Input::Progress {
         header: other,
         at: Instant::now(),
+        trusted: false,
     });
     assert_eq!(
         control(&outputs),
@@ -456,6 +476,7 @@ fn another_cluster_or_a_head_below_the_applied_revision_relists_and_publishes_th
     let outputs = state.step(Input::Progress {
         header: other,
         at: Instant::now(),
+        trusted: false,
     });
     assert_eq!(
         confirmations(&outputs),
@@ -1071,7 +1092,7 @@ proptest! {
                     compacted = true;
                     state.step(Input::Broken)
                 }
-                Step::Progress => state.step(Input::Progress { header: model.header(), at: Instant::now() }),
+                Step::Progress => state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false }),
                 Step::Head => state.step(model.head(state.revision())),
                 Step::Wipe | Step::Restore(_) => {
                     match step {
@@ -1092,7 +1113,7 @@ proptest! {
                     // etcd restarts: the stream breaks, and the new watch's creation
                     // answer shows the new etcd's header.
                     let mut outputs = state.step(Input::Broken);
-                    outputs.extend(state.step(Input::Progress { header: model.header(), at: Instant::now() }));
+                    outputs.extend(state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false }));
                     outputs
                 }
             };
@@ -1164,7 +1185,7 @@ proptest! {
         }
 
         // Deliver everything: the snapshot catches up with etcd.
-        let mut outputs = state.step(Input::Progress { header: model.header(), at: Instant::now() });
+        let mut outputs = state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false });
         if outputs.iter().any(|o| matches!(o, Output::List(_))) {
             outputs = state.step(model.list());
         } else {
