@@ -27,8 +27,13 @@ fn settings(endpoint: &str, prefix: &str) -> EtcdSettings {
 }
 
 fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
+    config_with(endpoint, prefix, Schema::auto_discover())
+}
+
+fn config_with(endpoint: &str, prefix: &str, schema: Schema) -> EtcdConfig {
     EtcdConfig::builder()
         .settings(settings(endpoint, prefix))
+        .schema(schema)
         .env(|_: &str| None)
         .build()
         .expect("valid configuration")
@@ -392,12 +397,7 @@ async fn panicking_checks_hooks_and_deserializers_neither_stop_nor_stall_the_eng
         })
         .build()
         .unwrap();
-    let config = EtcdConfig::builder()
-        .settings(settings(&etcd.endpoint(), "/app"))
-        .schema(schema)
-        .env(|_: &str| None)
-        .build()
-        .unwrap();
+    let config = config_with(&etcd.endpoint(), "/app", schema);
     config.start().await.expect("start");
     let binding = config.bind::<Bound>().expect("binds");
 
@@ -652,12 +652,7 @@ async fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_re
         }))
         .build()
         .unwrap();
-    let config = EtcdConfig::builder()
-        .settings(settings(&etcd.endpoint(), "/app"))
-        .schema(schema)
-        .env(|_: &str| None)
-        .build()
-        .unwrap();
+    let config = config_with(&etcd.endpoint(), "/app", schema);
     config.start().await.expect("start");
     synced(&config).await;
 

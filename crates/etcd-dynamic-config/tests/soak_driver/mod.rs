@@ -28,6 +28,10 @@ use etcd_dynamic_config::{
 };
 use testkit::{Backup, EtcdCluster, EtcdMember, FaultProxy};
 
+#[path = "../common/mod.rs"]
+mod common;
+use common::values;
+
 const PREFIX: &str = "/soak";
 /// How long one operation may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -290,14 +294,6 @@ async fn head(client: &mut Client) -> Option<i64> {
         Ok(Ok(response)) => response.header().map(|header| header.revision()),
         _ => None,
     }
-}
-
-fn values(snapshot: &Snapshot) -> BTreeMap<String, String> {
-    snapshot
-        .to_map()
-        .into_iter()
-        .map(|(name, value)| (name, value.to_string()))
-        .collect()
 }
 
 fn difference(served: &BTreeMap<String, String>, etcd: &BTreeMap<String, String>) -> Vec<String> {
