@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use tokio::runtime::{Handle, Runtime};
 
-use crate::config::StartReport;
 use crate::error::{Error, Result};
+use crate::report::StartReport;
 use crate::snapshot::{ConfigChange, Snapshot, Value};
 
 /// [`crate::EtcdConfig`] for synchronous code.

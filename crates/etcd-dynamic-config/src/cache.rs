@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::engine::state::Rejection;
+use crate::report::Rejection;
 use crate::schema::Schema;
 use crate::snapshot::{Entries, Entry, Snapshot, Source};
 use crate::store::Subscription;

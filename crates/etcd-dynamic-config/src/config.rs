@@ -12,10 +12,11 @@ use tracing::Instrument;
 use crate::binding::Binding;
 use crate::cache::CacheFile;
 use crate::connection::Connection;
-use crate::engine::state::{ListReason, Rejection, RevisionRejection, State};
+use crate::engine::state::{ListReason, State};
 use crate::engine::{Action, Engine};
 use crate::error::{Chain, Error, Result};
 use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
+use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::{EtcdSettings, parse_root_key};
 use crate::snapshot::{ConfigChange, Snapshot, Value};
@@ -81,45 +82,6 @@ impl Drop for Inner {
             running.stop.send_replace(true);
         }
     }
-}
-
-/// Where the configuration at start came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StartSource {
-    /// etcd, over env vars and defaults for names etcd does not hold.
-    Etcd,
-    /// etcd did not answer in time: the last-known-good cache file, over env vars and
-    /// defaults; etcd's values replace them as soon as it answers.
-    CacheFile,
-    /// etcd did not answer in time and there was no usable cache file: env vars and
-    /// defaults; etcd's values replace them as soon as it answers.
-    Fallback,
-    /// Env vars and defaults only (`USE_LOCAL_CONFIG=true`); etcd is never contacted.
-    Local,
-}
-
-/// What [`EtcdConfig::start`] loaded.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct StartReport {
-    /// Where the values came from.
-    pub source: StartSource,
-    /// The etcd revision of the first snapshot (0 in local mode).
-    pub revision: i64,
-    /// How many names have a value.
-    pub loaded: usize,
-    /// Declared names that no source gave a value.
-    pub missing: Vec<String>,
-    /// Values that were rejected (their names hold their env var, default, or nothing).
-    pub rejected: Vec<Rejection>,
-    /// Names that several keys map to, with the keys (the first one wins).
-    pub collisions: Vec<(String, Vec<String>)>,
-    /// Why etcd was not used, when the values came from a fallback.
-    pub etcd_error: Option<String>,
-    /// Why the cache file was not used, when it exists but is not trusted.
-    pub cache_error: Option<String>,
 }
 
 impl EtcdConfig {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Result};
+use crate::value::parse_bool;
 
 /// `EtcdSettings__HostName`
 pub const HOST_NAME: &str = "EtcdSettings__HostName";
@@ -464,15 +465,6 @@ fn setting(setting: &'static str, reason: impl Into<String>) -> Error {
     Error::Setting {
         setting,
         reason: reason.into(),
-    }
-}
-
-/// `1 true yes y on` / `0 false no n off`, case-insensitive.
-pub(crate) fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "y" | "on" => Some(true),
-        "0" | "false" | "no" | "n" | "off" => Some(false),
-        _ => None,
     }
 }
 

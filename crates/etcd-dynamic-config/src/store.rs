@@ -22,8 +22,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
-use crate::engine::state::{Rejection, RevisionRejection};
 use crate::observe::metrics::Metrics;
+use crate::report::{Rejection, RevisionRejection, StartSource};
 use crate::snapshot::{ConfigChange, Snapshot};
 
 /// What the engine knows about its own state: the basis of health reports.
@@ -46,7 +46,7 @@ pub(crate) struct Status {
     /// The last failure, with its causes.
     pub(crate) last_error: Option<String>,
     /// Where the served values come from; `None` before `start`.
-    pub(crate) source: Option<crate::config::StartSource>,
+    pub(crate) source: Option<StartSource>,
     /// Whether the engine runs (false before `start` and after `stop`).
     pub(crate) running: bool,
     /// The latest head revision etcd reported.

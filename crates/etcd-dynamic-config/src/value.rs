@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
-use crate::settings::parse_bool;
+/// `1 true yes y on` / `0 false no n off`, case-insensitive.
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Some(true),
+        "0" | "false" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
 
 /// A configuration value, already coerced to its [kind](crate::schema::Kind).
 #[derive(Clone)]

@@ -88,7 +88,7 @@ impl Engine {
         let revision = listing.header.revision;
         self.synced(Some(revision));
         self.writer.update_status(|status| {
-            status.source = Some(crate::config::StartSource::Etcd);
+            status.source = Some(crate::report::StartSource::Etcd);
             status.relisting = None;
         });
         let outputs = self.step(Input::Listed {

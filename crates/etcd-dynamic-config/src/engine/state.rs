@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use imbl::OrdMap;
 
+use crate::report::{Rejection, RevisionRejection};
 use crate::schema::KeyMap;
 use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
 
@@ -136,54 +137,6 @@ impl ListReason {
             self,
             Self::ClusterChanged { .. } | Self::RevisionWentBack { .. }
         )
-    }
-}
-
-/// A value that failed coercion or a validator; the name keeps its last good value (or
-/// its env var or default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The configuration name.
-    pub name: Arc<str>,
-    /// Where the rejected value came from (for etcd: the key and the revision that
-    /// wrote it).
-    pub source: Source,
-    /// Why it was rejected (never the value itself).
-    pub reason: String,
-}
-
-impl Rejection {
-    /// Emits the `update_rejected` event.
-    pub(crate) fn log(&self) {
-        tracing::warn!(
-            event = "update_rejected",
-            name = %self.name,
-            source = %self.source,
-            reason = %self.reason,
-            "a value was rejected; the name keeps its last good value, env var or default"
-        );
-    }
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} ({})", self.name, self.reason, self.source)
-    }
-}
-
-/// A revision that broke a check over the whole configuration (or removed a required
-/// name): it was not published, and the last good snapshot keeps serving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevisionRejection {
-    /// The etcd revision.
-    pub revision: i64,
-    /// Every check it breaks.
-    pub reasons: Vec<String>,
-}
-
-impl std::fmt::Display for RevisionRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "revision {}: {}", self.revision, self.reasons.join("; "))
     }
 }
 

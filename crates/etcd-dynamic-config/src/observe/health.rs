@@ -2,8 +2,7 @@
 
 use serde::Serialize;
 
-use crate::config::StartSource;
-use crate::engine::state::{Rejection, RevisionRejection};
+use crate::report::{Rejection, RevisionRejection, StartSource};
 
 /// Where the configuration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

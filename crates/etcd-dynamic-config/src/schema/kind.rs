@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::settings::parse_bool;
+use crate::value::parse_bool;
 use crate::value::{Value, parse_duration};
 
 /// What kind of value a name holds.

@@ -484,7 +484,7 @@ impl Schema {
     pub(crate) fn fallback(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> (Entries, Vec<crate::engine::state::Rejection>) {
+    ) -> (Entries, Vec<crate::report::Rejection>) {
         let mut entries = Entries::default();
         let mut rejected = Vec::new();
         for (name, spec) in &self.names {
@@ -499,7 +499,7 @@ impl Schema {
                     spec.secret,
                 )),
                 Some((Err(reason), var)) => {
-                    rejected.push(crate::engine::state::Rejection {
+                    rejected.push(crate::report::Rejection {
                         name: name.clone(),
                         source: Source::Env {
                             var: Arc::from(var),
