@@ -93,3 +93,29 @@ pub struct StartReport {
     /// Why the cache file was not used, when it exists but is not trusted.
     pub cache_error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_read_as_name_reason_and_source() {
+        let rejection = Rejection {
+            name: Arc::from("db_port"),
+            source: Source::Etcd {
+                key: Arc::from("/app/Db/Port"),
+                mod_revision: 812,
+            },
+            reason: "expected an integer".to_owned(),
+        };
+        assert_eq!(
+            rejection.to_string(),
+            "db_port: expected an integer (etcd key /app/Db/Port @ rev 812)"
+        );
+        let revision = RevisionRejection {
+            revision: 9,
+            reasons: vec!["a".to_owned(), "b".to_owned()],
+        };
+        assert_eq!(revision.to_string(), "revision 9: a; b");
+    }
+}

@@ -397,6 +397,8 @@ fn keys_that_name_nothing_still_count() {
         3,
     ));
     state.step(watched(vec![put("/app/Another", "y", 4, None)]));
+    // A key outside the prefix directory (as `/application` is for `/app`) counts not.
+    state.step(watched(vec![put("/application/X", "z", 5, None)]));
     let outputs = state.step(Input::Watched {
         events: Vec::new(),
         header: header(5),
@@ -410,6 +412,27 @@ fn keys_that_name_nothing_still_count() {
         at: Instant::now(),
     };
     assert_eq!(confirmations(&state.step(head)), [5]);
+}
+
+#[test]
+fn only_another_etcd_is_reported_as_one() {
+    assert!(ListReason::ClusterChanged { from: 1, to: 2 }.is_another_etcd());
+    assert!(
+        ListReason::RevisionWentBack {
+            applied: 9,
+            reported: 3
+        }
+        .is_another_etcd()
+    );
+    for reason in [
+        ListReason::Initial,
+        ListReason::Compacted {
+            compact_revision: 5,
+        },
+        ListReason::Diverged { key_revision: 5 },
+    ] {
+        assert!(!reason.is_another_etcd(), "{reason:?}");
+    }
 }
 
 #[test]
