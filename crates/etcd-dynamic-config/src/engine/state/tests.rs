@@ -322,6 +322,20 @@ fn a_progress_answer_ahead_of_queued_events_skips_nothing_and_publishes_nothing(
 }
 
 #[test]
+fn each_reported_head_confirms_when_the_events_reach_it_exactly() {
+    let mut state = listed(); // at 10
+    assert!(confirmations(&state.step(progress(12))).is_empty());
+    assert!(confirmations(&state.step(progress(14))).is_empty());
+    // Reaching 12 exactly confirms 12, not yet 14.
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "A", 12, Some(7))]));
+    assert_eq!(confirmations(&outputs), [12]);
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "B", 13, Some(12))]));
+    assert!(confirmations(&outputs).is_empty());
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "C", 14, Some(13))]));
+    assert_eq!(confirmations(&outputs), [14]);
+}
+
+#[test]
 fn a_trusted_progress_answer_confirms_at_once() {
     // etcd 3.4.25+ / 3.5.8+ send a progress notification only after every event up to it.
     let mut state = listed();
