@@ -119,6 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "revision": health.revision,
             "connected": health.connected,
             "reconnects": health.reconnects,
+            "reason": health.reason,
         }))?
     );
 
@@ -127,10 +128,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut client = etcd.client().await;
     let revision = put(&mut client, "LogLevel", "WARN").await?;
     wait_and_show(&config, revision, &["log_level"]).await;
+    let health = config.health();
     println!(
-        "  health: {:?}, revision {}",
-        config.health().state,
-        config.health().revision
+        "  health: {:?}, revision {}, confirmed to hold etcd's head (revision {}) {:.1} s ago",
+        health.state,
+        health.revision,
+        health.confirmed_revision.unwrap_or_default(),
+        health.seconds_since_confirmed.unwrap_or_default()
     );
 
     config.stop().await;

@@ -5,6 +5,16 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+/// One test at a time: a binary copied by one thread cannot be run while another
+/// thread's fork still holds the copy open for writing ("Text file busy").
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ensure-deps.sh")
@@ -91,12 +101,14 @@ fn real_includes() -> PathBuf {
 
 #[test]
 fn this_machine_has_everything() {
+    let _serial = serial();
     let (code, text) = dry_run(&[]);
     assert_eq!(code, 0, "{text}");
 }
 
 #[test]
 fn a_protoc_named_by_the_user_without_includes_is_an_error_saying_what_to_set() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let protoc = protoc_without_includes(dir.path());
     let (code, text) = dry_run(&[("PROTOC", &protoc)]);
@@ -111,6 +123,7 @@ fn a_protoc_named_by_the_user_without_includes_is_an_error_saying_what_to_set() 
 
 #[test]
 fn protoc_include_set_by_the_user_is_honoured() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let protoc = protoc_without_includes(dir.path());
     let includes = real_includes();
@@ -133,6 +146,7 @@ fn path_with(dir: &Path, extra: &[(&str, &Path)]) -> PathBuf {
 
 #[test]
 fn a_protoc_on_path_without_includes_asks_for_libprotobuf_dev() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let protoc = protoc_without_includes(dir.path());
     let path = path_with(dir.path(), &[("protoc", &protoc)]);
@@ -143,6 +157,7 @@ fn a_protoc_on_path_without_includes_asks_for_libprotobuf_dev() {
 
 #[test]
 fn no_protoc_at_all_asks_for_the_compiler_and_its_includes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = path_with(dir.path(), &[]);
     let (code, text) = dry_run(&[("PATH", &path)]);
@@ -155,6 +170,7 @@ fn no_protoc_at_all_asks_for_the_compiler_and_its_includes() {
 
 #[test]
 fn an_etcd_bin_that_does_not_run_is_named() {
+    let _serial = serial();
     let (code, text) = dry_run(&[("ETCD_BIN", Path::new("/nonexistent/etcd"))]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("ETCD_BIN=/nonexistent/etcd"), "{text}");
