@@ -9,7 +9,7 @@
 //! and validation again when read.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -178,36 +178,23 @@ fn checksum(document: &Document) -> String {
 }
 
 /// Temporary file in the same directory, fsync, rename over the target, fsync the
-/// directory: a reader sees the old file or the new one, never half of one.
+/// directory: a reader sees the old file or the new one, never half of one. The
+/// temporary file has a random name and is created exclusively with mode 0600
+/// (`tempfile`), so a link planted in the directory is never followed and two writers of
+/// one path never share a temporary file; it is removed if anything fails.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(
-        || std::ffi::OsString::from("cache"),
-        std::ffi::OsStr::to_os_string,
-    );
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(&name);
-    temporary_name.push(format!(".{}.tmp", std::process::id()));
-    let temporary = dir.join(temporary_name);
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = (|| {
-        let mut file = options.open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temporary, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
+    let mut file = tempfile::Builder::new()
+        .prefix(".cache-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|error| error.error)?;
+    File::open(dir)?.sync_all()
 }
 
 /// Writes every new snapshot that holds etcd values, at most once per [`DEBOUNCE`], and
@@ -304,6 +291,54 @@ mod tests {
             ),
         );
         Snapshot::new(9, entries)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_planted_beside_the_cache_file_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("cache.json");
+        // Where the earlier, predictable temporary name was, and the cache path itself.
+        let predictable = dir
+            .path()
+            .join(format!(".cache.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &predictable).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let cache = CacheFile::new(&path, "/app/", false);
+        cache.write(&snapshot()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(
+            !fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(cache.read(&schema()).unwrap().is_some());
+    }
+
+    #[test]
+    fn two_writers_of_one_path_never_mix_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = CacheFile::new(&path, "/app/", false);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        cache.write(&snapshot()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let cache = CacheFile::new(&path, "/app/", false);
+        assert!(cache.read(&schema()).unwrap().is_some(), "a whole file");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
     }
 
     #[test]
