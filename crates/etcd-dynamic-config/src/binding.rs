@@ -92,6 +92,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
                 .unwrap_or_else(|panic| {
                     Err(crate::Error::Bind {
                         target: std::any::type_name::<T>(),
+                        name: None,
+                        origin: None,
                         reason: format!(
                             "the deserializer panicked: {}",
                             crate::error::panic_message(&*panic)

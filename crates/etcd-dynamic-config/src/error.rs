@@ -72,11 +72,19 @@ pub enum Error {
     },
 
     /// The configuration does not read as the asked type.
-    #[error("the configuration does not read as {target}: {reason}")]
+    #[error(
+        "the configuration does not read as {target}: {}",
+        bind_text(.name.as_deref(), .origin.as_ref(), .reason)
+    )]
     Bind {
         /// The type asked for.
         target: &'static str,
-        /// serde's reason, e.g. ``missing field `port` ``.
+        /// The dotted name whose value did not read, when serde got that far (e.g.
+        /// `database.port`).
+        name: Option<String>,
+        /// Where that name's value came from (etcd key and revision, env var, default).
+        origin: Option<crate::snapshot::Source>,
+        /// serde's reason, e.g. ``invalid value: integer `70000`, expected u16``.
         reason: String,
     },
 
@@ -102,7 +110,7 @@ pub enum Error {
 
     /// The configuration cannot run here (e.g. the blocking facade could not create its
     /// runtime).
-    #[error("{0}")]
+    #[error("the configuration cannot run here: its runtime could not be created")]
     Runtime(#[source] std::io::Error),
 }
 
@@ -157,4 +165,13 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|message| (*message).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// `name: reason (origin)`, with what is known.
+fn bind_text(name: Option<&str>, origin: Option<&crate::snapshot::Source>, reason: &str) -> String {
+    match (name, origin) {
+        (Some(name), Some(origin)) => format!("{name}: {reason} ({origin})"),
+        (Some(name), None) => format!("{name}: {reason}"),
+        _ => reason.to_owned(),
+    }
 }

@@ -200,17 +200,23 @@ impl Snapshot {
     ///
     /// [`Error::Bind`] with serde's reason (a missing field, a value of the wrong type).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
-        let tree = Node::tree(self).map_err(|reason| bind_error::<T>(reason))?;
-        T::deserialize(tree).map_err(|error| {
+        let tree = Node::tree(self).map_err(|reason| bind_error::<T>(None, reason))?;
+        serde_path_to_error::deserialize(tree).map_err(|error| {
             // serde quotes values it cannot place (`unknown variant \`x\``): hide secrets.
             let reason = self
                 .entries
                 .values()
                 .filter(|entry| entry.is_secret())
-                .fold(error.to_string(), |reason, entry| {
+                .fold(error.inner().to_string(), |reason, entry| {
                     scrub(reason, &entry.value().to_string())
                 });
-            bind_error::<T>(reason)
+            let path = error.path().to_string();
+            let name = (path != ".").then_some(path);
+            let at = name.map(|name| {
+                let entry = self.entries.get(name.as_str());
+                (name, entry)
+            });
+            bind_error::<T>(at, reason)
         })
     }
 
@@ -238,9 +244,17 @@ impl Snapshot {
     }
 }
 
-fn bind_error<T>(reason: String) -> Error {
+/// A `Bind` error; `at`: the dotted name that did not read, with its entry if it has one
+/// (a missing field has none).
+fn bind_error<T>(at: Option<(String, Option<&Entry>)>, reason: String) -> Error {
+    let (name, origin) = match at {
+        Some((name, entry)) => (Some(name), entry.map(|entry| entry.source().clone())),
+        None => (None, None),
+    };
     Error::Bind {
         target: std::any::type_name::<T>(),
+        name,
+        origin,
         reason,
     }
 }
@@ -473,6 +487,47 @@ pub(crate) mod tests {
             Entry::new(Value::from(text), source, false),
         );
         Snapshot::new(812, entries)
+    }
+
+    #[test]
+    fn a_bind_error_names_the_name_and_where_its_value_came_from() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Database {
+            host: String,
+            port: u16,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct App {
+            database: Database,
+        }
+        let snapshot = snapshot_of(&[
+            ("database.host", Value::from("db")),
+            ("database.port", Value::Integer(70_000)),
+        ]);
+        let error = snapshot.deserialize::<App>().unwrap_err();
+        let Error::Bind { name, origin, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(name.as_deref(), Some("database.port"));
+        assert_eq!(
+            origin.as_ref().map(ToString::to_string).as_deref(),
+            Some("etcd key /app/database.port @ rev 1")
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("database.port: invalid value: integer `70000`, expected u16 (etcd key /app/database.port @ rev 1)"),
+            "{text}"
+        );
+        // A missing field has a name but no value, so no origin.
+        let missing = snapshot_of(&[("database.port", Value::Integer(1))])
+            .deserialize::<App>()
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("missing field `host`"),
+            "{missing}"
+        );
     }
 
     #[test]
