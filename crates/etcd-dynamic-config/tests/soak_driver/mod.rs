@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
 use etcd_dynamic_config::schema::naming::name_from_path;
 use etcd_dynamic_config::{
     ConfigChange, EtcdConfig, EtcdSettings, HealthState, Listener, SYNC_BOUND, Snapshot, Value,
@@ -495,27 +495,18 @@ async fn operate(rng: &mut Rng, client: &mut Client, ledger: &mut Ledger, figure
                 })
                 .collect();
             let txn = Txn::new().and_then(operations);
-            (
-                "txn",
-                done(client.txn(txn), |r| r.header().map(|h| h.revision())).await,
-            )
+            ("txn", done(client.txn(txn), txn_wrote_at).await)
         }
         65..80 => {
             let delete = client.delete(key(rng), None);
-            (
-                "delete",
-                done(delete, |r| r.header().map(|h| h.revision())).await,
-            )
+            ("delete", done(delete, deleted_at).await)
         }
         80..84 => {
             let delete = client.delete(
                 format!("{PREFIX}/Dir/"),
                 Some(DeleteOptions::new().with_prefix()),
             );
-            (
-                "delete_prefix",
-                done(delete, |r| r.header().map(|h| h.revision())).await,
-            )
+            ("delete_prefix", done(delete, deleted_at).await)
         }
         _ => {
             let write = client.put(format!("/elsewhere/K{}", rng.below(5)), value, None);
@@ -532,6 +523,26 @@ async fn operate(rng: &mut Rng, client: &mut Client, ledger: &mut Ledger, figure
         }
         Err(()) => figures.failed_operations += 1,
     }
+}
+
+/// The revision of a delete that removed something. A delete of nothing writes nothing:
+/// its header carries etcd's head, which writes elsewhere move.
+fn deleted_at(response: &etcd_client::DeleteResponse) -> Option<i64> {
+    (response.deleted() > 0)
+        .then(|| response.header().map(|h| h.revision()))
+        .flatten()
+}
+
+/// The revision of a transaction that wrote something under the prefix.
+fn txn_wrote_at(response: &etcd_client::TxnResponse) -> Option<i64> {
+    let wrote = response.op_responses().iter().any(|op| match op {
+        TxnOpResponse::Put(_) => true,
+        TxnOpResponse::Delete(delete) => delete.deleted() > 0,
+        _ => false,
+    });
+    wrote
+        .then(|| response.header().map(|h| h.revision()))
+        .flatten()
 }
 
 async fn done<T, E>(
