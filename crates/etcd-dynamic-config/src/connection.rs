@@ -318,6 +318,42 @@ impl Connection {
         })
     }
 
+    /// What etcd holds under `prefix_dir` at `revision`: how many keys, and the mod
+    /// revision there of `key` (`None` inside: absent). `Ok(None)` when etcd has no such
+    /// revision (compacted, or not yet written).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn probe(
+        &mut self,
+        prefix_dir: &str,
+        revision: i64,
+        key: Option<&str>,
+    ) -> Result<Option<(i64, Option<i64>)>> {
+        let peer = self.peer();
+        let mut kv = self.client().await?.kv_client();
+        let at = GetOptions::new().with_revision(revision);
+        let count = at
+            .clone()
+            .with_range(prefix_end(prefix_dir.as_bytes()))
+            .with_count_only();
+        let counted = match kv.get(prefix_dir, Some(count)).await {
+            Ok(response) => response.count(),
+            Err(error) if no_such_revision(&error) => return Ok(None),
+            Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
+        };
+        let Some(key) = key else {
+            return Ok(Some((counted, None)));
+        };
+        let found = match kv.get(key, Some(at.with_keys_only())).await {
+            Ok(response) => response.kvs().first().map(|kv| kv.mod_revision()),
+            Err(error) if no_such_revision(&error) => return Ok(None),
+            Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
+        };
+        Ok(Some((counted, found)))
+    }
+
     /// Writes `puts` and deletes `deletes` in one transaction; returns its revision.
     ///
     /// # Errors
@@ -519,6 +555,13 @@ impl Watch {
             uncounted,
         })
     }
+}
+
+/// etcd's answer to a read at a revision it does not have.
+fn no_such_revision(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.message().contains("required revision has been compacted")
+            || status.message().contains("required revision is a future revision"))
 }
 
 /// Says which prefix a permission error is about.

@@ -316,6 +316,42 @@ async fn a_new_cluster_on_the_same_address_is_noticed() {
 }
 
 #[tokio::test]
+async fn a_wiped_etcd_written_past_the_applied_revision_while_cut_off_is_noticed() {
+    // Neither the cluster id (same flags) nor the head (written past what was applied)
+    // tells: etcd's prefix at the applied revision does.
+    let mut etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    for (key, value) in [("A", "1"), ("B", "2"), ("C", "3")] {
+        put(&mut client, &format!("/app/{key}"), value).await;
+    }
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let config = config(&proxy.endpoint(), "/app");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+    synced(&config).await;
+    let applied = config.snapshot().revision();
+    proxy.cut();
+    etcd.wipe(false).await;
+    let mut client = etcd.client().await;
+    // Nothing the new history sends under the prefix contradicts the old state: writes
+    // elsewhere, then one key created.
+    for i in 0..applied + 5 {
+        put(&mut client, "/elsewhere/Key", &i.to_string()).await;
+    }
+    put(&mut client, "/app/D", "4").await;
+    assert!(testkit::current_revision(&mut client).await > applied);
+    proxy.restore();
+    let snapshot = converges(&config, &mut client, "/app").await;
+    assert!(
+        !values(&snapshot).contains_key("a"),
+        "the old history's keys are gone"
+    );
+    history.reaches(&values(&snapshot)).await;
+    synced(&config).await;
+    config.stop().await;
+}
+
+#[tokio::test]
 async fn an_etcd_restored_from_an_older_backup_is_noticed_even_when_nobody_writes() {
     let mut etcd = EtcdMember::start().await;
     let mut client = etcd.client().await;

@@ -304,6 +304,28 @@ impl Engine {
     /// A quiet stream is asked for progress; a stream that does not answer that either
     /// counts as broken, so a frozen member is left within seconds.
     async fn watch(&mut self, from_revision: i64) -> Outcome {
+        if self.outage.is_some() {
+            // etcd may have been replaced meanwhile by one whose history has as many
+            // revisions: its cluster id and head would not tell. Its prefix at the
+            // applied revision does.
+            match self.probe().await {
+                Ok(Some(next)) => {
+                    return Outcome {
+                        next,
+                        error: None,
+                        progressed: true,
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return Outcome {
+                        next: Action::Watch { from_revision },
+                        error: Some(error),
+                        progressed: false,
+                    };
+                }
+            }
+        }
         let mut watch = match self
             .connection
             .watch(self.state.prefix_dir(), from_revision)
@@ -428,6 +450,26 @@ impl Engine {
                 };
             }
         }
+    }
+
+    /// Compares etcd's prefix at the applied revision with the state; the next action
+    /// when they differ (a re-list).
+    async fn probe(&mut self) -> Result<Option<Action>, Error> {
+        let revision = self.state.revision();
+        let key = self.state.probe_key();
+        let probe = self
+            .connection
+            .probe(self.state.prefix_dir(), revision, key.as_deref());
+        let found = tokio::time::timeout(LIVENESS_INTERVAL * 2, probe)
+            .await
+            .map_err(|_| self.connection.silent(LIVENESS_INTERVAL * 2))??;
+        let input = Input::Probed {
+            revision,
+            count: found.map(|(count, _)| count),
+            probed: key.map(|key| (key, found.and_then(|(_, mod_revision)| mod_revision))),
+        };
+        let outputs = self.step(input);
+        Ok(self.execute(outputs))
     }
 
     /// Applies one input. The state machine runs the schema's checks and coercion hooks:

@@ -107,6 +107,15 @@ pub(crate) enum Input {
         changed: bool,
         at: Instant,
     },
+    /// Before a watch resumes after an outage: what etcd holds under the prefix at the
+    /// applied `revision` — how many keys (`None`: etcd has no such revision, compacted
+    /// or not yet written), and the mod revision there of the newest key the state
+    /// holds (`probed`, from [`State::probe_key`]; `None` inside: absent).
+    Probed {
+        revision: i64,
+        count: Option<i64>,
+        probed: Option<(Arc<str>, Option<i64>)>,
+    },
     /// The watch start revision was compacted away.
     Compacted { compact_revision: i64 },
     /// The watch stream ended or failed.
@@ -128,6 +137,9 @@ pub(crate) enum ListReason {
     /// etcd reported a head below the applied revision (restored from a backup,
     /// replaced).
     RevisionWentBack { applied: i64, reported: i64 },
+    /// etcd's prefix at the applied revision is not the state's: another history with
+    /// as many revisions (wiped or restored, then written to, while disconnected).
+    HistoryDiffers { revision: i64 },
 }
 
 impl ListReason {
@@ -135,7 +147,9 @@ impl ListReason {
     pub(crate) fn is_another_etcd(self) -> bool {
         matches!(
             self,
-            Self::ClusterChanged { .. } | Self::RevisionWentBack { .. }
+            Self::ClusterChanged { .. }
+                | Self::RevisionWentBack { .. }
+                | Self::HistoryDiffers { .. }
         )
     }
 }
@@ -348,6 +362,28 @@ impl State {
         }
     }
 
+    /// The key the state holds with the newest mod revision (named, rejected or
+    /// shadowed), to probe etcd's history with.
+    pub(crate) fn probe_key(&self) -> Option<Arc<str>> {
+        let named = self.entries.values().filter_map(Entry::etcd);
+        let rejected = self
+            .rejected
+            .values()
+            .filter_map(|rejection| match &rejection.source {
+                Source::Etcd { key, mod_revision } => Some((key, *mod_revision)),
+                _ => None,
+            });
+        let shadowed = self
+            .shadowed
+            .iter()
+            .map(|(key, shadowed)| (key, shadowed.mod_revision));
+        named
+            .chain(rejected)
+            .chain(shadowed)
+            .max_by_key(|(_, mod_revision)| *mod_revision)
+            .map(|(key, _)| key.clone())
+    }
+
     /// The revision of the current snapshot.
     pub(crate) fn revision(&self) -> i64 {
         self.revision
@@ -476,6 +512,30 @@ impl State {
                 self.aim(header.revision, at, &mut outputs);
                 outputs
             }
+            (
+                Phase::Watching,
+                Input::Probed {
+                    revision,
+                    count,
+                    probed,
+                },
+            ) if revision == self.revision => {
+                let Some(count) = count else {
+                    // Compacted (the watch says so) or not yet written (its creation
+                    // answer's head says so).
+                    return Vec::new();
+                };
+                let same_key = probed.is_none_or(|(key, mod_revision)| {
+                    let name = self.name_for(&key);
+                    let tracked = name.and_then(|name| self.tracked_revision(&name, &key));
+                    tracked == mod_revision
+                });
+                if count == self.key_count && same_key {
+                    Vec::new()
+                } else {
+                    vec![Output::List(ListReason::HistoryDiffers { revision })]
+                }
+            }
             (Phase::Watching, Input::Compacted { compact_revision }) => {
                 vec![Output::List(ListReason::Compacted { compact_revision })]
             }
@@ -485,7 +545,13 @@ impl State {
             (Phase::Empty, Input::Broken | Input::Compacted { .. }) => {
                 vec![Output::List(ListReason::Initial)]
             }
-            (_, Input::Watched { .. } | Input::Progress { .. } | Input::Head { .. }) => Vec::new(),
+            (
+                _,
+                Input::Watched { .. }
+                | Input::Progress { .. }
+                | Input::Head { .. }
+                | Input::Probed { .. },
+            ) => Vec::new(),
         }
     }
 

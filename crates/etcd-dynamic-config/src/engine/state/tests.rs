@@ -429,8 +429,42 @@ fn keys_that_name_nothing_still_count() {
 }
 
 #[test]
+fn a_probe_of_another_history_with_as_many_revisions_relists() {
+    let mut state = listed(); // LogLevel @7, Db/Name @9, at 10; 2 keys
+    assert_eq!(state.probe_key().as_deref(), Some("/app/Db/Name"));
+    let probed = |count, key_revision| Input::Probed {
+        revision: 10,
+        count,
+        probed: Some((Arc::from("/app/Db/Name"), key_revision)),
+    };
+    assert!(
+        state.step(probed(Some(2), Some(9))).is_empty(),
+        "the same history"
+    );
+    assert!(
+        state.step(probed(None, None)).is_empty(),
+        "no such revision: the watch will say why"
+    );
+    for (count, key_revision) in [(Some(3), Some(9)), (Some(2), Some(8)), (Some(2), None)] {
+        assert_eq!(
+            control(&state.step(probed(count, key_revision))),
+            ["List(HistoryDiffers { revision: 10 })"],
+            "{count:?} {key_revision:?}"
+        );
+    }
+    // A probe of an earlier revision is stale and says nothing.
+    let stale = Input::Probed {
+        revision: 9,
+        count: Some(7),
+        probed: None,
+    };
+    assert!(state.step(stale).is_empty());
+}
+
+#[test]
 fn only_another_etcd_is_reported_as_one() {
     assert!(ListReason::ClusterChanged { from: 1, to: 2 }.is_another_etcd());
+    assert!(ListReason::HistoryDiffers { revision: 3 }.is_another_etcd());
     assert!(
         ListReason::RevisionWentBack {
             applied: 9,
