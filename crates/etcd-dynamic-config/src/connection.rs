@@ -318,40 +318,51 @@ impl Connection {
         })
     }
 
-    /// What etcd holds under `prefix_dir` at `revision`: how many keys, and the mod
-    /// revision there of `key` (`None` inside: absent). `Ok(None)` when etcd has no such
-    /// revision (compacted, or not yet written).
+    /// Every key under `prefix_dir` at `revision`, with its mod revision (keys only,
+    /// page by page). `Ok(None)` when etcd has no such revision (compacted, or not yet
+    /// written).
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub(crate) async fn probe(
+    pub(crate) async fn keys_at(
         &mut self,
         prefix_dir: &str,
         revision: i64,
-        key: Option<&str>,
-    ) -> Result<Option<(i64, Option<i64>)>> {
+    ) -> Result<Option<Vec<(Vec<u8>, i64)>>> {
         let peer = self.peer();
-        let mut kv = self.client().await?.kv_client();
-        let at = GetOptions::new().with_revision(revision);
-        let count = at
-            .clone()
-            .with_range(prefix_end(prefix_dir.as_bytes()))
-            .with_count_only();
-        let counted = match kv.get(prefix_dir, Some(count)).await {
-            Ok(response) => response.count(),
-            Err(error) if no_such_revision(&error) => return Ok(None),
-            Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
-        };
-        let Some(key) = key else {
-            return Ok(Some((counted, None)));
-        };
-        let found = match kv.get(key, Some(at.with_keys_only())).await {
-            Ok(response) => response.kvs().first().map(|kv| kv.mod_revision()),
-            Err(error) if no_such_revision(&error) => return Ok(None),
-            Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
-        };
-        Ok(Some((counted, found)))
+        let mut kv = self
+            .client()
+            .await?
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let range_end = prefix_end(prefix_dir.as_bytes());
+        let mut keys = Vec::new();
+        let mut start = prefix_dir.as_bytes().to_vec();
+        loop {
+            let options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_revision(revision)
+                .with_keys_only()
+                .with_limit(PAGE_SIZE);
+            let mut response = match kv.get(start.clone(), Some(options)).await {
+                Ok(response) => response,
+                Err(error) if no_such_revision(&error) => return Ok(None),
+                Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
+            };
+            let more = response.more();
+            for pair in response.take_kvs() {
+                let mod_revision = pair.mod_revision();
+                keys.push((pair.into_key_value().0, mod_revision));
+            }
+            match keys.last() {
+                Some((last, _)) if more => {
+                    start.clone_from(last);
+                    start.push(0);
+                }
+                _ => return Ok(Some(keys)),
+            }
+        }
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction; returns its revision.

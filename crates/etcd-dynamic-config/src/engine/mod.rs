@@ -452,23 +452,15 @@ impl Engine {
         }
     }
 
-    /// Compares etcd's prefix at the applied revision with the state; the next action
-    /// when they differ (a re-list).
+    /// Compares etcd's keys under the prefix at the applied revision with the state's;
+    /// the next action when they differ (a re-list).
     async fn probe(&mut self) -> Result<Option<Action>, Error> {
         let revision = self.state.revision();
-        let key = self.state.probe_key();
-        let probe = self
-            .connection
-            .probe(self.state.prefix_dir(), revision, key.as_deref());
-        let found = tokio::time::timeout(LIVENESS_INTERVAL * 2, probe)
+        let probe = self.connection.keys_at(self.state.prefix_dir(), revision);
+        let keys = tokio::time::timeout(PROBE_BUDGET, probe)
             .await
-            .map_err(|_| self.connection.silent(LIVENESS_INTERVAL * 2))??;
-        let input = Input::Probed {
-            revision,
-            count: found.map(|(count, _)| count),
-            probed: key.map(|key| (key, found.and_then(|(_, mod_revision)| mod_revision))),
-        };
-        let outputs = self.step(input);
+            .map_err(|_| self.connection.silent(PROBE_BUDGET))??;
+        let outputs = self.step(Input::Probed { revision, keys });
         Ok(self.execute(outputs))
     }
 
@@ -597,6 +589,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the history probe (a keys-only read of the prefix) may take.
+const PROBE_BUDGET: Duration = Duration::from_secs(10);
 /// A step (checks and coercion hooks included) that runs longer than this is reported by
 /// health.
 pub(crate) const USER_CODE_BUDGET: Duration = Duration::from_secs(5);

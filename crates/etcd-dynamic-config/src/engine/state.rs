@@ -107,14 +107,12 @@ pub(crate) enum Input {
         changed: bool,
         at: Instant,
     },
-    /// Before a watch resumes after an outage: what etcd holds under the prefix at the
-    /// applied `revision` — how many keys (`None`: etcd has no such revision, compacted
-    /// or not yet written), and the mod revision there of the newest key the state
-    /// holds (`probed`, from [`State::probe_key`]; `None` inside: absent).
+    /// Before a watch resumes after an outage: every key etcd holds under the prefix at
+    /// the applied `revision`, with its mod revision (`None`: etcd has no such
+    /// revision, compacted or not yet written).
     Probed {
         revision: i64,
-        count: Option<i64>,
-        probed: Option<(Arc<str>, Option<i64>)>,
+        keys: Option<Vec<(Vec<u8>, i64)>>,
     },
     /// The watch start revision was compacted away.
     Compacted { compact_revision: i64 },
@@ -362,26 +360,31 @@ impl State {
         }
     }
 
-    /// The key the state holds with the newest mod revision (named, rejected or
-    /// shadowed), to probe etcd's history with.
-    pub(crate) fn probe_key(&self) -> Option<Arc<str>> {
-        let named = self.entries.values().filter_map(Entry::etcd);
-        let rejected = self
-            .rejected
-            .values()
-            .filter_map(|rejection| match &rejection.source {
-                Source::Etcd { key, mod_revision } => Some((key, *mod_revision)),
-                _ => None,
-            });
-        let shadowed = self
-            .shadowed
-            .iter()
-            .map(|(key, shadowed)| (key, shadowed.mod_revision));
-        named
-            .chain(rejected)
-            .chain(shadowed)
-            .max_by_key(|(_, mod_revision)| *mod_revision)
-            .map(|(key, _)| key.clone())
+    /// Whether etcd's keys under the prefix at the applied revision, with their mod
+    /// revisions, are the ones the state holds: as many keys, and every key that names
+    /// a value at the mod revision the state has for it.
+    fn holds(&self, keys: &[(Vec<u8>, i64)]) -> bool {
+        let tracked = self.entries.values().filter(|e| e.etcd().is_some()).count()
+            + self
+                .rejected
+                .values()
+                .filter(|r| matches!(r.source, Source::Etcd { .. }))
+                .count()
+            + self.shadowed.len();
+        let mut named = 0;
+        for (key, mod_revision) in keys {
+            let Ok(key) = std::str::from_utf8(key) else {
+                continue; // names nothing; counted below
+            };
+            let Some(name) = self.name_for(key) else {
+                continue;
+            };
+            named += 1;
+            if self.tracked_revision(&name, key) != Some(*mod_revision) {
+                return false;
+            }
+        }
+        i64::try_from(keys.len()) == Ok(self.key_count) && named == tracked
     }
 
     /// The revision of the current snapshot.
@@ -512,28 +515,14 @@ impl State {
                 self.aim(header.revision, at, &mut outputs);
                 outputs
             }
-            (
-                Phase::Watching,
-                Input::Probed {
-                    revision,
-                    count,
-                    probed,
-                },
-            ) if revision == self.revision => {
-                let Some(count) = count else {
-                    // Compacted (the watch says so) or not yet written (its creation
-                    // answer's head says so).
-                    return Vec::new();
-                };
-                let same_key = probed.is_none_or(|(key, mod_revision)| {
-                    let name = self.name_for(&key);
-                    let tracked = name.and_then(|name| self.tracked_revision(&name, &key));
-                    tracked == mod_revision
-                });
-                if count == self.key_count && same_key {
-                    Vec::new()
-                } else {
-                    vec![Output::List(ListReason::HistoryDiffers { revision })]
+            (Phase::Watching, Input::Probed { revision, keys }) if revision == self.revision => {
+                // `None`: compacted (the watch says so) or not yet written (its creation
+                // answer's head says so).
+                match keys {
+                    Some(keys) if !self.holds(&keys) => {
+                        vec![Output::List(ListReason::HistoryDiffers { revision })]
+                    }
+                    _ => Vec::new(),
                 }
             }
             (Phase::Watching, Input::Compacted { compact_revision }) => {

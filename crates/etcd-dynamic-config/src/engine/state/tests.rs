@@ -430,33 +430,43 @@ fn keys_that_name_nothing_still_count() {
 
 #[test]
 fn a_probe_of_another_history_with_as_many_revisions_relists() {
-    let mut state = listed(); // LogLevel @7, Db/Name @9, at 10; 2 keys
-    assert_eq!(state.probe_key().as_deref(), Some("/app/Db/Name"));
-    let probed = |count, key_revision| Input::Probed {
+    let mut state = listed(); // LogLevel @7, Db/Name @9, at 10
+    let probed = |keys: &[(&str, i64)]| Input::Probed {
         revision: 10,
-        count,
-        probed: Some((Arc::from("/app/Db/Name"), key_revision)),
+        keys: Some(
+            keys.iter()
+                .map(|(key, revision)| (key.as_bytes().to_vec(), *revision))
+                .collect(),
+        ),
+    };
+    let same = [("/app/Db/Name", 9), ("/app/LogLevel", 7)];
+    assert!(state.step(probed(&same)).is_empty(), "the same history");
+    let none = Input::Probed {
+        revision: 10,
+        keys: None,
     };
     assert!(
-        state.step(probed(Some(2), Some(9))).is_empty(),
-        "the same history"
-    );
-    assert!(
-        state.step(probed(None, None)).is_empty(),
+        state.step(none).is_empty(),
         "no such revision: the watch will say why"
     );
-    for (count, key_revision) in [(Some(3), Some(9)), (Some(2), Some(8)), (Some(2), None)] {
+    let others: [&[(&str, i64)]; 4] = [
+        &[("/app/Db/Name", 9), ("/app/LogLevel", 7), ("/app/New", 8)],
+        &[("/app/Db/Name", 8), ("/app/LogLevel", 7)],
+        &[("/app/Db/Name", 9)],
+        // Another history that modified a key other than the newest.
+        &[("/app/Db/Name", 9), ("/app/LogLevel", 8)],
+    ];
+    for keys in others {
         assert_eq!(
-            control(&state.step(probed(count, key_revision))),
+            control(&state.step(probed(keys))),
             ["List(HistoryDiffers { revision: 10 })"],
-            "{count:?} {key_revision:?}"
+            "{keys:?}"
         );
     }
     // A probe of an earlier revision is stale and says nothing.
     let stale = Input::Probed {
         revision: 9,
-        count: Some(7),
-        probed: None,
+        keys: Some(Vec::new()),
     };
     assert!(state.step(stale).is_empty());
 }
