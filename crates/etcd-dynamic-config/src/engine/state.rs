@@ -364,13 +364,19 @@ impl State {
     /// revisions, are the ones the state holds: as many keys, and every key that names
     /// a value at the mod revision the state has for it.
     fn holds(&self, keys: &[(Vec<u8>, i64)]) -> bool {
-        let tracked = self.entries.values().filter(|e| e.etcd().is_some()).count()
+        // Each key once: a rejected value's name keeps its last good entry, but the key
+        // it owns is the rejected one.
+        let owners = self
+            .entries
+            .iter()
+            .filter(|(name, entry)| entry.etcd().is_some() && !self.rejected.contains_key(*name))
+            .count()
             + self
                 .rejected
                 .values()
                 .filter(|r| matches!(r.source, Source::Etcd { .. }))
-                .count()
-            + self.shadowed.len();
+                .count();
+        let tracked = owners + self.shadowed.len();
         let mut named = 0;
         for (key, mod_revision) in keys {
             let Ok(key) = std::str::from_utf8(key) else {

@@ -463,6 +463,25 @@ fn a_probe_of_another_history_with_as_many_revisions_relists() {
             "{keys:?}"
         );
     }
+    // A rejected value: its name keeps its last good entry, its key is the rejected one.
+    state.step(watched(vec![Event {
+        key: Arc::from("/app/LogLevel"),
+        value: Some(vec![0xff]),
+        mod_revision: 11,
+        prev_mod_revision: Some(7),
+        created: false,
+    }]));
+    let at_11 = Input::Probed {
+        revision: 11,
+        keys: Some(vec![
+            (b"/app/Db/Name".to_vec(), 9),
+            (b"/app/LogLevel".to_vec(), 11),
+        ]),
+    };
+    assert!(
+        state.step(at_11).is_empty(),
+        "the same history, with a rejection"
+    );
     // A probe of an earlier revision is stale and says nothing.
     let stale = Input::Probed {
         revision: 9,
@@ -898,6 +917,8 @@ enum Step {
     Progress,
     /// A head read: the key count and whether a key changed after the applied revision.
     Head,
+    /// A history probe, as before a resumed watch: etcd's keys at the applied revision.
+    Probe,
     /// etcd is wiped and started again empty: another cluster id.
     Wipe,
     /// etcd is restored from an older backup (same cluster id) at this share of its
@@ -913,6 +934,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => Just(Step::Compact),
         2 => Just(Step::Progress),
         2 => Just(Step::Head),
+        2 => Just(Step::Probe),
         1 => Just(Step::Wipe),
         1 => (0u8..100).prop_map(Step::Restore),
     ]
@@ -1175,6 +1197,17 @@ proptest! {
                 }
                 Step::Progress => state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false }),
                 Step::Head => state.step(model.head(state.revision())),
+                Step::Probe => {
+                    let revision = state.revision();
+                    let keys = (revision <= model.revision).then(|| {
+                        replay(&model.history, revision)
+                            .into_iter()
+                            .filter(|(key, _)| key.starts_with("/app/"))
+                            .map(|(key, (_, mod_revision))| (key.as_bytes().to_vec(), mod_revision))
+                            .collect()
+                    });
+                    state.step(Input::Probed { revision, keys })
+                }
                 Step::Wipe | Step::Restore(_) => {
                     match step {
                         Step::Wipe => model.wipe(),
@@ -1210,7 +1243,8 @@ proptest! {
                             prop_assert!(
                                 !matches!(reason, ListReason::Diverged { .. }
                                     | ListReason::ClusterChanged { .. }
-                                    | ListReason::RevisionWentBack { .. }),
+                                    | ListReason::RevisionWentBack { .. }
+                                    | ListReason::HistoryDiffers { .. }),
                                 "a consistent history never asks for a re-list: {:?}", reason
                             );
                         }
