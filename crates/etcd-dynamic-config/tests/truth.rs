@@ -666,11 +666,15 @@ async fn writes_elsewhere_neither_wake_subscribers_nor_rebuild_bindings_and_heal
     config.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_returns() {
-    let etcd = EtcdMember::start().await;
-    let mut client = etcd.client().await;
-    put(&mut client, "/app/Mode", "normal").await;
+// The blocking facade runs the engine on a runtime of its own: the blocked check holds
+// that runtime's worker, not the test's (on a shared runtime, a task that a blocked
+// worker holds in its slot for the next task waits with it).
+#[test]
+fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_returns() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime.block_on(EtcdMember::start());
+    let mut client = runtime.block_on(etcd.client());
+    runtime.block_on(put(&mut client, "/app/Mode", "normal"));
     let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gate = release.clone();
     let schema = Schema::builder()
@@ -688,20 +692,27 @@ async fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_re
         }))
         .build()
         .unwrap();
-    let config = config_with(&etcd.endpoint(), "/app", schema);
-    config.start().await.expect("start");
-    synced(&config).await;
-
-    put(&mut client, "/app/Mode", "wait").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let health = loop {
-        let health = config.health();
-        if health.state == HealthState::Degraded {
-            break health;
+    let config = etcd_dynamic_config::blocking::EtcdConfig::new(config_with(
+        &etcd.endpoint(),
+        "/app",
+        schema,
+    ))
+    .unwrap();
+    config.start().expect("start");
+    let until = |what: &str, condition: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "{what}: {:?}", config.health());
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Instant::now() < deadline, "still {health:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    until("synced", &|| config.health().is_synced());
+
+    runtime.block_on(put(&mut client, "/app/Mode", "wait"));
+    until("degraded", &|| {
+        config.health().state == HealthState::Degraded
+    });
+    let health = config.health();
     assert!(
         health
             .reason
@@ -710,9 +721,14 @@ async fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_re
         "{health:?}"
     );
     release.store(true, Ordering::SeqCst);
-    let revision = put(&mut client, "/app/Mode", "normal-again").await;
-    let snapshot = wait_for_revision(&config, revision).await;
-    assert_eq!(snapshot.get("mode").unwrap().as_str(), Some("normal-again"));
-    synced(&config).await;
-    config.stop().await;
+    let revision = runtime.block_on(put(&mut client, "/app/Mode", "normal-again"));
+    until("the next value", &|| {
+        config.snapshot().revision() >= revision
+    });
+    assert_eq!(
+        config.snapshot().get("mode").unwrap().as_str(),
+        Some("normal-again")
+    );
+    until("synced again", &|| config.health().is_synced());
+    config.stop();
 }
