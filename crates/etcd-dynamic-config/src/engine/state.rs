@@ -479,12 +479,7 @@ impl State {
                 }
                 if trusted {
                     // Every event up to the head was sent before this answer.
-                    self.targets
-                        .retain(|&(revision, _)| revision > header.revision);
-                    return vec![Output::Confirmed {
-                        revision: header.revision,
-                        at,
-                    }];
+                    return vec![self.confirm(header.revision, at)];
                 }
                 let mut outputs = Vec::new();
                 self.aim(header.revision, at, &mut outputs);
@@ -504,12 +499,7 @@ impl State {
                 }
                 if !changed && count == self.key_count {
                     // The prefix at the head equals the prefix at the applied revision.
-                    self.targets
-                        .retain(|&(revision, _)| revision > header.revision);
-                    return vec![Output::Confirmed {
-                        revision: header.revision,
-                        at,
-                    }];
+                    return vec![self.confirm(header.revision, at)];
                 }
                 if header.revision == self.revision {
                     // At the applied revision itself etcd holds something else.
@@ -563,6 +553,13 @@ impl State {
             }),
             _ => None,
         }
+    }
+
+    /// The state holds etcd's head `revision` as of `at`: heads up to it need no longer
+    /// be reached.
+    fn confirm(&mut self, revision: i64, at: Instant) -> Output {
+        self.targets.retain(|&(target, _)| target > revision);
+        Output::Confirmed { revision, at }
     }
 
     /// etcd's head was at `revision` at `at`: confirmed if the state is there, else a
