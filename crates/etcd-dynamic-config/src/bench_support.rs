@@ -50,6 +50,7 @@ impl Engine {
                 value: Some(value.as_bytes().to_vec()),
                 mod_revision: revision,
                 prev_mod_revision: None,
+                prev_fingerprint: None,
                 created: false,
             })
             .collect();

@@ -10,7 +10,7 @@ use etcd_client::{
 };
 use secrecy::ExposeSecret;
 
-use crate::engine::state::{Event, Header, Input, Kv};
+use crate::engine::state::{Event, Header, Input, Kv, Probe, fingerprint};
 use crate::error::{BoxError, Chain, Error, Result};
 use crate::settings::EtcdSettings;
 
@@ -318,18 +318,14 @@ impl Connection {
         })
     }
 
-    /// Every key under `prefix_dir` at `revision`, with its mod revision (keys only,
-    /// page by page). `Ok(None)` when etcd has no such revision (compacted, or not yet
-    /// written).
+    /// What etcd holds under `prefix_dir` at `revision`: how many keys, and the sum of
+    /// their fingerprints (read page by page, nothing kept), or why etcd has no such
+    /// revision: compacted, or not yet written (then with etcd's head, read right after).
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub(crate) async fn keys_at(
-        &mut self,
-        prefix_dir: &str,
-        revision: i64,
-    ) -> Result<Option<Vec<(Vec<u8>, i64)>>> {
+    pub(crate) async fn probe(&mut self, prefix_dir: &str, revision: i64) -> Result<Probe> {
         let peer = self.peer();
         let mut kv = self
             .client()
@@ -337,30 +333,54 @@ impl Connection {
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let range_end = prefix_end(prefix_dir.as_bytes());
-        let mut keys = Vec::new();
+        let mut first = None;
+        let mut digest = 0u64;
         let mut start = prefix_dir.as_bytes().to_vec();
         loop {
             let options = GetOptions::new()
                 .with_range(range_end.clone())
                 .with_revision(revision)
-                .with_keys_only()
                 .with_limit(PAGE_SIZE);
             let mut response = match kv.get(start.clone(), Some(options)).await {
                 Ok(response) => response,
-                Err(error) if no_such_revision(&error) => return Ok(None),
+                Err(error) if compacted(&error) => return Ok(Probe::Compacted),
+                Err(error) if future_revision(&error) => {
+                    let head = kv
+                        .get(prefix_dir, Some(GetOptions::new().with_count_only()))
+                        .await
+                        .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
+                    let head = header_of(&peer, head.header())?;
+                    return Ok(Probe::Future { head });
+                }
                 Err(error) => return Err(naming_prefix(classify(&peer, error), prefix_dir)),
             };
+            let (count, head) = match first {
+                Some(first) => first,
+                None => *first.insert((response.count(), header_of(&peer, response.header())?)),
+            };
             let more = response.more();
-            for pair in response.take_kvs() {
-                let mod_revision = pair.mod_revision();
-                keys.push((pair.into_key_value().0, mod_revision));
+            let page = response.take_kvs();
+            for pair in &page {
+                if std::str::from_utf8(pair.key()).is_ok() {
+                    digest = digest.wrapping_add(fingerprint(
+                        pair.key(),
+                        pair.value(),
+                        pair.mod_revision(),
+                    ));
+                }
             }
-            match keys.last() {
-                Some((last, _)) if more => {
-                    start.clone_from(last);
+            match page.last() {
+                Some(last) if more => {
+                    start = last.key().to_vec();
                     start.push(0);
                 }
-                _ => return Ok(Some(keys)),
+                _ => {
+                    return Ok(Probe::Found {
+                        count,
+                        digest,
+                        head,
+                    });
+                }
             }
         }
     }
@@ -556,6 +576,9 @@ impl Watch {
                     },
                     mod_revision: kv.mod_revision(),
                     prev_mod_revision: event.prev_kv().map(|prev| prev.mod_revision()),
+                    prev_fingerprint: event
+                        .prev_kv()
+                        .map(|prev| fingerprint(prev.key(), prev.value(), prev.mod_revision())),
                     created,
                 })
             })
@@ -568,11 +591,16 @@ impl Watch {
     }
 }
 
-/// etcd's answer to a read at a revision it does not have.
-fn no_such_revision(error: &etcd_client::Error) -> bool {
+/// etcd's answer to a read at a revision it compacted away.
+fn compacted(error: &etcd_client::Error) -> bool {
     matches!(error, etcd_client::Error::GRpcStatus(status)
-        if status.message().contains("required revision has been compacted")
-            || status.message().contains("required revision is a future revision"))
+        if status.message().contains("required revision has been compacted"))
+}
+
+/// etcd's answer to a read at a revision above its head.
+fn future_revision(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.message().contains("required revision is a future revision"))
 }
 
 /// Says which prefix a permission error is about.

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_random_operations_and_faults_breaks_no_promise() {
-    // A fixed seed by default: seeds 1764190004 and 1764200002 still reproduce a
-    // violation after etcd is wiped twice in a row (issue 12 is open for it), so the test
-    // command runs one that passes; `SOAK_SEED=N` runs any other.
+    // A fixed seed, so that a failure in the test command can be rerun: this one wipes
+    // etcd twice within a second, which found an etcd replaced between the history
+    // probe and the watch. `SOAK_SEED=N` runs any other.
     let seed = std::env::var("SOAK_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
-        .unwrap_or(1_764_210_000);
+        .unwrap_or(1_764_190_004);
     let options = soak_driver::Options {
         seed,
         duration: Duration::from_secs(60),

@@ -352,6 +352,54 @@ async fn a_wiped_etcd_written_past_the_applied_revision_while_cut_off_is_noticed
 }
 
 #[tokio::test]
+async fn a_wiped_etcd_rewritten_with_the_same_keys_at_the_same_revisions_is_noticed() {
+    // Cluster id, head, keys and their revisions are all the same: only the values tell.
+    let mut etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    let keys = ["/app/A", "/app/B", "/app/C"];
+    for (key, value) in keys.iter().zip(["1", "2", "3"]) {
+        put(&mut client, key, value).await;
+    }
+    let old_revisions = mod_revisions(&mut client, "/app/").await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let config = config(&proxy.endpoint(), "/app");
+    config.start().await.expect("start");
+    let history = History::follow(&config);
+    synced(&config).await;
+    proxy.cut();
+    etcd.wipe(false).await;
+    let mut client = etcd.client().await;
+    for (key, value) in keys.iter().zip(["x", "y", "z"]) {
+        put(&mut client, key, value).await;
+    }
+    assert_eq!(
+        mod_revisions(&mut client, "/app/").await,
+        old_revisions,
+        "the new history has the same keys at the same revisions"
+    );
+    proxy.restore();
+    let snapshot = converges(&config, &mut client, "/app").await;
+    assert_eq!(values(&snapshot)["a"], "x");
+    history.reaches(&values(&snapshot)).await;
+    synced(&config).await;
+    config.stop().await;
+}
+
+/// Every key under `dir` with its mod revision, and etcd's head.
+async fn mod_revisions(client: &mut Client, dir: &str) -> (Vec<(String, i64)>, i64) {
+    let response = client
+        .get(dir, Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("read the prefix");
+    let keys = response
+        .kvs()
+        .iter()
+        .map(|kv| (kv.key_str().unwrap().to_owned(), kv.mod_revision()))
+        .collect();
+    (keys, response.header().unwrap().revision())
+}
+
+#[tokio::test]
 async fn an_etcd_restored_from_an_older_backup_is_noticed_even_when_nobody_writes() {
     let mut etcd = EtcdMember::start().await;
     let mut client = etcd.client().await;

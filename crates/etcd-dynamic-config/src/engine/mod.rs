@@ -452,15 +452,15 @@ impl Engine {
         }
     }
 
-    /// Compares etcd's keys under the prefix at the applied revision with the state's;
-    /// the next action when they differ (a re-list).
+    /// Compares etcd's prefix at the applied revision with the state's; the next action
+    /// when they differ (a re-list).
     async fn probe(&mut self) -> Result<Option<Action>, Error> {
         let revision = self.state.revision();
-        let probe = self.connection.keys_at(self.state.prefix_dir(), revision);
-        let keys = tokio::time::timeout(PROBE_BUDGET, probe)
+        let probe = self.connection.probe(self.state.prefix_dir(), revision);
+        let found = tokio::time::timeout(PROBE_BUDGET, probe)
             .await
             .map_err(|_| self.connection.silent(PROBE_BUDGET))??;
-        let outputs = self.step(Input::Probed { revision, keys });
+        let outputs = self.step(Input::Probed { revision, found });
         Ok(self.execute(outputs))
     }
 
@@ -567,6 +567,10 @@ impl Engine {
                                 "etcd reported revision {reported}, below the applied {applied}; \
                                  reading the prefix again"
                             ),
+                            ListReason::HistoryDiffers { revision } => format!(
+                                "etcd's prefix at the applied revision {revision} is not the one \
+                                 served; reading the prefix again"
+                            ),
                             _ => String::new(),
                         };
                         self.writer.update_status(|status| {
@@ -589,7 +593,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A watch quiet this long is asked for progress; quiet twice as long, it is broken.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
-/// How long the history probe (a keys-only read of the prefix) may take.
+/// How long the history probe (a read of the prefix at the applied revision) may take.
 const PROBE_BUDGET: Duration = Duration::from_secs(10);
 /// A step (checks and coercion hooks included) that runs longer than this is reported by
 /// health.

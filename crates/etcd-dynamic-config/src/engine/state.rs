@@ -27,7 +27,11 @@
 //!
 //! Every answer carries etcd's cluster id and head revision: another cluster id, or a
 //! head below the applied revision (etcd wiped, restored from a backup, replaced), asks
-//! for a re-list, whose difference is published.
+//! for a re-list, whose difference is published. Neither tells an etcd replaced by one
+//! with the same cluster id whose history has reached the applied revision again; the
+//! history probe ([`Input::Probed`]) before a watch resumes does: etcd's key count and
+//! the sum of the [`fingerprint`]s of its keys at the applied revision must be the
+//! state's, which events keep up to date from each key's previous value.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -57,6 +61,8 @@ pub(crate) struct Event {
     pub(crate) mod_revision: i64,
     /// The mod revision of the key before this event (`prev_kv`), when etcd sent it.
     pub(crate) prev_mod_revision: Option<i64>,
+    /// The [`fingerprint`] of the key before this event, when etcd sent it.
+    pub(crate) prev_fingerprint: Option<u64>,
     /// Whether this put created the key (a delete: `false`).
     pub(crate) created: bool,
 }
@@ -107,17 +113,41 @@ pub(crate) enum Input {
         changed: bool,
         at: Instant,
     },
-    /// Before a watch resumes after an outage: every key etcd holds under the prefix at
-    /// the applied `revision`, with its mod revision (`None`: etcd has no such
-    /// revision, compacted or not yet written).
-    Probed {
-        revision: i64,
-        keys: Option<Vec<(Vec<u8>, i64)>>,
-    },
+    /// Before a watch resumes after an outage: what etcd holds under the prefix at the
+    /// applied `revision`.
+    Probed { revision: i64, found: Probe },
     /// The watch start revision was compacted away.
     Compacted { compact_revision: i64 },
     /// The watch stream ended or failed.
     Broken,
+}
+
+/// One key's content at one revision, in 64 bits. The wrapping sum over the prefix
+/// tells two histories apart at a revision: another etcd whose history reached the
+/// applied revision with other values there, even with the same keys and revisions.
+pub(crate) fn fingerprint(key: &[u8], value: &[u8], mod_revision: i64) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((
+        key,
+        value,
+        mod_revision,
+    ))
+}
+
+/// What a history probe found at a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// etcd's count of keys under the prefix, the sum of the [`fingerprint`]s of those
+    /// that are UTF-8, and the header of etcd's answer.
+    Found {
+        count: i64,
+        digest: u64,
+        head: Header,
+    },
+    /// The revision was compacted: nothing to compare (the watch will say so).
+    Compacted,
+    /// etcd has not reached the revision: `head` is its header read right after.
+    Future { head: Header },
 }
 
 /// Why a full re-list is needed.
@@ -138,6 +168,9 @@ pub(crate) enum ListReason {
     /// etcd's prefix at the applied revision is not the state's: another history with
     /// as many revisions (wiped or restored, then written to, while disconnected).
     HistoryDiffers { revision: i64 },
+    /// The state cannot be compared with etcd's prefix at the applied revision: an
+    /// event came without the key's previous value.
+    Unverifiable { revision: i64 },
 }
 
 impl ListReason {
@@ -225,6 +258,9 @@ pub(crate) struct State {
     cluster: Option<u64>,
     /// How many keys etcd holds under the prefix at `revision`, named or not.
     key_count: i64,
+    /// The sum of the [`fingerprint`]s of the UTF-8 keys etcd holds under the prefix at
+    /// `revision`; `None` since an event came without the key's previous value.
+    digest: Option<u64>,
     /// Heads etcd reported above the applied revision, oldest first: reaching one
     /// confirms the state as of its moment.
     targets: VecDeque<(i64, Instant)>,
@@ -240,6 +276,7 @@ struct Checkpoint {
     rejected: OrdMap<Arc<str>, Rejection>,
     shadowed: OrdMap<Arc<str>, Shadowed>,
     key_count: i64,
+    digest: Option<u64>,
 }
 
 /// Changes merged per name: the first old value and the last new one. `None` records
@@ -312,6 +349,7 @@ impl State {
             shadowed: OrdMap::new(),
             cluster: None,
             key_count: 0,
+            digest: Some(0),
             targets: VecDeque::new(),
         }
     }
@@ -358,39 +396,6 @@ impl State {
                 None
             }
         }
-    }
-
-    /// Whether etcd's keys under the prefix at the applied revision, with their mod
-    /// revisions, are the ones the state holds: as many keys, and every key that names
-    /// a value at the mod revision the state has for it.
-    fn holds(&self, keys: &[(Vec<u8>, i64)]) -> bool {
-        // Each key once: a rejected value's name keeps its last good entry, but the key
-        // it owns is the rejected one.
-        let owners = self
-            .entries
-            .iter()
-            .filter(|(name, entry)| entry.etcd().is_some() && !self.rejected.contains_key(*name))
-            .count()
-            + self
-                .rejected
-                .values()
-                .filter(|r| matches!(r.source, Source::Etcd { .. }))
-                .count();
-        let tracked = owners + self.shadowed.len();
-        let mut named = 0;
-        for (key, mod_revision) in keys {
-            let Ok(key) = std::str::from_utf8(key) else {
-                continue; // names nothing; counted below
-            };
-            let Some(name) = self.name_for(key) else {
-                continue;
-            };
-            named += 1;
-            if self.tracked_revision(&name, key) != Some(*mod_revision) {
-                return false;
-            }
-        }
-        i64::try_from(keys.len()) == Ok(self.key_count) && named == tracked
     }
 
     /// The revision of the current snapshot.
@@ -511,15 +516,27 @@ impl State {
                 self.aim(header.revision, at, &mut outputs);
                 outputs
             }
-            (Phase::Watching, Input::Probed { revision, keys }) if revision == self.revision => {
-                // `None`: compacted (the watch says so) or not yet written (its creation
-                // answer's head says so).
-                match keys {
-                    Some(keys) if !self.holds(&keys) => {
-                        vec![Output::List(ListReason::HistoryDiffers { revision })]
-                    }
-                    _ => Vec::new(),
-                }
+            (Phase::Watching, Input::Probed { revision, found }) if revision == self.revision => {
+                let reason = match found {
+                    Probe::Found {
+                        count,
+                        digest,
+                        head,
+                    } => self.another_etcd(head).or(match self.digest {
+                        None => Some(ListReason::Unverifiable { revision }),
+                        Some(held) if held == digest && count == self.key_count => None,
+                        Some(_) => Some(ListReason::HistoryDiffers { revision }),
+                    }),
+                    // Nothing to compare: the watch will say so.
+                    Probe::Compacted => None,
+                    // Within one history etcd's head never goes below a revision it had;
+                    // when it has moved past it again since, its history still differs.
+                    Probe::Future { head } => Some(
+                        self.another_etcd(head)
+                            .unwrap_or(ListReason::HistoryDiffers { revision }),
+                    ),
+                };
+                reason.map(Output::List).into_iter().collect()
             }
             (Phase::Watching, Input::Compacted { compact_revision }) => {
                 vec![Output::List(ListReason::Compacted { compact_revision })]
@@ -633,6 +650,13 @@ impl State {
         let revision = header.revision;
         self.cluster = Some(header.cluster);
         self.key_count = count;
+        self.digest = Some(
+            kvs.iter()
+                .filter(|kv| kv.key.starts_with(self.prefix_dir()))
+                .fold(0u64, |sum, kv| {
+                    sum.wrapping_add(fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision))
+                }),
+        );
         self.targets.clear();
         let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
@@ -719,6 +743,7 @@ impl State {
             rejected: self.rejected.clone(),
             shadowed: self.shadowed.clone(),
             key_count: self.key_count,
+            digest: self.digest,
         }
     }
 
@@ -727,6 +752,7 @@ impl State {
         self.rejected = checkpoint.rejected;
         self.shadowed = checkpoint.shadowed;
         self.key_count = checkpoint.key_count;
+        self.digest = checkpoint.digest;
     }
 
     /// Applies one event; `Err` when it contradicts the cache.
@@ -742,6 +768,18 @@ impl State {
                 Some(_) => {}
                 None => self.key_count -= 1,
             }
+            let added = event.value.as_ref().map_or(0, |value| {
+                fingerprint(event.key.as_bytes(), value, event.mod_revision)
+            });
+            let removed = if event.created {
+                Some(0)
+            } else {
+                event.prev_fingerprint
+            };
+            self.digest = self
+                .digest
+                .zip(removed)
+                .map(|(sum, removed)| sum.wrapping_sub(removed).wrapping_add(added));
         }
         let Some(name) = self.name_for(&event.key) else {
             return Ok(());

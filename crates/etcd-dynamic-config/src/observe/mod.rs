@@ -17,7 +17,7 @@
 //! | `watch_resumed` | info | `endpoint`, `from_revision`, `outage_ms` |
 //! | `watch_started` | debug | `endpoint`, `from_revision` |
 //! | `relist` | info | `reason` (`Compacted { … }`, `Diverged { … }`, …) |
-//! | `etcd_replaced` | warn | `reason` (`ClusterChanged { from, to }`, `RevisionWentBack { applied, reported }`), `revision` |
+//! | `etcd_replaced` | warn | `reason` (`ClusterChanged { from, to }`, `RevisionWentBack { applied, reported }`, `HistoryDiffers { revision }`), `revision` |
 //! | `engine_failed` | error | `failure` |
 //! | `key_ignored` | warn | `key` (an etcd key that is not UTF-8, shown lossily) |
 //! | `endpoint_switched` | warn | `from`, `to`, `error.type`, `error.message` |

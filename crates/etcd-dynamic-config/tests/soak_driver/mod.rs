@@ -33,6 +33,31 @@ mod common;
 use common::values;
 
 const PREFIX: &str = "/soak";
+
+/// With `SOAK_TRACE=1` the driver prints what it does (operations with their revisions,
+/// faults) and the library's own log, in one time line: for finding what led to a
+/// violation.
+fn tracing_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var_os("SOAK_TRACE").is_some_and(|v| v != "0");
+        if on {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("etcd_dynamic_config=debug")
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        on
+    })
+}
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if tracing_on() {
+            tracing::info!(target: "etcd_dynamic_config::soak", $($arg)*);
+        }
+    };
+}
 /// How long one operation may take before it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -88,6 +113,7 @@ impl Figures {
     }
 
     fn fault(&mut self, kind: &'static str) {
+        trace!("fault {kind}");
         *self.faults.entry(kind).or_default() += 1;
     }
 }
@@ -472,11 +498,14 @@ fn key(rng: &mut Rng) -> String {
 async fn operate(rng: &mut Rng, client: &mut Client, ledger: &mut Ledger, figures: &mut Figures) {
     let roll = rng.below(100);
     let value = format!("v{}", rng.below(1_000_000));
-    let (kind, result): (&'static str, Result<Option<i64>, ()>) = match roll {
+    let (kind, what, result): (&'static str, String, Result<Option<i64>, ()>) = match roll {
         0..45 => {
-            let write = client.put(key(rng), value, None);
+            let key = key(rng);
+            let what = format!("{key}={value}");
+            let write = client.put(key, value, None);
             (
                 "put",
+                what,
                 done(write, |r| r.header().map(|h| h.revision())).await,
             )
         }
@@ -484,36 +513,44 @@ async fn operate(rng: &mut Rng, client: &mut Client, ledger: &mut Ledger, figure
             let mut keys: Vec<String> = (0..2 + rng.below(3)).map(|_| key(rng)).collect();
             keys.sort();
             keys.dedup();
+            let mut what = String::new();
             let operations: Vec<TxnOp> = keys
                 .into_iter()
                 .map(|key| {
                     if rng.chance(25) {
+                        what += &format!("{key}=(deleted) ");
                         TxnOp::delete(key, None)
                     } else {
-                        TxnOp::put(key, format!("t{}", rng.below(1_000_000)), None)
+                        let value = format!("t{}", rng.below(1_000_000));
+                        what += &format!("{key}={value} ");
+                        TxnOp::put(key, value, None)
                     }
                 })
                 .collect();
             let txn = Txn::new().and_then(operations);
-            ("txn", done(client.txn(txn), txn_wrote_at).await)
+            ("txn", what, done(client.txn(txn), txn_wrote_at).await)
         }
         65..80 => {
-            let delete = client.delete(key(rng), None);
-            ("delete", done(delete, deleted_at).await)
+            let key = key(rng);
+            let what = format!("{key}=(deleted)");
+            let delete = client.delete(key, None);
+            ("delete", what, done(delete, deleted_at).await)
         }
         80..84 => {
             let delete = client.delete(
                 format!("{PREFIX}/Dir/"),
                 Some(DeleteOptions::new().with_prefix()),
             );
-            ("delete_prefix", done(delete, deleted_at).await)
+            let what = format!("{PREFIX}/Dir/*=(deleted)");
+            ("delete_prefix", what, done(delete, deleted_at).await)
         }
         _ => {
             let write = client.put(format!("/elsewhere/K{}", rng.below(5)), value, None);
             let done = done(write, |r| r.header().map(|h| h.revision())).await;
-            ("elsewhere", done.map(|_| None))
+            ("elsewhere", String::new(), done.map(|_| None))
         }
     };
+    trace!("{kind} {what}-> {result:?} (history {})", ledger.epoch);
     match result {
         Ok(revision) => {
             figures.op(kind);

@@ -21,13 +21,26 @@ fn kv(key: &str, value: &str, mod_revision: i64) -> Kv {
     }
 }
 
+/// A put as etcd's watch reports it, without the key's previous value (its fingerprint
+/// is unknown: see `put_over` for one with it).
 fn put(key: &str, value: &str, mod_revision: i64, prev: Option<i64>) -> Event {
     Event {
         key: Arc::from(key),
         value: Some(value.as_bytes().to_vec()),
         mod_revision,
         prev_mod_revision: prev,
+        prev_fingerprint: None,
         created: prev.is_none(),
+    }
+}
+
+/// A put over the key's previous `(value, mod revision)`, or a creation.
+fn put_over(key: &str, value: &str, mod_revision: i64, prev: Option<(&str, i64)>) -> Event {
+    Event {
+        prev_fingerprint: prev.map(|(value, revision)| {
+            fingerprint(key.as_bytes(), value.as_bytes(), revision)
+        }),
+        ..put(key, value, mod_revision, prev.map(|(_, revision)| revision))
     }
 }
 
@@ -37,7 +50,16 @@ fn del(key: &str, mod_revision: i64, prev: i64) -> Event {
         value: None,
         mod_revision,
         prev_mod_revision: Some(prev),
+        prev_fingerprint: None,
         created: false,
+    }
+}
+
+/// A delete of the key's previous `(value, mod revision)`.
+fn del_of(key: &str, mod_revision: i64, prev: (&str, i64)) -> Event {
+    Event {
+        prev_fingerprint: Some(fingerprint(key.as_bytes(), prev.0.as_bytes(), prev.1)),
+        ..del(key, mod_revision, prev.1)
     }
 }
 
@@ -428,66 +450,152 @@ fn keys_that_name_nothing_still_count() {
     assert_eq!(confirmations(&state.step(head)), [5]);
 }
 
+/// What a probe finds where etcd holds `kvs` (key, value, mod revision).
+fn found(kvs: &[(&str, &str, i64)]) -> Probe {
+    Probe::Found {
+        head: header(20),
+        count: i64::try_from(kvs.len()).unwrap(),
+        digest: kvs.iter().fold(0u64, |sum, (key, value, revision)| {
+            sum.wrapping_add(fingerprint(key.as_bytes(), value.as_bytes(), *revision))
+        }),
+    }
+}
+
 #[test]
 fn a_probe_of_another_history_with_as_many_revisions_relists() {
-    let mut state = listed(); // LogLevel @7, Db/Name @9, at 10
-    let probed = |keys: &[(&str, i64)]| Input::Probed {
+    let mut state = listed(); // LogLevel=INFO @7, Db/Name=5432 @9, at 10
+    let probed = |found: Probe| Input::Probed {
         revision: 10,
-        keys: Some(
-            keys.iter()
-                .map(|(key, revision)| (key.as_bytes().to_vec(), *revision))
-                .collect(),
-        ),
+        found,
     };
-    let same = [("/app/Db/Name", 9), ("/app/LogLevel", 7)];
-    assert!(state.step(probed(&same)).is_empty(), "the same history");
-    let none = Input::Probed {
-        revision: 10,
-        keys: None,
-    };
+    let same = [("/app/Db/Name", "5432", 9), ("/app/LogLevel", "INFO", 7)];
+    assert!(state.step(probed(found(&same))).is_empty(), "the same history");
     assert!(
-        state.step(none).is_empty(),
-        "no such revision: the watch will say why"
+        state.step(probed(Probe::Compacted)).is_empty(),
+        "compacted: the watch will say so"
     );
-    let others: [&[(&str, i64)]; 4] = [
-        &[("/app/Db/Name", 9), ("/app/LogLevel", 7), ("/app/New", 8)],
-        &[("/app/Db/Name", 8), ("/app/LogLevel", 7)],
-        &[("/app/Db/Name", 9)],
-        // Another history that modified a key other than the newest.
-        &[("/app/Db/Name", 9), ("/app/LogLevel", 8)],
+    let others: [&[(&str, &str, i64)]; 5] = [
+        &[
+            ("/app/Db/Name", "5432", 9),
+            ("/app/LogLevel", "INFO", 7),
+            ("/app/New", "x", 8),
+        ],
+        &[("/app/Db/Name", "5432", 8), ("/app/LogLevel", "INFO", 7)],
+        &[("/app/Db/Name", "5432", 9)],
+        // The same keys at the same revisions, another value.
+        &[("/app/Db/Name", "5433", 9), ("/app/LogLevel", "INFO", 7)],
+        // A key that names nothing is etcd's too.
+        &[
+            ("/app/Db/Name", "5432", 9),
+            ("/app/LogLevel", "INFO", 7),
+            ("/app/Empty//Segment", "x", 8),
+        ],
     ];
-    for keys in others {
+    for kvs in others {
         assert_eq!(
-            control(&state.step(probed(keys))),
+            control(&state.step(probed(found(kvs)))),
             ["List(HistoryDiffers { revision: 10 })"],
-            "{keys:?}"
+            "{kvs:?}"
         );
     }
-    // A rejected value: its name keeps its last good entry, its key is the rejected one.
-    state.step(watched(vec![Event {
-        key: Arc::from("/app/LogLevel"),
-        value: Some(vec![0xff]),
-        mod_revision: 11,
-        prev_mod_revision: Some(7),
-        created: false,
-    }]));
-    let at_11 = Input::Probed {
-        revision: 11,
-        keys: Some(vec![
-            (b"/app/Db/Name".to_vec(), 9),
-            (b"/app/LogLevel".to_vec(), 11),
-        ]),
+    // etcd has not reached the applied revision: its head went back, or it went back and
+    // moved past again since.
+    let future = |cluster, revision| Probe::Future {
+        head: Header { cluster, revision },
     };
-    assert!(
-        state.step(at_11).is_empty(),
-        "the same history, with a rejection"
+    let cases = [
+        (
+            future(CLUSTER, 4),
+            "List(RevisionWentBack { applied: 10, reported: 4 })",
+        ),
+        (future(CLUSTER, 12), "List(HistoryDiffers { revision: 10 })"),
+        (
+            future(CLUSTER + 1, 4),
+            "List(ClusterChanged { from: 1, to: 2 })",
+        ),
+    ];
+    for (probe, expected) in cases {
+        assert_eq!(control(&state.step(probed(probe))), [expected]);
+    }
+    // The same prefix from another cluster.
+    let Probe::Found { count, digest, .. } = found(&same) else {
+        unreachable!()
+    };
+    let other_cluster = Probe::Found {
+        count,
+        digest,
+        head: Header {
+            cluster: CLUSTER + 1,
+            revision: 20,
+        },
+    };
+    assert_eq!(
+        control(&state.step(probed(other_cluster))),
+        ["List(ClusterChanged { from: 1, to: 2 })"]
     );
     // A probe of an earlier revision is stale and says nothing.
     let stale = Input::Probed {
         revision: 9,
-        keys: Some(Vec::new()),
+        found: found(&[]),
     };
     assert!(state.step(stale).is_empty());
+}
+
+#[test]
+fn the_probe_compares_what_the_events_made_of_the_prefix() {
+    let mut state = listed(); // LogLevel=INFO @7, Db/Name=5432 @9, at 10
+    // A rejected value is etcd's value all the same; a key that names nothing too.
+    state.step(watched(vec![
+        Event {
+            key: Arc::from("/app/LogLevel"),
+            value: Some(vec![0xff]),
+            mod_revision: 11,
+            prev_mod_revision: Some(7),
+            prev_fingerprint: Some(fingerprint(b"/app/LogLevel", b"INFO", 7)),
+            created: false,
+        },
+        put_over("/app/Empty//Segment", "x", 11, None),
+    ]));
+    state.step(watched(vec![
+        del_of("/app/Db/Name", 12, ("5432", 9)),
+        put_over("/app/New", "n", 12, None),
+    ]));
+    state.step(watched(vec![put_over(
+        "/app/New",
+        "m",
+        13,
+        Some(("n", 12)),
+    )]));
+    let mut etcd = vec![
+        (b"/app/Empty//Segment".to_vec(), b"x".to_vec(), 11),
+        (b"/app/LogLevel".to_vec(), vec![0xff], 11),
+        (b"/app/New".to_vec(), b"m".to_vec(), 13),
+    ];
+    let probe = |etcd: &[(Vec<u8>, Vec<u8>, i64)]| Input::Probed {
+        revision: 13,
+        found: Probe::Found {
+            head: header(20),
+            count: i64::try_from(etcd.len()).unwrap(),
+            digest: etcd.iter().fold(0u64, |sum, (key, value, revision)| {
+                sum.wrapping_add(fingerprint(key, value, *revision))
+            }),
+        },
+    };
+    assert!(state.step(probe(&etcd)).is_empty(), "the same history");
+    etcd[2].1 = b"o".to_vec();
+    assert_eq!(
+        control(&state.step(probe(&etcd))),
+        ["List(HistoryDiffers { revision: 13 })"]
+    );
+    // An event without the key's previous value: nothing to compare with.
+    state.step(watched(vec![put("/app/New", "p", 14, Some(13))]));
+    assert_eq!(
+        control(&state.step(Input::Probed {
+            revision: 14,
+            found: found(&[]),
+        })),
+        ["List(Unverifiable { revision: 14 })"]
+    );
 }
 
 #[test]
@@ -673,6 +781,7 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
         value: Some(vec![0xff, 0xfe]),
         mod_revision: 11,
         prev_mod_revision: Some(7),
+        prev_fingerprint: None,
         created: false,
     }]));
     let rejection = outputs
@@ -919,8 +1028,10 @@ enum Step {
     Head,
     /// A history probe, as before a resumed watch: etcd's keys at the applied revision.
     Probe,
-    /// etcd is wiped and started again empty: another cluster id.
-    Wipe,
+    /// etcd is wiped and started again empty, under another cluster id (`true`) or the
+    /// same one (it derives from the same flags). The library reconnects at the next
+    /// step that is not a write: first its history probe, then the watch.
+    Wipe(bool),
     /// etcd is restored from an older backup (same cluster id) at this share of its
     /// history.
     Restore(u8),
@@ -935,7 +1046,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => Just(Step::Progress),
         2 => Just(Step::Head),
         2 => Just(Step::Probe),
-        1 => Just(Step::Wipe),
+        1 => any::<bool>().prop_map(Step::Wipe),
         1 => (0u8..100).prop_map(Step::Restore),
     ]
 }
@@ -982,18 +1093,19 @@ impl Model {
             if !seen.insert(key) {
                 continue; // etcd refuses a transaction that writes one key twice
             }
-            let prev = self.kvs.get(key).map(|(_, rev)| *rev);
+            let prev = self.kvs.get(key).cloned();
+            let prev = prev.as_ref().map(|(value, rev)| (value.as_str(), *rev));
             match value {
                 Some(value) => {
                     let value = format!("v{value}");
-                    self.kvs.insert(key, (value.clone(), revision));
-                    self.history.push(put(key, &value, revision, prev));
+                    self.history.push(put_over(key, &value, revision, prev));
+                    self.kvs.insert(key, (value, revision));
                     wrote = true;
                 }
                 None => {
                     if let Some(prev) = prev {
+                        self.history.push(del_of(key, revision, prev));
                         self.kvs.remove(key);
-                        self.history.push(del(key, revision, prev));
                         wrote = true;
                     }
                 }
@@ -1004,11 +1116,36 @@ impl Model {
         }
     }
 
-    fn wipe(&mut self) {
+    fn wipe(&mut self, new_cluster: bool) {
         self.past.push(std::mem::take(&mut self.history));
         self.kvs.clear();
         self.revision = 1;
-        self.cluster += 1;
+        if new_cluster {
+            self.cluster += 1;
+        }
+    }
+
+    /// What the library's history probe finds at `revision`.
+    fn probe(&self, revision: i64, compacted: bool) -> Probe {
+        if revision > self.revision {
+            return Probe::Future {
+                head: self.header(),
+            };
+        }
+        if compacted && revision < self.revision {
+            return Probe::Compacted;
+        }
+        let under: Vec<_> = replay(&self.history, revision)
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("/app/"))
+            .collect();
+        Probe::Found {
+            head: self.header(),
+            count: i64::try_from(under.len()).unwrap(),
+            digest: under.iter().fold(0u64, |sum, (key, (value, revision))| {
+                sum.wrapping_add(fingerprint(key.as_bytes(), value.as_bytes(), *revision))
+            }),
+        }
     }
 
     fn restore(&mut self, share: u8) {
@@ -1180,8 +1317,38 @@ proptest! {
         // What a listener sees: the first snapshot plus every change in order.
         let mut listener_view = values(&snapshot);
 
-        for step in steps {
-            let mut outputs = match step {
+        // After a wipe or restore: the revision the watch resumes from once reconnected.
+        let mut disconnected: Option<i64> = None;
+        let mut outage = false;
+
+        // A last step reconnects a library still disconnected.
+        for step in steps.into_iter().chain([Step::Progress]) {
+            let reconnect = match step {
+                Step::Txn(_) => None,
+                _ => disconnected.take(),
+            };
+            let mut outputs = if let Some(from_revision) = reconnect {
+                // As the I/O loop does after an outage: the history probe, then the watch,
+                // whose creation answer shows etcd's header.
+                let revision = state.revision();
+                let found = model.probe(revision, compacted);
+                let mut outputs = state.step(Input::Probed { revision, found: found.clone() });
+                if outputs.is_empty() {
+                    if matches!(found, Probe::Found { .. }) {
+                        // etcd's prefix at the applied revision is the state's: the
+                        // state (and a snapshot at its revision) is of this etcd too.
+                        if snapshot.revision() == revision {
+                            snapshot_epoch = model.epoch();
+                        }
+                        state_epoch = model.epoch();
+                    }
+                    outage = false;
+                    outputs = state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false });
+                    outputs.push(Output::Watch { from_revision });
+                }
+                outputs
+            } else {
+                match step {
                 Step::Txn(ops) => {
                     model.txn(&ops);
                     Vec::new()
@@ -1199,36 +1366,19 @@ proptest! {
                 Step::Head => state.step(model.head(state.revision())),
                 Step::Probe => {
                     let revision = state.revision();
-                    let keys = (revision <= model.revision).then(|| {
-                        replay(&model.history, revision)
-                            .into_iter()
-                            .filter(|(key, _)| key.starts_with("/app/"))
-                            .map(|(key, (_, mod_revision))| (key.as_bytes().to_vec(), mod_revision))
-                            .collect()
-                    });
-                    state.step(Input::Probed { revision, keys })
+                    state.step(Input::Probed { revision, found: model.probe(revision, compacted) })
                 }
-                Step::Wipe | Step::Restore(_) => {
+                Step::Wipe(_) | Step::Restore(_) => {
                     match step {
-                        Step::Wipe => model.wipe(),
-                        Step::Restore(share) => {
-                            model.restore(share);
-                            // A backup taken after what the state holds continues its
-                            // history: the state is of the restored etcd too.
-                            if state_epoch + 1 == model.epoch() && state.revision() <= model.revision {
-                                state_epoch = model.epoch();
-                            }
-                            if snapshot_epoch + 1 == model.epoch() && snapshot.revision() <= model.revision {
-                                snapshot_epoch = model.epoch();
-                            }
-                        }
+                        Step::Wipe(new_cluster) => model.wipe(new_cluster),
+                        Step::Restore(share) => model.restore(share),
                         _ => unreachable!(),
                     }
-                    // etcd restarts: the stream breaks, and the new watch's creation
-                    // answer shows the new etcd's header.
-                    let mut outputs = state.step(Input::Broken);
-                    outputs.extend(state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false }));
-                    outputs
+                    // etcd restarts: the stream breaks; etcd may be written to before the
+                    // library reconnects.
+                    outage = true;
+                    state.step(Input::Broken)
+                }
                 }
             };
             // Carry out what the state asked for, as the I/O loop does.
@@ -1239,6 +1389,8 @@ proptest! {
                 });
                 let more = match asked {
                     Some(Output::List(reason)) => {
+                        prop_assert!(!matches!(reason, ListReason::Unverifiable { .. }),
+                            "every event came with the key's previous value");
                         if state_epoch == model.epoch() {
                             prop_assert!(
                                 !matches!(reason, ListReason::Diverged { .. }
@@ -1248,11 +1400,16 @@ proptest! {
                                 "a consistent history never asks for a re-list: {:?}", reason
                             );
                         }
+                        outage = false;
                         state_epoch = model.epoch();
                         compacted = false;
                         let listed = state.step(model.list());
                         stream = Stream::resume(&model, model.revision + 1);
                         Some(listed)
+                    }
+                    Some(Output::Watch { from_revision }) if outage => {
+                        disconnected = Some(from_revision);
+                        None
                     }
                     Some(Output::Watch { from_revision }) => {
                         if compacted && from_revision <= model.revision {
