@@ -181,8 +181,26 @@ struct Observed {
     changes: usize,
 }
 
+impl Observed {
+    /// Records `snapshot` unless it is the last one recorded; returns its index.
+    fn record(&mut self, snapshot: Arc<Snapshot>) -> usize {
+        let new = self
+            .snapshots
+            .last()
+            .is_none_or(|last| !Arc::ptr_eq(&last.snapshot, &snapshot));
+        if new {
+            self.snapshots.push(Recorded {
+                snapshot,
+                epoch: None,
+            });
+        }
+        self.snapshots.len() - 1
+    }
+}
+
 /// Records every snapshot a subscriber sees, health every 25 ms, and a listener's view.
 struct Observer {
+    config: EtcdConfig,
     observed: Arc<Mutex<Observed>>,
     task: tokio::task::JoinHandle<()>,
     _listener: Listener,
@@ -223,23 +241,15 @@ impl Observer {
                     changed = subscription.changed() => if changed.is_none() { return },
                     () = tokio::time::sleep(Duration::from_millis(25)) => {}
                 }
+                // Read and record under the lock: a check holding it has seen every
+                // snapshot published before it.
+                let mut observed = sink.lock().unwrap();
                 let snapshot = watched.snapshot();
                 let health = watched.health();
                 if health.revision != snapshot.revision() {
                     continue; // a publish between the two reads
                 }
-                let mut observed = sink.lock().unwrap();
-                let new = observed
-                    .snapshots
-                    .last()
-                    .is_none_or(|last| !Arc::ptr_eq(&last.snapshot, &snapshot));
-                if new {
-                    observed.snapshots.push(Recorded {
-                        snapshot,
-                        epoch: None,
-                    });
-                }
-                let index = observed.snapshots.len() - 1;
+                let index = observed.record(snapshot);
                 observed.samples.push(Sample {
                     at: Instant::now(),
                     synced: health.state == HealthState::Synced,
@@ -248,6 +258,7 @@ impl Observer {
             }
         });
         Self {
+            config: config.clone(),
             observed,
             task,
             _listener: listener,
@@ -349,7 +360,9 @@ async fn check_pending(
     figures: &mut Figures,
 ) -> bool {
     let pending: Vec<(usize, Arc<Snapshot>)> = {
-        let observed = observer.observed.lock().unwrap();
+        let mut observed = observer.observed.lock().unwrap();
+        // What is served now, in case the observer has not seen it yet.
+        observed.record(observer.config.snapshot());
         observed
             .snapshots
             .iter()
@@ -697,6 +710,8 @@ async fn single_member(seed: u64, duration: Duration, figures: &mut Figures) {
                     // Cut off, history moves on and is compacted: the library must re-list.
                     figures.fault("compact_while_cut");
                     proxy.cut();
+                    // What was on its way to the library before the cut arrives first.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     for _ in 0..5 + rng.below(20) {
                         operate(&mut rng, &mut client, &mut ledger, figures).await;
                     }
