@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     user: Option<String>,
 
-    /// The configuration prefix [env: EtcdSettings__RootKey; default: the schema's, or /APPS/ControlUnit]
+    /// The configuration prefix, taken as given; without it EtcdSettings__RootKey, then the schema's, then /APPS/ControlUnit (EtcdSettings__Dev puts /dev in front of those)
     #[arg(long, global = true, value_name = "PREFIX")]
     prefix: Option<String>,
 
@@ -233,33 +233,38 @@ impl Context {
         })
     }
 
-    /// The settings, with the prefix: option, then schema, then environment.
     fn settings(&self) -> Result<etcd_dynamic_config::EtcdSettings> {
-        let mut builder = self.builder.clone();
-        if let Some(prefix) = self.prefix.as_deref().or(self.schema.prefix()) {
-            builder = builder.root_key(prefix);
-        }
-        Ok(builder.build()?)
+        Ok(self.builder.clone().build()?)
+    }
+
+    /// The prefix, by the library's one rule: `--prefix`, then `EtcdSettings__RootKey`,
+    /// then the schema's, then the default.
+    fn prefix(&self) -> Result<String> {
+        Ok(self
+            .settings()?
+            .resolve_prefix(self.prefix.as_deref(), self.schema.prefix())?)
     }
 
     fn client(&self) -> Result<EtcdClient> {
-        // The prefix is in the settings; the schema's own is folded in there already.
-        let schema = self.schema.clone();
-        Ok(EtcdClient::with_env(
+        let client = EtcdClient::with_env(
             self.settings()?,
-            schema,
+            self.schema.clone(),
             Arc::new(|name: &str| std::env::var(name).ok()),
-        )?)
+        )?;
+        Ok(match &self.prefix {
+            Some(prefix) => client.with_prefix(prefix)?,
+            None => client,
+        })
     }
 
     fn config(&self) -> Result<EtcdConfig> {
-        let settings = self.settings()?;
-        let prefix = settings.prefix();
-        Ok(EtcdConfig::builder()
-            .settings(settings)
-            .schema(self.schema.clone())
-            .prefix(prefix)
-            .build()?)
+        let mut builder = EtcdConfig::builder()
+            .settings(self.settings()?)
+            .schema(self.schema.clone());
+        if let Some(prefix) = &self.prefix {
+            builder = builder.prefix(prefix);
+        }
+        Ok(builder.build()?)
     }
 
     async fn load(&self) -> Result<Loaded> {
@@ -278,7 +283,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Export { format } => export(&context, format).await,
         Command::Check => check(&context).await,
         Command::Doc => {
-            let prefix = context.settings()?.prefix();
+            let prefix = context.prefix()?;
             print!("{}", context.schema.markdown_table(&prefix));
             Ok(0)
         }
@@ -289,10 +294,7 @@ async fn run(cli: Cli) -> Result<u8> {
 async fn get(context: &Context, name: &str) -> Result<u8> {
     let loaded = context.load().await?;
     let Some(entry) = loaded.snapshot.entry(name) else {
-        eprintln!(
-            "error: {name} has no value under {}",
-            context.settings()?.prefix()
-        );
+        eprintln!("error: {name} has no value under {}", context.prefix()?);
         return Ok(exit::PROBLEMS);
     };
     println!("{}", context.masking.text(entry));
@@ -337,7 +339,7 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                 })
                 .collect();
             let document = serde_json::json!({
-                "prefix": context.settings()?.prefix(),
+                "prefix": context.prefix()?,
                 "revision": loaded.revision,
                 "values": values,
                 "problems": loaded.problems,
@@ -506,7 +508,7 @@ async fn check(context: &Context) -> Result<u8> {
             "{} {} names under {} at revision {} are valid",
             context.style.ok("ok"),
             loaded.snapshot.len(),
-            context.settings()?.prefix(),
+            context.prefix()?,
             loaded.revision
         );
         return Ok(0);

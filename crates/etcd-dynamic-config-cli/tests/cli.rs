@@ -436,3 +436,78 @@ fn watch_prints_changes_until_it_has_seen_enough() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn every_command_follows_the_one_prefix_rule() {
+    // The schema names /app; the flag, then EtcdSettings__RootKey, win over it.
+    let mut setup = Setup::good();
+    for (key, value) in [
+        ("/staging/Database/PoolSize", "5"),
+        ("/staging/Database/Password", "staging-secret"),
+        ("/staging/LogLevel", "DEBUG"),
+    ] {
+        setup.write(key, value);
+    }
+    let stdout = |command: &mut Command| {
+        let output = command.assert().success().get_output().stdout.clone();
+        String::from_utf8(output).unwrap()
+    };
+    let staging = ["--prefix", "/staging"];
+    assert_eq!(
+        stdout(setup.cli().args(staging).args(["get", "pool_size"])),
+        "5\n"
+    );
+    setup
+        .cli()
+        .args(staging)
+        .args(["put", "pool_size", "99"])
+        .assert()
+        .success();
+    assert_eq!(
+        setup.etcd_value("/staging/Database/PoolSize").unwrap().0,
+        "99"
+    );
+    assert_eq!(setup.etcd_value("/app/Database/PoolSize").unwrap().0, "20");
+    let json = stdout(setup.cli().args(staging).args(["dump", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["prefix"], "/staging");
+    assert_eq!(json["values"]["pool_size"]["value"], 99);
+    let json = stdout(
+        setup
+            .cli()
+            .args(staging)
+            .args(["health", "--format", "json"]),
+    );
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["prefix"], "/staging/");
+    assert!(stdout(setup.cli().args(staging).arg("check")).contains("under /staging at"));
+    assert!(stdout(setup.cli().args(staging).arg("export")).contains("99"));
+
+    // EtcdSettings__RootKey wins over the schema, the flag over both.
+    let from_env = |setup: &Setup| {
+        let mut command = setup.cli();
+        command.env("EtcdSettings__RootKey", "/staging");
+        command
+    };
+    assert_eq!(stdout(from_env(&setup).args(["get", "pool_size"])), "99\n");
+    assert_eq!(
+        stdout(from_env(&setup).args(["--prefix", "/app", "get", "pool_size"])),
+        "20\n"
+    );
+    // EtcdSettings__Dev puts /dev in front of all but the flag.
+    from_env(&setup)
+        .env("EtcdSettings__Dev", "true")
+        .args(["get", "log_level"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("under /dev/staging"));
+    assert_eq!(
+        stdout(from_env(&setup).env("EtcdSettings__Dev", "true").args([
+            "--prefix",
+            "/staging",
+            "get",
+            "pool_size"
+        ])),
+        "99\n"
+    );
+}

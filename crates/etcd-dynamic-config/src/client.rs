@@ -65,10 +65,7 @@ impl EtcdClient {
     /// As [`new`](Self::new).
     pub fn with_env(settings: EtcdSettings, schema: Schema, env: EnvLookup) -> Result<Self> {
         let schema = Arc::new(schema);
-        let prefix = match schema.prefix() {
-            Some(prefix) => crate::settings::parse_root_key(prefix)?,
-            None => settings.prefix(),
-        };
+        let prefix = settings.resolve_prefix(None, schema.prefix())?;
         let keys = schema.bind(&prefix)?;
         Ok(Self {
             connection: Mutex::new(Connection::new(&settings)),
@@ -76,6 +73,18 @@ impl EtcdClient {
             keys,
             env,
         })
+    }
+
+    /// The same client for `prefix`, given explicitly: it wins over the settings' and
+    /// the schema's (see [`EtcdSettings::resolve_prefix`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] for a malformed prefix, [`Error::Schema`] for a key outside it.
+    pub fn with_prefix(self, prefix: &str) -> Result<Self> {
+        let prefix = self.settings.resolve_prefix(Some(prefix), None)?;
+        let keys = self.keys.rebind(&prefix)?;
+        Ok(Self { keys, ..self })
     }
 
     /// The prefix, with a trailing `/`.

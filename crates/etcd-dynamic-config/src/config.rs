@@ -18,7 +18,7 @@ use crate::error::{Chain, Error, Result};
 use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
-use crate::settings::{EtcdSettings, parse_root_key};
+use crate::settings::EtcdSettings;
 use crate::snapshot::{ConfigChange, Snapshot, Value};
 use crate::store::{Listener, Store, Subscription, Writer};
 
@@ -665,7 +665,8 @@ impl EtcdConfigBuilder {
         self
     }
 
-    /// The prefix to load, overriding the schema's and the settings' root key.
+    /// The prefix to load, taken as given: it wins over the settings' root key and the
+    /// schema's prefix (see [`EtcdSettings::resolve_prefix`]).
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
@@ -704,10 +705,7 @@ impl EtcdConfigBuilder {
             None => EtcdSettings::from_lookup(&*env)?,
         };
         let schema = Arc::new(self.schema.unwrap_or_else(Schema::auto_discover));
-        let prefix = match self.prefix.as_deref().or(schema.prefix()) {
-            Some(prefix) => parse_root_key(prefix)?,
-            None => settings.prefix(),
-        };
+        let prefix = settings.resolve_prefix(self.prefix.as_deref(), schema.prefix())?;
         let keys = schema.bind(&prefix)?;
         let start_timeout = self.start_timeout.unwrap_or(settings.start_timeout());
         Ok(EtcdConfig {

@@ -67,7 +67,8 @@ pub const DEFAULT_ROOT_KEY: &str = "/APPS/ControlUnit";
 pub struct EtcdSettings {
     endpoints: Vec<String>,
     user: Option<(String, SecretString)>,
-    root_key: String,
+    /// `EtcdSettings__RootKey`, validated, when set.
+    root_key: Option<String>,
     ca_cert: Option<CaCert>,
     identity: Option<ClientIdentity>,
     dev: bool,
@@ -130,13 +131,56 @@ impl EtcdSettings {
         self.user.as_ref().map(|(name, _)| name.as_str())
     }
 
-    /// The configuration prefix, with `/dev` in front when `EtcdSettings__Dev` is set.
-    /// Never ends with `/`.
+    /// The prefix these settings name on their own: `EtcdSettings__RootKey` or
+    /// `/APPS/ControlUnit`, with the `EtcdSettings__Dev` rule. Never ends with `/`. A
+    /// configuration's prefix also depends on its schema: see
+    /// [`resolve_prefix`](Self::resolve_prefix).
     pub fn prefix(&self) -> String {
+        self.dev_rule(self.root_key.as_deref().unwrap_or(DEFAULT_ROOT_KEY))
+    }
+
+    /// The prefix a configuration owns, by the one rule that [`EtcdConfig`],
+    /// [`EtcdClient`] and the CLI follow; the first that is set wins:
+    ///
+    /// 1. `explicit` ([`EtcdConfigBuilder::prefix`], [`EtcdClient::with_prefix`], the
+    ///    CLI's `--prefix`), taken as given;
+    /// 2. `EtcdSettings__RootKey` (or [`EtcdSettingsBuilder::root_key`]);
+    /// 3. the schema's prefix (`prefix = …` in a schema file);
+    /// 4. `/APPS/ControlUnit`.
+    ///
+    /// `EtcdSettings__Dev` puts `/dev` in front of 2 to 4. A trailing `/` is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] naming where an empty prefix, or one that does not start with
+    /// `/`, came from.
+    ///
+    /// [`EtcdConfig`]: crate::EtcdConfig
+    /// [`EtcdClient`]: crate::EtcdClient
+    /// [`EtcdClient::with_prefix`]: crate::EtcdClient::with_prefix
+    /// [`EtcdConfigBuilder::prefix`]: crate::EtcdConfigBuilder::prefix
+    pub fn resolve_prefix(
+        &self,
+        explicit: Option<&str>,
+        schema_prefix: Option<&str>,
+    ) -> Result<String> {
+        if let Some(explicit) = explicit {
+            return parse_prefix(EXPLICIT_PREFIX, explicit);
+        }
+        if self.root_key.is_some() {
+            return Ok(self.prefix());
+        }
+        match schema_prefix {
+            Some(prefix) => Ok(self.dev_rule(&parse_prefix(SCHEMA_PREFIX, prefix)?)),
+            None => Ok(self.prefix()),
+        }
+    }
+
+    fn dev_rule(&self, root: &str) -> String {
         if self.dev {
-            format!("/dev{}", self.root_key)
+            format!("/dev{root}")
         } else {
-            self.root_key.clone()
+            root.to_owned()
         }
     }
 
@@ -393,7 +437,11 @@ impl EtcdSettingsBuilder {
                 return Err(setting(USER_NAME, "a password is set but no user name"));
             }
         };
-        let root_key = parse_root_key(self.root_key.as_deref().unwrap_or(DEFAULT_ROOT_KEY))?;
+        let root_key = self
+            .root_key
+            .as_deref()
+            .map(|root_key| parse_prefix(ROOT_KEY, root_key))
+            .transpose()?;
         let ca_cert = self.ca_cert_path.map(read_ca_cert).transpose()?;
         let tls = endpoints[0].starts_with("https://");
         if tls && ca_cert.is_none() {
@@ -535,17 +583,23 @@ fn parse_endpoint(endpoint: &str) -> Result<String> {
     Ok(format!("{scheme}://{authority}"))
 }
 
-pub(crate) fn parse_root_key(text: &str) -> Result<String> {
+/// How [`Error::Setting`] names a prefix given in code or on the command line.
+const EXPLICIT_PREFIX: &str = "prefix";
+/// How [`Error::Setting`] names a schema's prefix.
+const SCHEMA_PREFIX: &str = "the schema's prefix";
+
+/// A prefix as given by `source`, without its trailing `/`.
+fn parse_prefix(source: &'static str, text: &str) -> Result<String> {
     let trimmed = text.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Err(setting(
-            ROOT_KEY,
+            source,
             "the prefix is empty; a configuration must own a prefix such as /apps/myapp",
         ));
     }
     if !trimmed.starts_with('/') {
         return Err(setting(
-            ROOT_KEY,
+            source,
             format!("{text:?}: the prefix must start with /"),
         ));
     }
@@ -662,6 +716,49 @@ mod tests {
         .build()
         .unwrap();
         assert_eq!(settings.prefix(), "/from/code");
+    }
+
+    #[test]
+    fn one_rule_resolves_the_prefix() {
+        let plain = from(&[]).unwrap();
+        let env = from(&[(ROOT_KEY, "/from/env/")]).unwrap();
+        let dev = from(&[(ROOT_KEY, "/from/env"), (DEV, "true")]).unwrap();
+        let dev_default = from(&[(DEV, "true")]).unwrap();
+        let schema = Some("/from/schema/");
+        let cases = [
+            (&plain, None, None, "/APPS/ControlUnit"),
+            (&plain, None, schema, "/from/schema"),
+            (&plain, Some("/flag/"), schema, "/flag"),
+            (&env, None, schema, "/from/env"),
+            (&env, Some("/flag"), schema, "/flag"),
+            (&dev, None, schema, "/dev/from/env"),
+            (&dev, Some("/flag"), schema, "/flag"),
+            (&dev_default, None, schema, "/dev/from/schema"),
+            (&dev_default, None, None, "/dev/APPS/ControlUnit"),
+        ];
+        for (settings, explicit, schema, expected) in cases {
+            assert_eq!(
+                settings.resolve_prefix(explicit, schema).unwrap(),
+                expected,
+                "{explicit:?} {schema:?} {settings:?}"
+            );
+        }
+        let wrong = |result: Result<String>| match result {
+            Err(Error::Setting { setting, reason }) => (setting, reason),
+            other => panic!("expected a setting error, got {other:?}"),
+        };
+        assert_eq!(
+            wrong(plain.resolve_prefix(Some("staging"), None)),
+            (
+                "prefix",
+                "\"staging\": the prefix must start with /".to_owned()
+            )
+        );
+        let (source, reason) = wrong(plain.resolve_prefix(None, Some("/")));
+        assert_eq!(source, "the schema's prefix");
+        assert!(reason.contains("empty"), "{reason}");
+        // A set root key wins over the schema, so the schema's is not looked at.
+        assert_eq!(env.resolve_prefix(None, Some("")).unwrap(), "/from/env");
     }
 
     #[test]

@@ -576,6 +576,11 @@ impl KeyMap {
         &self.schema
     }
 
+    /// The same schema bound to another prefix.
+    pub(crate) fn rebind(&self, prefix: &str) -> Result<Self> {
+        self.schema.bind(prefix)
+    }
+
     /// The name `key` holds, or `None` when the schema does not load it.
     pub(crate) fn name_for(&self, key: &str) -> Option<Arc<str>> {
         if let Some(name) = self.by_key.get(key) {

@@ -37,9 +37,8 @@ fn put(key: &str, value: &str, mod_revision: i64, prev: Option<i64>) -> Event {
 /// A put over the key's previous `(value, mod revision)`, or a creation.
 fn put_over(key: &str, value: &str, mod_revision: i64, prev: Option<(&str, i64)>) -> Event {
     Event {
-        prev_fingerprint: prev.map(|(value, revision)| {
-            fingerprint(key.as_bytes(), value.as_bytes(), revision)
-        }),
+        prev_fingerprint: prev
+            .map(|(value, revision)| fingerprint(key.as_bytes(), value.as_bytes(), revision)),
         ..put(key, value, mod_revision, prev.map(|(_, revision)| revision))
     }
 }
@@ -469,7 +468,10 @@ fn a_probe_of_another_history_with_as_many_revisions_relists() {
         found,
     };
     let same = [("/app/Db/Name", "5432", 9), ("/app/LogLevel", "INFO", 7)];
-    assert!(state.step(probed(found(&same))).is_empty(), "the same history");
+    assert!(
+        state.step(probed(found(&same))).is_empty(),
+        "the same history"
+    );
     assert!(
         state.step(probed(Probe::Compacted)).is_empty(),
         "compacted: the watch will say so"
