@@ -564,6 +564,8 @@ async fn health(context: &Context, format: Format) -> Result<u8> {
 }
 
 async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
+    use tokio_stream::StreamExt as _;
+
     let config = context.config()?;
     let report = config.start().await?;
     println!(
@@ -571,14 +573,11 @@ async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
         config.prefix(),
         report.revision
     );
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    let _listener = config.on_change(move |change| {
-        let _ = sender.send(change.clone());
-    });
+    let mut changes = config.changes();
     let mut seen = 0;
     loop {
         tokio::select! {
-            change = receiver.recv() => {
+            change = changes.next() => {
                 let Some(change) = change else { break };
                 for item in &change.changes {
                     let show = |value: &Option<etcd_dynamic_config::Value>| match value {

@@ -20,7 +20,7 @@ use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Listener, Store, Subscription, Writer};
+use crate::store::{Changes, Listener, Snapshots, Store, Subscription, Writer};
 
 /// Reads an environment variable: the process environment, or one a test supplies.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -474,6 +474,32 @@ impl EtcdConfig {
     /// change.
     pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> Listener {
         self.inner.store.on_change(callback)
+    }
+
+    /// Every change from now on as a [`Stream`](tokio_stream::Stream): the changes an
+    /// [`on_change`](Self::on_change) callback would get, with the same guarantees
+    /// (revision order, `old` is the previous `new`, a reader that falls behind gets
+    /// the net difference within [`MAILBOX_VALUES`](crate::MAILBOX_VALUES)). Dropping
+    /// the stream unsubscribes; it ends when the configuration is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: etcd_dynamic_config::EtcdConfig) {
+    /// use tokio_stream::StreamExt as _;
+    /// let mut changes = config.changes();
+    /// while let Some(change) = changes.next().await {
+    ///     println!("revision {}: {} value(s) changed", change.revision, change.changes.len());
+    /// }
+    /// # }
+    /// ```
+    pub fn changes(&self) -> Changes {
+        self.inner.store.changes()
+    }
+
+    /// The current snapshot, then each newer one, as a
+    /// [`Stream`](tokio_stream::Stream); a slow reader skips to the latest. It ends when
+    /// the configuration is dropped.
+    pub fn snapshots(&self) -> Snapshots {
+        self.inner.store.snapshots()
     }
 
     /// The configuration read as `T` (names split at `.` into nested structs), rebuilt on

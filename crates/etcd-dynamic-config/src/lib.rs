@@ -73,4 +73,4 @@ pub use report::{Rejection, RevisionRejection, StartReport, StartSource};
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
-pub use store::{Listener, MAILBOX_VALUES, Subscription};
+pub use store::{Changes, Listener, MAILBOX_VALUES, Snapshots, Subscription};

@@ -1,9 +1,9 @@
 //! Where snapshots are published: one [`Writer`] (the engine), any number of readers.
 //!
 //! Readers load the current snapshot with one atomic operation (`arc-swap`), wait for the
-//! next one through a [`Subscription`], or get every change through a [`Listener`]: a
-//! callback on a thread of its own behind a bounded mailbox, so a slow or panicking
-//! callback never stalls the engine. Typed bindings are rebuilt on a thread of their own
+//! next one through a [`Subscription`] or the [`Snapshots`] stream, or get every change
+//! through a [`Listener`] (a callback on a thread of its own) or the [`Changes`] stream,
+//! each behind a bounded mailbox, so a slow or panicking reader never stalls the engine. Typed bindings are rebuilt on a thread of their own
 //! too, from the latest snapshot.
 //!
 //! # Bounds
@@ -17,10 +17,14 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::observe::metrics::Metrics;
 use crate::report::{Rejection, RevisionRejection, StartSource};
@@ -196,6 +200,18 @@ impl Store {
         lock(&bindings.rebuilds).push(rebuild);
     }
 
+    /// A stream of changes, fed by a bounded mailbox.
+    pub(crate) fn changes(&self) -> Changes {
+        let mailbox = Arc::new(Mailbox::default());
+        lock(&self.listeners).push(Arc::downgrade(&mailbox));
+        Changes { mailbox }
+    }
+
+    /// The latest snapshot, then each newer one.
+    pub(crate) fn snapshots(&self) -> Snapshots {
+        Snapshots(WatchStream::new(self.subscribe().receiver))
+    }
+
     /// Starts `callback` on a thread of its own, fed by a bounded mailbox.
     pub(crate) fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> Listener {
         let mailbox = Arc::new(Mailbox::default());
@@ -217,6 +233,50 @@ impl Store {
             })
             .expect("spawn a listener thread");
         Listener { mailbox }
+    }
+}
+
+/// The changes of a configuration as a [`Stream`], from
+/// [`changes`](crate::EtcdConfig::changes): what an [`on_change`](crate::EtcdConfig::on_change)
+/// callback would be called with, behind the same bounded mailbox. Dropping it
+/// unsubscribes; it ends when the configuration is dropped.
+#[must_use = "a stream does nothing unless polled"]
+#[derive(Debug)]
+pub struct Changes {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Stream for Changes {
+    type Item = ConfigChange;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConfigChange>> {
+        self.mailbox.poll_pop(cx.waker())
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
+}
+
+/// The latest snapshot as a [`Stream`], from [`snapshots`](crate::EtcdConfig::snapshots):
+/// the current one first, then each newer one; a slow reader skips to the latest. It
+/// ends when the configuration is dropped.
+#[must_use = "a stream does nothing unless polled"]
+pub struct Snapshots(WatchStream<Arc<Snapshot>>);
+
+impl std::fmt::Debug for Snapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshots").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Snapshots {
+    type Item = Arc<Snapshot>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<Snapshot>>> {
+        Pin::new(&mut self.0).poll_next(cx)
     }
 }
 
@@ -250,6 +310,8 @@ struct Queue {
     /// Value changes in the folded difference at the front, if there is one.
     folded: usize,
     closed: bool,
+    /// The task polling a [`Changes`] stream, to wake when a change arrives.
+    waker: Option<Waker>,
 }
 
 impl Mailbox {
@@ -268,8 +330,12 @@ impl Mailbox {
             queue.values = queue.folded;
             queue.changes.extend(folded);
         }
+        let waker = queue.waker.take();
         drop(queue);
         self.ready.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         true
     }
 
@@ -292,12 +358,35 @@ impl Mailbox {
         }
     }
 
+    /// The next change, or `Pending` with `waker` registered; `None` once closed.
+    fn poll_pop(&self, waker: &Waker) -> Poll<Option<ConfigChange>> {
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return Poll::Ready(None);
+        }
+        match queue.changes.pop_front() {
+            Some(change) => {
+                queue.values -= change.changes.len();
+                queue.folded = 0;
+                Poll::Ready(Some(change))
+            }
+            None => {
+                queue.waker = Some(waker.clone());
+                Poll::Pending
+            }
+        }
+    }
+
     fn close(&self) {
         let mut queue = lock(&self.queue);
         queue.closed = true;
         queue.changes.clear();
+        let waker = queue.waker.take();
         drop(queue);
         self.ready.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
