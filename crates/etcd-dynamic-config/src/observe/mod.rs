@@ -31,6 +31,7 @@
 //! | `log_level_changed` / `log_level_rejected` | info / warn | `name`, `level` / `reason` |
 //! | `callback_panicked` | error | `revision`, `panic` |
 
+#[cfg(feature = "ecs")]
 pub mod ecs;
 pub mod health;
 pub(crate) mod metrics;

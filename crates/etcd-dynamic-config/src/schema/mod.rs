@@ -23,6 +23,7 @@
 //! ```
 
 mod doc;
+#[cfg(feature = "toml")]
 mod file;
 pub mod kind;
 pub mod naming;

@@ -356,6 +356,7 @@ fn a_trait_schema_is_the_python_subclass() {
     );
 }
 
+#[cfg(feature = "toml")]
 #[test]
 fn a_toml_file_declares_the_same_schema() {
     let schema = Schema::from_toml_str(
