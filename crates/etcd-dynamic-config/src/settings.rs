@@ -20,6 +20,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Result};
@@ -606,53 +608,58 @@ fn parse_prefix(source: &'static str, text: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-fn read_pem(setting_name: &'static str, path: &Path, marker: &str, what: &str) -> Result<Vec<u8>> {
-    let pem = std::fs::read(path).map_err(|error| {
+fn read_file(setting_name: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
         setting(
             setting_name,
             format!("cannot read {}: {error}", path.display()),
         )
-    })?;
-    if !String::from_utf8_lossy(&pem).contains(marker) {
+    })
+}
+
+/// Checks that `pem` holds at least one certificate and nothing malformed.
+fn check_certificates(setting_name: &'static str, path: &Path, pem: &[u8]) -> Result<()> {
+    let mut found = false;
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        certificate.map_err(|error| {
+            setting(
+                setting_name,
+                format!("{} is not valid PEM: {error}", path.display()),
+            )
+        })?;
+        found = true;
+    }
+    if !found {
         return Err(setting(
             setting_name,
-            format!("{} holds no PEM {what}", path.display()),
+            format!("{} holds no PEM certificate", path.display()),
         ));
     }
-    Ok(pem)
+    Ok(())
 }
 
 fn read_identity(cert_path: PathBuf, key_path: &Path) -> Result<ClientIdentity> {
-    let cert_pem = read_pem(
-        CLIENT_CERT_PATH,
-        &cert_path,
-        "-----BEGIN CERTIFICATE-----",
-        "certificate",
-    )?;
-    let key_pem = read_pem(CLIENT_KEY_PATH, key_path, "PRIVATE KEY-----", "private key")?;
+    let cert_pem = read_file(CLIENT_CERT_PATH, &cert_path)?;
+    check_certificates(CLIENT_CERT_PATH, &cert_path, &cert_pem)?;
+    let key_pem = secrecy::SecretSlice::from(read_file(CLIENT_KEY_PATH, key_path)?);
+    // The error names the file and what is wrong, never the key's bytes.
+    PrivateKeyDer::from_pem_slice(key_pem.expose_secret()).map_err(|error| {
+        let reason = match error {
+            pem::Error::NoItemsFound => "holds no PEM private key".to_owned(),
+            other => format!("is not a valid PEM private key: {other}"),
+        };
+        setting(CLIENT_KEY_PATH, format!("{} {reason}", key_path.display()))
+    })?;
     Ok(ClientIdentity {
         cert_path,
         cert_pem,
-        key_pem: secrecy::SecretSlice::from(key_pem),
+        key_pem,
     })
 }
 
 fn read_ca_cert(path: PathBuf) -> Result<CaCert> {
-    let pem = std::fs::read(&path).map_err(|error| {
-        setting(
-            CA_CERT_PATH,
-            format!("cannot read {}: {error}", path.display()),
-        )
-    })?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(setting(
-            CA_CERT_PATH,
-            format!("{} holds no PEM certificate", path.display()),
-        ));
-    }
+    let pem = read_file(CA_CERT_PATH, &path)?;
+    check_certificates(CA_CERT_PATH, &path, &pem)?;
     Ok(CaCert { path, pem })
 }
 
@@ -831,6 +838,57 @@ mod tests {
         ]));
         assert_eq!(setting, CA_CERT_PATH);
         assert!(reason.contains("holds no PEM certificate"), "{reason}");
+        // The markers alone are not a certificate.
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let (setting, reason) = setting_error(from(&[
+            (HOST_NAME, "https://127.0.0.1:2379"),
+            (CA_CERT_PATH, &path_text),
+        ]));
+        assert_eq!(setting, CA_CERT_PATH);
+        assert!(reason.contains("is not valid PEM"), "{reason}");
+    }
+
+    #[test]
+    fn a_client_identity_needs_a_certificate_and_a_private_key() {
+        let certs = testkit::TestCerts::generate();
+        let text = |path: std::path::PathBuf| path.display().to_string();
+        let (ca, cert, key) = (
+            text(certs.ca()),
+            text(certs.client_cert()),
+            text(certs.client_key()),
+        );
+        let with = |cert: &str, key: &str| {
+            from(&[
+                (HOST_NAME, "https://127.0.0.1:2379"),
+                (CA_CERT_PATH, &ca),
+                (CLIENT_CERT_PATH, cert),
+                (CLIENT_KEY_PATH, key),
+            ])
+        };
+        assert!(with(&cert, &key).is_ok());
+        let (setting, reason) = setting_error(with(&cert, &cert));
+        assert_eq!(setting, CLIENT_KEY_PATH);
+        assert!(reason.contains("holds no PEM private key"), "{reason}");
+        let (setting, reason) = setting_error(with(&key, &key));
+        assert_eq!(setting, CLIENT_CERT_PATH);
+        assert!(reason.contains("holds no PEM certificate"), "{reason}");
+        // A damaged key: named, its bytes never shown.
+        let dir = tempfile::tempdir().unwrap();
+        let damaged = dir.path().join("key.pem");
+        let pem = std::fs::read_to_string(certs.client_key()).unwrap();
+        let body = pem.lines().nth(1).unwrap().to_owned();
+        std::fs::write(&damaged, pem.replace(&body, &format!("{body}%%%"))).unwrap();
+        let (setting, reason) = setting_error(with(&cert, &text(damaged)));
+        assert_eq!(setting, CLIENT_KEY_PATH);
+        assert!(
+            reason.contains("is not a valid PEM private key"),
+            "{reason}"
+        );
+        assert!(!reason.contains(&body[..20]), "{reason}");
     }
 
     #[test]
