@@ -359,7 +359,7 @@ fn env_lines(context: &Context, loaded: &Loaded, names: &[&str]) -> String {
             format!(
                 "{}={}\n",
                 context.schema.env_var(name),
-                output::shell_quote(&context.masking.text(entry))
+                output::env_quote(&context.masking.text(entry))
             )
         })
         .collect()
@@ -479,16 +479,15 @@ fn parse_import(
         .map(|spec| (context.schema.env_var(spec.name()), spec.name().to_owned()))
         .collect();
     let mut values = BTreeMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            bail!("{}:{}: expected NAME=value", file.display(), number + 1);
-        };
-        let key = key.trim();
+    // dotenvy reads what `export` writes: quotes, escapes, multi-line values, comments.
+    for pair in dotenvy::from_read_iter(text.as_bytes()) {
+        let (key, value) = pair.map_err(|error| {
+            anyhow::anyhow!(
+                "{} is not a .env file of NAME=value lines: {error}",
+                file.display()
+            )
+        })?;
+        let key = key.as_str();
         let name = by_env.get(key).cloned().unwrap_or_else(|| {
             if key.chars().any(char::is_lowercase) {
                 key.to_owned()
@@ -496,7 +495,7 @@ fn parse_import(
                 key.to_lowercase().replace("__", ".")
             }
         });
-        values.insert(name, output::shell_unquote(value.trim()));
+        values.insert(name, value);
     }
     Ok(values)
 }

@@ -117,41 +117,79 @@ impl Style {
     }
 }
 
-/// `value` as a shell word: bare when safe, else in single quotes.
-pub(crate) fn shell_quote(value: &str) -> String {
-    let safe = !value.is_empty()
+/// A value as a .env line holds it, read back exactly by `import` (dotenvy's parser):
+/// bare when it is plain, else double-quoted with `\\`, `"`, `$` and line feeds escaped.
+/// Other characters, control characters included, are written as they are: the file
+/// holds the value's exact text.
+pub(crate) fn env_quote(value: &str) -> String {
+    let plain = !value.is_empty()
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:,@%+=".contains(c));
-    if safe {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:,@%+".contains(c));
+    if plain {
+        return value.to_owned();
     }
-}
-
-/// The value of a .env line: single or double quotes removed.
-pub(crate) fn shell_unquote(value: &str) -> String {
-    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
-        value[1..value.len() - 1].replace(r"'\''", "'")
-    } else if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-        value[1..value.len() - 1].replace("\\\"", "\"")
-    } else {
-        value.to_owned()
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' | '"' | '$' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '\n' => quoted.push_str("\\n"),
+            _ => quoted.push(c),
+        }
     }
+    quoted.push('"');
+    quoted
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// What dotenvy reads from one `NAME=<quoted>` line.
+    fn read_back(quoted: &str) -> String {
+        let line = format!("NAME={quoted}\n");
+        let mut pairs = dotenvy::from_read_iter(line.as_bytes());
+        let (name, value) = pairs.next().expect("one pair").expect("parses");
+        assert_eq!(name, "NAME");
+        assert!(pairs.next().is_none(), "one line, one pair: {quoted:?}");
+        value
+    }
+
     #[test]
     fn quoting_round_trips() {
-        for value in ["plain", "with space", "it's", "", "a=b", "$HOME", "x\"y"] {
-            assert_eq!(shell_unquote(&shell_quote(value)), value, "{value}");
+        for value in [
+            "plain",
+            "with space",
+            "it's",
+            "",
+            "a=b",
+            "$HOME",
+            "${HOME}",
+            "x\"y",
+            "a\\",
+            "\\n",
+            "l1\nl2\r\n",
+            "# not a comment",
+            "x # y",
+            "\u{1b}[31mred",
+            "\u{0}nul",
+            "tab\t",
+        ] {
+            assert_eq!(read_back(&env_quote(value)), value, "{value:?}");
         }
-        assert_eq!(shell_quote("INFO"), "INFO");
-        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(env_quote("INFO"), "INFO");
+        assert_eq!(env_quote("a b"), "\"a b\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_value_reads_back_as_itself(value in "\\PC*|[\\x00-\\x7f]*") {
+            proptest::prop_assert_eq!(read_back(&env_quote(&value)), value);
+        }
     }
 
     #[test]

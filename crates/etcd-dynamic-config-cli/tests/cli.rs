@@ -180,7 +180,7 @@ fn dump_shows_a_table_json_or_env_with_secrets_masked() {
         .args(["dump", "--format", "env"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("APP_DB_PASSWORD='********'"))
+        .stdout(predicate::str::contains("APP_DB_PASSWORD=\"********\""))
         .stdout(predicate::str::contains("POOL_SIZE=20"))
         .stdout(predicate::str::contains("FEATURE__NEW_CHECKOUT=on"));
 }
@@ -308,6 +308,61 @@ fn export_reads_back_with_import() {
         setup.etcd_value("/app/Database/Password").unwrap().0,
         "changed-secret"
     );
+}
+
+#[test]
+fn an_env_export_of_awkward_values_imports_back_exactly() {
+    let awkward = [
+        ("Notes/Multi", "line 1\nline 2\r\n  indented"),
+        ("Notes/Quotes", "it's \"quoted\" \\ and 'single'"),
+        ("Notes/Dollar", "$HOME ${PATH} $(date)"),
+        ("Notes/Hash", "value # not a comment"),
+        ("Notes/Control", "bell\u{7} escape\u{1b}[31m tab\t"),
+        ("Notes/Empty", ""),
+    ];
+    let mut setup = Setup::good();
+    for (key, value) in awkward {
+        setup.write(&format!("/app/{key}"), value);
+    }
+    let exported = setup
+        .cli()
+        .args(["export", "--format", "env", "--show-secrets"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let file = setup.dir.path().join("export.env");
+    std::fs::write(&file, &exported).unwrap();
+    for (key, _) in awkward {
+        setup.write(&format!("/app/{key}"), "overwritten");
+    }
+    setup
+        .cli()
+        .args(["import", &file.display().to_string()])
+        .assert()
+        .success();
+    for (key, value) in awkward {
+        assert_eq!(
+            setup.etcd_value(&format!("/app/{key}")).unwrap().0,
+            value,
+            "{key}"
+        );
+    }
+    // A hand-written file: `export`, comments, an unquoted value with a comment after it.
+    let file = setup.dir.path().join("hand.env");
+    std::fs::write(
+        &file,
+        "# pool\nexport POOL_SIZE=42 # was 20\nLOG_LEVEL='DEBUG'\n",
+    )
+    .unwrap();
+    setup
+        .cli()
+        .args(["import", &file.display().to_string()])
+        .assert()
+        .success();
+    assert_eq!(setup.etcd_value("/app/Database/PoolSize").unwrap().0, "42");
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "DEBUG");
 }
 
 #[test]
