@@ -16,6 +16,37 @@ use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettingsBuilder, Loaded};
 
 use output::{Masking, Style};
 
+/// `println!` that hands a failed write back instead of panicking: a closed pipe
+/// (`watch | head -1`) ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!`, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `--timeout`: seconds, more than 0 and at most a day.
+fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    const MAX: f64 = 86_400.0;
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= MAX => Ok(Duration::from_secs_f64(seconds)),
+        Ok(_) => Err(format!(
+            "{text:?} is out of range: give more than 0 and at most {MAX} seconds"
+        )),
+        Err(_) => Err(format!(
+            "{text:?} is not a number of seconds (e.g. 5 or 0.5)"
+        )),
+    }
+}
+
 /// Exit codes, as documented in `--help`.
 mod exit {
     /// A check found problems, health is not synced, or a name is not set.
@@ -80,9 +111,9 @@ struct Cli {
     #[arg(long, global = true)]
     show_secrets: bool,
 
-    /// How long to wait for etcd
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
-    timeout: f64,
+    /// How long to wait for etcd (more than 0, at most a day)
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
+    timeout: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -172,11 +203,21 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`| head`): nothing more to say, to no one.
+        Err(error) if closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The exit code for an error, from the library error inside it.
@@ -203,7 +244,7 @@ struct Context {
 impl Context {
     fn new(cli: &Cli) -> Result<Self> {
         let mut builder = EtcdSettingsBuilder::from_env()?
-            .start_timeout(Duration::from_secs_f64(cli.timeout.max(0.1)))
+            .start_timeout(cli.timeout)
             .fail_fast(true);
         if let Some(endpoints) = &cli.endpoints {
             builder = builder.endpoints(endpoints);
@@ -284,7 +325,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Check => check(&context).await,
         Command::Doc => {
             let prefix = context.prefix()?;
-            print!("{}", context.schema.markdown_table(&prefix));
+            out!("{}", context.schema.markdown_table(&prefix));
             Ok(0)
         }
         Command::Health { format } => health(&context, format).await,
@@ -297,7 +338,7 @@ async fn get(context: &Context, name: &str) -> Result<u8> {
         eprintln!("error: {name} has no value under {}", context.prefix()?);
         return Ok(exit::PROBLEMS);
     };
-    println!("{}", context.masking.text(entry));
+    outln!("{}", context.masking.text(entry));
     Ok(0)
 }
 
@@ -319,11 +360,11 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 context.style.table(&["NAME", "VALUE", "SOURCE"], &rows)
             );
-            println!("revision {}", loaded.revision);
+            outln!("revision {}", loaded.revision);
         }
         Format::Json => {
             let values: serde_json::Map<String, serde_json::Value> = names
@@ -344,9 +385,9 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                 "values": values,
                 "problems": loaded.problems,
             });
-            println!("{}", serde_json::to_string_pretty(&document)?);
+            outln!("{}", serde_json::to_string_pretty(&document)?);
         }
-        Format::Env => print!("{}", env_lines(context, &loaded, &names)),
+        Format::Env => out!("{}", env_lines(context, &loaded, &names)),
     }
     Ok(0)
 }
@@ -370,7 +411,7 @@ async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
     let mut names: Vec<&str> = loaded.snapshot.iter().map(|(name, _)| name).collect();
     names.sort_unstable();
     match format {
-        ExportFormat::Env => print!("{}", env_lines(context, &loaded, &names)),
+        ExportFormat::Env => out!("{}", env_lines(context, &loaded, &names)),
         ExportFormat::Json => {
             let values: serde_json::Map<String, serde_json::Value> = names
                 .iter()
@@ -379,7 +420,7 @@ async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
                     ((*name).to_owned(), context.masking.text(entry).into())
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&values)?);
+            outln!("{}", serde_json::to_string_pretty(&values)?);
         }
     }
     Ok(0)
@@ -393,7 +434,7 @@ async fn put(context: &Context, values: &[(String, String)]) -> Result<u8> {
         );
     }
     let revision = context.client()?.put_values(values, &[]).await?;
-    println!("wrote {} value(s) at revision {revision}", values.len());
+    outln!("wrote {} value(s) at revision {revision}", values.len());
     Ok(0)
 }
 
@@ -423,11 +464,11 @@ async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Res
             new.clone()
         };
         match old {
-            Some(old) => println!("{} {name}: {old} -> {new}", context.style.changed("~")),
-            None => println!("{} {name} = {new}", context.style.added("+")),
+            Some(old) => outln!("{} {name}: {old} -> {new}", context.style.changed("~")),
+            None => outln!("{} {name} = {new}", context.style.added("+")),
         }
     }
-    println!("{} to change, {unchanged} unchanged", changes.len());
+    outln!("{} to change, {unchanged} unchanged", changes.len());
     if dry_run || changes.is_empty() {
         if dry_run {
             // Check the values all the same, so a dry run tells what a real run would.
@@ -438,7 +479,7 @@ async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Res
                     .map_err(|reason| anyhow::anyhow!("{name}: {reason}"))
                     .map_err(|error| error.context("the import would be rejected"))?;
             }
-            println!("dry run: nothing written");
+            outln!("dry run: nothing written");
         }
         return Ok(0);
     }
@@ -503,7 +544,7 @@ fn parse_import(
 async fn check(context: &Context) -> Result<u8> {
     let loaded = context.load().await?;
     if loaded.problems.is_empty() {
-        println!(
+        outln!(
             "{} {} names under {} at revision {} are valid",
             context.style.ok("ok"),
             loaded.snapshot.len(),
@@ -513,9 +554,9 @@ async fn check(context: &Context) -> Result<u8> {
         return Ok(0);
     }
     for problem in &loaded.problems {
-        println!("{} {problem}", context.style.error("problem"));
+        outln!("{} {problem}", context.style.error("problem"));
     }
-    println!(
+    outln!(
         "{} problem(s) at revision {}",
         loaded.problems.len(),
         loaded.revision
@@ -529,7 +570,7 @@ async fn health(context: &Context, format: Format) -> Result<u8> {
     let health = config.health();
     config.stop().await;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&health)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&health)?),
         _ => {
             let rows: Vec<[String; 2]> = [
                 ("state", format!("{:?}", health.state).to_lowercase()),
@@ -542,9 +583,9 @@ async fn health(context: &Context, format: Format) -> Result<u8> {
             .into_iter()
             .map(|(key, value)| [key.to_owned(), value])
             .collect();
-            print!("{}", context.style.table(&["", ""], &rows));
+            out!("{}", context.style.table(&["", ""], &rows));
             for invalid in &health.invalid {
-                println!(
+                outln!(
                     "{} {}: {} ({})",
                     context.style.error("invalid"),
                     invalid.name,
@@ -567,7 +608,7 @@ async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
 
     let config = context.config()?;
     let report = config.start().await?;
-    println!(
+    outln!(
         "watching {} from revision {}",
         config.prefix(),
         report.revision
@@ -584,7 +625,7 @@ async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
                         Some(_) if item.secret && !context.masking.show_secrets => output::MASK.to_owned(),
                         Some(value) => value.to_string(),
                     };
-                    println!("rev {}  {}  {} -> {}", change.revision, item.name, show(&item.old), show(&item.new));
+                    outln!("rev {}  {}  {} -> {}", change.revision, item.name, show(&item.old), show(&item.new));
                     seen += 1;
                 }
                 if max_changes.is_some_and(|max| seen >= max) {

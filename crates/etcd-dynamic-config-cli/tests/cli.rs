@@ -566,3 +566,58 @@ fn every_command_follows_the_one_prefix_rule() {
         "99\n"
     );
 }
+
+#[test]
+fn a_timeout_that_is_not_a_sensible_number_of_seconds_is_refused() {
+    for bad in ["inf", "1e20", "-5", "0", "NaN", "five"] {
+        let output = Command::cargo_bin("etcd-dynamic-config")
+            .unwrap()
+            .env_clear()
+            .args([&format!("--timeout={bad}"), "doc"])
+            .assert()
+            .code(2)
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--timeout"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
+    Command::cargo_bin("etcd-dynamic-config")
+        .unwrap()
+        .env_clear()
+        .args(["--timeout", "0.5", "doc"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn watch_into_a_pipe_that_closes_ends_quietly() {
+    // `watch | head -1`: the reader goes away after the first line.
+    let mut setup = Setup::good();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("etcd-dynamic-config"))
+        .env_clear()
+        .env("EtcdSettings__HostName", setup.etcd.endpoint())
+        .args(["--schema", &setup.schema(), "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("watching /app/"), "{first}");
+    drop(lines);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        setup.write("/app/LogLevel", "WARNING");
+        setup.write("/app/LogLevel", "ERROR");
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "watch did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
