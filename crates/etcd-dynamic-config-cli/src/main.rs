@@ -338,7 +338,7 @@ async fn get(context: &Context, name: &str) -> Result<u8> {
         eprintln!("error: {name} has no value under {}", context.prefix()?);
         return Ok(exit::PROBLEMS);
     };
-    outln!("{}", context.masking.text(entry));
+    outln!("{}", output::printable(&context.masking.text(entry)));
     Ok(0)
 }
 
@@ -463,8 +463,12 @@ async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Res
         } else {
             new.clone()
         };
+        let (name, new) = (output::printable(name), output::printable(&new));
         match old {
-            Some(old) => outln!("{} {name}: {old} -> {new}", context.style.changed("~")),
+            Some(old) => {
+                let old = output::printable(old);
+                outln!("{} {name}: {old} -> {new}", context.style.changed("~"));
+            }
             None => outln!("{} {name} = {new}", context.style.added("+")),
         }
     }
@@ -554,6 +558,7 @@ async fn check(context: &Context) -> Result<u8> {
         return Ok(0);
     }
     for problem in &loaded.problems {
+        let problem = output::printable(&problem.to_string()).into_owned();
         outln!("{} {problem}", context.style.error("problem"));
     }
     outln!(
@@ -623,9 +628,10 @@ async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {
                     let show = |value: &Option<etcd_dynamic_config::Value>| match value {
                         None => "(absent)".to_owned(),
                         Some(_) if item.secret && !context.masking.show_secrets => output::MASK.to_owned(),
-                        Some(value) => value.to_string(),
+                        Some(value) => output::printable(&value.to_string()).into_owned(),
                     };
-                    outln!("rev {}  {}  {} -> {}", change.revision, item.name, show(&item.old), show(&item.new));
+                    let name = output::printable(&item.name);
+                    outln!("rev {}  {name}  {} -> {}", change.revision, show(&item.old), show(&item.new));
                     seen += 1;
                 }
                 if max_changes.is_some_and(|max| seen >= max) {

@@ -43,6 +43,30 @@ impl Masking {
     }
 }
 
+/// `text` safe to print in a human format: control characters (line breaks, carriage
+/// returns, tabs, escape sequences, C1 controls) and the Unicode characters that reorder
+/// or hide text (bidirectional overrides and isolates, zero-width marks) are shown as
+/// Rust-style escapes (`\n`, `\u{1b}`), so a value cannot add table rows, hide text
+/// or drive the terminal. `export` and `dump --format json` keep the exact text.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 /// Terminal styling: colour only when stdout is a terminal and `NO_COLOR` is unset.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Style {
@@ -83,6 +107,11 @@ impl Style {
     /// Rows under a header, columns padded to the widest cell (an empty header row is
     /// left out).
     pub(crate) fn table<const N: usize>(self, header: &[&str; N], rows: &[[String; N]]) -> String {
+        let rows: Vec<[String; N]> = rows
+            .iter()
+            .map(|row| row.clone().map(|cell| printable(&cell).into_owned()))
+            .collect();
+        let rows = rows.as_slice();
         let mut widths = [0usize; N];
         for (column, width) in widths.iter_mut().enumerate() {
             *width = rows
@@ -190,6 +219,26 @@ mod tests {
         fn every_value_reads_back_as_itself(value in "\\PC*|[\\x00-\\x7f]*") {
             proptest::prop_assert_eq!(read_back(&env_quote(&value)), value);
         }
+    }
+
+    #[test]
+    fn control_and_hiding_characters_are_escaped() {
+        assert!(matches!(
+            printable("plain é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(printable("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(
+            printable("x\u{85}y\u{202e}z\u{200b}"),
+            "x\\u{85}y\\u{202e}z\\u{200b}"
+        );
+        let style = Style { colour: false };
+        let table = style.table(
+            &["NAME", "VALUE"],
+            &[["n".to_owned(), "v\nfake  row".to_owned()]],
+        );
+        assert_eq!(table.lines().count(), 2, "{table}");
     }
 
     #[test]

@@ -621,3 +621,31 @@ fn watch_into_a_pipe_that_closes_ends_quietly() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn values_cannot_forge_output_with_control_characters() {
+    let forged = "INFO\nfeature.admin  on  etcd key /app/Feature/Admin @ rev 1\u{1b}[2K\r";
+    let mut setup = Setup::good();
+    setup.write("/app/Feature/Note", forged);
+    let stdout = |command: &mut Command| {
+        let output = command.assert().success().get_output().stdout.clone();
+        String::from_utf8(output).unwrap()
+    };
+    let table = stdout(setup.cli().arg("dump"));
+    assert!(
+        !table.lines().any(|line| line.starts_with("feature.admin")),
+        "no forged row: {table}"
+    );
+    assert!(
+        !table.contains('\u{1b}') && !table.contains('\r'),
+        "{table:?}"
+    );
+    assert!(table.contains("INFO\\nfeature.admin"), "{table}");
+    let got = stdout(setup.cli().args(["get", "feature.note"]));
+    assert_eq!(got.lines().count(), 1, "{got:?}");
+    assert!(got.contains("\\u{1b}[2K\\r"), "{got:?}");
+    // Machine formats keep the exact text.
+    let json = stdout(setup.cli().args(["dump", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["values"]["feature.note"]["value"], forged);
+}
