@@ -156,6 +156,10 @@ enum Command {
         /// Show what would change, and write nothing
         #[arg(long)]
         dry_run: bool,
+        /// Write in transactions of at most N values instead of one, for imports larger
+        /// than etcd takes at once: not atomic; if it stops midway, it says what was written
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        batch: Option<u16>,
     },
     /// Print the values in a form `import` reads back
     Export {
@@ -320,7 +324,11 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Dump { format } => dump(&context, format).await,
         Command::Watch { max_changes } => watch(&context, max_changes).await,
         Command::Put { name, value } => put(&context, &[(name, value)]).await,
-        Command::Import { file, dry_run } => import(&context, &file, dry_run).await,
+        Command::Import {
+            file,
+            dry_run,
+            batch,
+        } => import(&context, &file, dry_run, batch).await,
         Command::Export { format } => export(&context, format).await,
         Command::Check => check(&context).await,
         Command::Doc => {
@@ -427,18 +435,18 @@ async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
 }
 
 async fn put(context: &Context, values: &[(String, String)]) -> Result<u8> {
-    if let Some((name, _)) = values.iter().find(|(_, value)| value == output::MASK) {
-        bail!(
-            "{name}: the value is the secret mask {}; export with --show-secrets to keep secrets",
-            output::MASK
-        );
-    }
+    refuse_masked(values)?;
     let revision = context.client()?.put_values(values, &[]).await?;
     outln!("wrote {} value(s) at revision {revision}", values.len());
     Ok(0)
 }
 
-async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Result<u8> {
+async fn import(
+    context: &Context,
+    file: &std::path::Path,
+    dry_run: bool,
+    batch: Option<u16>,
+) -> Result<u8> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let incoming = parse_import(context, file, &text)?;
@@ -491,7 +499,66 @@ async fn import(context: &Context, file: &std::path::Path, dry_run: bool) -> Res
         .into_iter()
         .map(|(name, _, value)| (name, value))
         .collect();
-    put(context, &writes).await
+    match batch {
+        None => put(context, &writes).await.map_err(|error| {
+            if matches!(
+                error.downcast_ref::<etcd_dynamic_config::Error>(),
+                Some(etcd_dynamic_config::Error::TooLarge { .. })
+            ) {
+                error.context(
+                    "split the file, or import with --batch N (in several transactions, not atomic)",
+                )
+            } else {
+                error
+            }
+        }),
+        Some(size) => put_in_batches(context, &writes, usize::from(size)).await,
+    }
+}
+
+/// A masked export cannot be imported by mistake.
+fn refuse_masked(writes: &[(String, String)]) -> Result<()> {
+    if let Some((name, _)) = writes.iter().find(|(_, value)| value == output::MASK) {
+        bail!(
+            "{name}: the value is the secret mask {}; export with --show-secrets to keep secrets",
+            output::MASK
+        );
+    }
+    Ok(())
+}
+
+/// Writes `writes` in transactions of at most `size`; says what was written if one fails.
+async fn put_in_batches(context: &Context, writes: &[(String, String)], size: usize) -> Result<u8> {
+    refuse_masked(writes)?;
+    let client = context.client()?;
+    let batches = writes.len().div_ceil(size);
+    let mut written = 0;
+    for (index, chunk) in writes.chunks(size).enumerate() {
+        match client.put_values(chunk, &[]).await {
+            Ok(revision) => {
+                written += chunk.len();
+                outln!(
+                    "wrote batch {}/{batches}: {} value(s) at revision {revision}",
+                    index + 1,
+                    chunk.len()
+                );
+            }
+            Err(error) => {
+                let rest: Vec<&str> = writes[written..]
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                return Err(anyhow::Error::new(error).context(format!(
+                    "stopped at batch {}/{batches}: {written} value(s) written before it, {} not written: {}",
+                    index + 1,
+                    rest.len(),
+                    output::printable(&rest.join(", "))
+                )));
+            }
+        }
+    }
+    outln!("wrote {written} value(s) in {batches} transaction(s)");
+    Ok(0)
 }
 
 /// Name → value from a .env or JSON file.

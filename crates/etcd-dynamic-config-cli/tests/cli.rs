@@ -649,3 +649,44 @@ fn values_cannot_forge_output_with_control_characters() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["values"]["feature.note"]["value"], forged);
 }
+
+#[test]
+fn an_import_too_large_for_one_transaction_writes_nothing_unless_batched() {
+    let mut setup = Setup::good();
+    let file = setup.dir.path().join("many.env");
+    let lines: String = (0..200).map(|i| format!("BULK__K{i}=v{i}\n")).collect();
+    std::fs::write(&file, lines).unwrap();
+    let path = file.display().to_string();
+    setup
+        .cli()
+        .args(["import", &path])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("200 writes"))
+        .stderr(predicate::str::contains("--max-txn-ops"))
+        .stderr(predicate::str::contains("nothing was written"))
+        .stderr(predicate::str::contains("--batch"));
+    assert_eq!(setup.etcd_value("/app/Bulk/K0"), None);
+    setup
+        .cli()
+        .args(["import", &path, "--batch", "120"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("wrote batch 2/2: 80 value(s)"))
+        .stdout(predicate::str::contains(
+            "wrote 200 value(s) in 2 transaction(s)",
+        ));
+    assert_eq!(setup.etcd_value("/app/Bulk/K199").unwrap().0, "v199");
+
+    // Too many bytes: etcd's request limit, in plain words.
+    let big = setup.dir.path().join("big.env");
+    std::fs::write(&big, format!("BIG=\"{}\"\n", "x".repeat(3 << 20))).unwrap();
+    setup
+        .cli()
+        .args(["import", &big.display().to_string()])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("--max-request-bytes"))
+        .stderr(predicate::str::contains("nothing was written"));
+    assert_eq!(setup.etcd_value("/app/Big"), None);
+}

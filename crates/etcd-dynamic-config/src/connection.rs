@@ -402,13 +402,27 @@ impl Connection {
             .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None))
             .collect();
         operations.extend(deletes.iter().map(|key| TxnOp::delete(key.as_str(), None)));
+        let count = operations.len();
+        let bytes = puts
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+            + deletes.iter().map(String::len).sum::<usize>();
         let response = self
             .client()
             .await?
             .kv_client()
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .txn(Txn::new().and_then(operations))
             .await
-            .map_err(|error| classify(&peer, error))?;
+            .map_err(|error| match too_large(&error) {
+                Some(limit) => Error::TooLarge {
+                    operations: count,
+                    bytes,
+                    limit,
+                },
+                None => classify(&peer, error),
+            })?;
         Ok(response.header().map_or(0, |header| header.revision()))
     }
 
@@ -591,6 +605,27 @@ impl Watch {
     }
 }
 
+/// etcd's limit, in plain words, when it refused a transaction for its size.
+fn too_large(error: &etcd_client::Error) -> Option<String> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    let message = status.message();
+    if message.contains("too many operations in txn request") {
+        Some(format!(
+            "etcd accepts at most its --max-txn-ops operations in one transaction (128 by default) ({message})"
+        ))
+    } else if message.contains("request is too large")
+        || (status.code() == tonic::Code::ResourceExhausted && message.contains("larger than max"))
+    {
+        Some(format!(
+            "etcd accepts at most its --max-request-bytes in one request (1.5 MiB by default) ({message})"
+        ))
+    } else {
+        None
+    }
+}
+
 /// etcd's answer to a read at a revision it compacted away.
 fn compacted(error: &etcd_client::Error) -> bool {
     matches!(error, etcd_client::Error::GRpcStatus(status)
@@ -641,7 +676,8 @@ fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
 
 /// gRPC status codes that mean "this request will never succeed": `INVALID_ARGUMENT`
 /// (etcd's answer to a wrong password) and `PERMISSION_DENIED`.
-const FINAL_GRPC_CODES: [i32; 2] = [3, 7];
+const FINAL_GRPC_CODES: [tonic::Code; 2] =
+    [tonic::Code::InvalidArgument, tonic::Code::PermissionDenied];
 
 /// Sorts an `etcd_client` error into retryable or final, and says in plain words what
 /// a TLS failure means.
@@ -693,8 +729,7 @@ fn classify(peer: &Peer, error: etcd_client::Error) -> Error {
                 }
             ))
         }
-        etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES
-            .contains(&(status.code() as i32))
+        etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES.contains(&status.code())
             || is_auth_message(status.message()))
         .then(|| status.message().to_owned()),
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {

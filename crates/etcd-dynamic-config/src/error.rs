@@ -108,6 +108,21 @@ pub enum Error {
     #[error("the configuration was stopped while it started")]
     Stopped,
 
+    /// A write does not fit in one etcd transaction: too many operations (etcd's
+    /// `--max-txn-ops`, 128 by default) or too many bytes (`--max-request-bytes`, 1.5 MiB
+    /// by default). Nothing was written.
+    #[error(
+        "{operations} writes ({bytes} bytes) do not fit in one etcd transaction: {limit}; nothing was written"
+    )]
+    TooLarge {
+        /// Puts and deletes in the transaction.
+        operations: usize,
+        /// Bytes of keys and values in it.
+        bytes: usize,
+        /// etcd's limit, in its words and ours.
+        limit: String,
+    },
+
     /// The configuration cannot run here (e.g. the blocking facade could not create its
     /// runtime).
     #[error("the configuration cannot run here: its runtime could not be created")]
@@ -129,6 +144,7 @@ impl Error {
             Self::Missing(_) => "Missing",
             Self::AlreadyStarted => "AlreadyStarted",
             Self::Stopped => "Stopped",
+            Self::TooLarge { .. } => "TooLarge",
             Self::Runtime(_) => "Runtime",
         }
     }
