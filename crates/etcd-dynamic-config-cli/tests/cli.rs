@@ -690,3 +690,42 @@ fn an_import_too_large_for_one_transaction_writes_nothing_unless_batched() {
         .stderr(predicate::str::contains("nothing was written"));
     assert_eq!(setup.etcd_value("/app/Big"), None);
 }
+
+#[test]
+fn put_refuses_a_name_no_reader_would_see() {
+    let mut setup = Setup::good();
+    for name in ["../x", "a..b", "/abs", "x/../../y", "a//b", ".", ""] {
+        setup
+            .cli()
+            .args(["put", name, "1"])
+            .assert()
+            .code(4)
+            .stderr(
+                predicate::str::contains("to be written to etcd key")
+                    .or(predicate::str::contains("no such name")),
+            );
+    }
+    let (keys, _) = {
+        let response = setup
+            .runtime
+            .block_on(
+                setup
+                    .client
+                    .get("/", Some(etcd_client::GetOptions::new().with_prefix())),
+            )
+            .unwrap();
+        let keys: Vec<String> = response
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap().to_owned())
+            .collect();
+        (keys, ())
+    };
+    assert_eq!(keys.len(), 4, "nothing new written: {keys:?}");
+    setup
+        .cli()
+        .args(["put", "feature.dark_mode", "on"])
+        .assert()
+        .success();
+    assert_eq!(setup.etcd_value("/app/Feature/DarkMode").unwrap().0, "on");
+}

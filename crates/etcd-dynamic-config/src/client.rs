@@ -236,6 +236,18 @@ impl EtcdClient {
         let mut writes = Vec::with_capacity(puts.len());
         for (name, text) in puts {
             let key = key_of(name)?;
+            // A name that would not read back as itself is refused: no reader would see it.
+            let reads_as = self.keys.name_for(&key);
+            if reads_as.as_deref() != Some(name.as_str()) {
+                return Err(Error::Value {
+                    name: name.clone(),
+                    reason: match reads_as {
+                        Some(other) => format!("would read back as {other}, not as itself"),
+                        None => "names no value a reader would see".to_owned(),
+                    },
+                    origin: format!("to be written to etcd key {key}"),
+                });
+            }
             schema
                 .coerce(name, text.as_bytes())
                 .map_err(|reason| Error::Value {
