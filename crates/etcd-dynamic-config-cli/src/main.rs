@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use etcd_dynamic_config::schema::Schema;
+use etcd_dynamic_config::settings::DEFAULT_ROOT_KEY;
 use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettingsBuilder, Loaded};
 
 use output::{Masking, Style};
@@ -265,6 +266,15 @@ impl Context {
         }
         let schema = match &cli.schema {
             Some(path) => Schema::from_toml_file(path)?,
+            // At the ControlUnit prefix, the ControlUnit schema (its secrets masked);
+            // elsewhere every key, names that look secret masked.
+            None if cli.prefix.is_none() && {
+                let prefix = builder.clone().build()?.prefix();
+                prefix == DEFAULT_ROOT_KEY || prefix == format!("/dev{DEFAULT_ROOT_KEY}")
+            } =>
+            {
+                Schema::control_unit()
+            }
             None => Schema::auto_discover(),
         };
         Ok(Self {

@@ -729,3 +729,55 @@ fn put_refuses_a_name_no_reader_would_see() {
         .success();
     assert_eq!(setup.etcd_value("/app/Feature/DarkMode").unwrap().0, "on");
 }
+
+#[test]
+fn without_a_schema_secrets_are_masked_all_the_same() {
+    let mut setup = Setup::good();
+    for (key, value) in [
+        (
+            "/APPS/ControlUnit/PostgresDsn",
+            "postgres://app:pg-secret@db/app",
+        ),
+        ("/APPS/ControlUnit/LogLevel", "INFO"),
+        ("/other/Db/Password", "other-secret"),
+        ("/other/ApiKey", "key-secret"),
+        ("/other/LogLevel", "DEBUG"),
+    ] {
+        setup.write(key, value);
+    }
+    let bare = |args: &[&str]| {
+        let mut command = Command::cargo_bin("etcd-dynamic-config").unwrap();
+        command
+            .env_clear()
+            .env("EtcdSettings__HostName", setup.etcd.endpoint())
+            .env("NO_COLOR", "1")
+            .args(args);
+        let output = command.assert().success().get_output().stdout.clone();
+        String::from_utf8(output).unwrap()
+    };
+    // The default prefix: the ControlUnit schema.
+    let dump = bare(&["dump"]);
+    assert!(!dump.contains("pg-secret"), "{dump}");
+    assert!(
+        dump.contains("postgres_dsn") && dump.contains("********"),
+        "{dump}"
+    );
+    assert!(dump.contains("INFO"), "{dump}");
+    // Elsewhere: every key, names that look secret masked.
+    for args in [
+        &["--prefix", "/other", "dump"][..],
+        &["--prefix", "/other", "dump", "--format", "json"],
+        &["--prefix", "/other", "export"],
+        &["--prefix", "/other", "get", "db.password"],
+    ] {
+        let out = bare(args);
+        assert!(
+            !out.contains("other-secret") && !out.contains("key-secret"),
+            "{args:?}: {out}"
+        );
+    }
+    assert!(bare(&["--prefix", "/other", "dump"]).contains("DEBUG"));
+    assert!(
+        bare(&["--prefix", "/other", "--show-secrets", "get", "api_key"]).contains("key-secret")
+    );
+}

@@ -384,9 +384,14 @@ impl Schema {
             .unwrap_or_else(|| Kind::infer(name))
     }
 
-    /// Whether `name` is secret.
+    /// Whether `name` is secret: as declared, or for a name the schema does not declare,
+    /// whether it looks secret ([`naming::looks_secret`]: `password`, `token`, `dsn`,
+    /// `*_key`, …).
     pub fn is_secret(&self, name: &str) -> bool {
-        self.names.get(name).is_some_and(|spec| spec.secret)
+        match self.names.get(name) {
+            Some(spec) => spec.secret,
+            None => naming::looks_secret(name),
+        }
     }
 
     /// The etcd key of `name` under `prefix`: the explicit key, or for auto-discovery the

@@ -91,9 +91,60 @@ pub fn pascal_case(segment: &str) -> String {
         .collect()
 }
 
+/// Words that make a name look secret; see [`looks_secret`].
+pub const SECRET_WORDS: [&str; 10] = [
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "dsn",
+    "credential",
+    "credentials",
+    "apikey",
+    "private",
+];
+
+/// Whether a name looks secret: one of its words (split at `.` and `_`) is one of
+/// [`SECRET_WORDS`], or its last word is `key` (`api_key`, `db.private_key`). Names a
+/// schema does not declare are secret when they look it (see
+/// [`Schema::is_secret`](crate::Schema::is_secret)).
+pub fn looks_secret(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(['.', '_']).filter(|w| !w.is_empty()).collect();
+    words.iter().any(|word| SECRET_WORDS.contains(word))
+        || (words.len() > 1 && words.last() == Some(&"key"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_look_secret() {
+        for name in [
+            "postgres_dsn",
+            "db.password",
+            "api_key",
+            "github.token",
+            "client_secret",
+            "aws.credentials",
+            "tls.private_key",
+            "SMTP_PWD",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in [
+            "log_level",
+            "key",
+            "keyboard_layout",
+            "tokenizer",
+            "monkey",
+            "dsn_host_count_x",
+        ] {
+            assert_eq!(looks_secret(name), name == "dsn_host_count_x", "{name}");
+        }
+    }
 
     #[test]
     fn snake_case_follows_the_python_rules() {

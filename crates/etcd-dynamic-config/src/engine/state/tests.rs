@@ -233,21 +233,21 @@ fn puts_and_deletes_publish_with_old_and_new_values() {
     );
 
     let outputs = state.step(watched(vec![
-        put("/app/NewKey", "fresh", 12, None),
+        put("/app/NewName", "fresh", 12, None),
         del("/app/Db/Name", 13, 9),
     ]));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 13);
     assert_eq!(
         values(&snapshot),
-        map(&[("log_level", "DEBUG"), ("new_key", "fresh")])
+        map(&[("log_level", "DEBUG"), ("new_name", "fresh")])
     );
     assert_eq!(
         notifications(&outputs),
         [
             ConfigChange {
                 revision: 12,
-                changes: vec![change("new_key", None, Some("fresh"))]
+                changes: vec![change("new_name", None, Some("fresh"))]
             },
             ConfigChange {
                 revision: 13,
