@@ -781,3 +781,44 @@ fn without_a_schema_secrets_are_masked_all_the_same() {
         bare(&["--prefix", "/other", "--show-secrets", "get", "api_key"]).contains("key-secret")
     );
 }
+
+#[test]
+fn one_shot_commands_fail_over_and_keep_to_the_timeout() {
+    let setup = Setup::good();
+    // Port 1 refuses; a listener that never accepts answers nothing, like a frozen member.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", black_hole.local_addr().unwrap());
+    let live = setup.etcd.endpoint();
+    for first in ["http://127.0.0.1:1", silent.as_str()] {
+        let endpoints = format!("{first},{live}");
+        for args in [
+            &["get", "log_level"][..],
+            &["dump"],
+            &["check"],
+            &["export"],
+            &["put", "pool_size", "21"],
+        ] {
+            setup
+                .cli()
+                .args(["--endpoints", &endpoints, "--timeout", "3"])
+                .args(args)
+                .assert()
+                .success();
+        }
+    }
+    for args in [&["dump"][..], &["put", "pool_size", "22"]] {
+        let started = Instant::now();
+        setup
+            .cli()
+            .args(["--endpoints", &silent, "--timeout", "1"])
+            .args(args)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("within"));
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{args:?} took {:?} with --timeout 1",
+            started.elapsed()
+        );
+    }
+}

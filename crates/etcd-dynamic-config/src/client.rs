@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use tokio::sync::Mutex;
 
 use crate::config::EnvLookup;
@@ -87,6 +88,66 @@ impl EtcdClient {
         Ok(Self { keys, ..self })
     }
 
+    /// Runs `request`, moving to the next endpoint after a failure that may pass (an
+    /// endpoint down, frozen or without a leader), as the engine does, until it succeeds,
+    /// fails for good, or the settings' start timeout has passed: then
+    /// [`Error::StartTimeout`] with the last failure.
+    async fn with_failover<T>(
+        &self,
+        mut request: impl AsyncFnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        let timeout = self.settings.start_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut connection = self.connection.lock().await;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(50))
+            .with_max_delay(std::time::Duration::from_secs(1))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        // A frozen endpoint must not take the whole deadline: each gets a share of it.
+        let endpoints = u32::try_from(self.settings.endpoints().len()).unwrap_or(u32::MAX);
+        let per_attempt = (timeout / endpoints.max(1)).max(std::time::Duration::from_secs(1));
+        let mut last = None;
+        loop {
+            let now = tokio::time::Instant::now();
+            let until = deadline.min(now + per_attempt);
+            let error = match tokio::time::timeout_at(until, request(&mut connection)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if !error.is_retryable() => return Err(error),
+                Ok(Err(error)) => error,
+                Err(_) if until < deadline => Error::Unavailable {
+                    endpoints: connection.endpoint().to_owned(),
+                    source: format!("no answer within {per_attempt:?}").into(),
+                },
+                Err(_) => {
+                    return Err(Error::StartTimeout {
+                        timeout,
+                        cause: last.map(Box::new),
+                    });
+                }
+            };
+            let delay = delays.next().unwrap_or_default();
+            tracing::debug!(
+                event = "etcd_retry",
+                endpoint = connection.endpoint(),
+                error.type = error.kind_name(),
+                error.message = %crate::error::Chain(&error),
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "etcd request failed; trying the next endpoint"
+            );
+            connection.rotate();
+            last = Some(error);
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(Error::StartTimeout {
+                    timeout,
+                    cause: last.map(Box::new),
+                });
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// The prefix, with a trailing `/`.
     pub fn prefix(&self) -> &str {
         self.keys.prefix_dir()
@@ -114,7 +175,9 @@ impl EtcdClient {
     /// [`Error::Unavailable`] or [`Error::Refused`] from etcd; [`Error::Value`] for a
     /// value that is not UTF-8 text.
     pub async fn get_values_by_keys(&self, keys: &[&str]) -> Result<BTreeMap<String, String>> {
-        let found = self.connection.lock().await.get_keys(keys).await?;
+        let found = self
+            .with_failover(async |connection| connection.get_keys(keys).await)
+            .await?;
         found
             .into_iter()
             .map(|kv| match String::from_utf8(kv.value) {
@@ -150,7 +213,9 @@ impl EtcdClient {
                 count: 0,
             }
         } else {
-            self.connection.lock().await.list(self.prefix()).await?
+            let prefix = self.prefix();
+            self.with_failover(async |connection| connection.list(prefix).await)
+                .await?
         };
         let revision = listing.header.revision;
         let outputs = state.step(Input::Listed {
@@ -261,7 +326,10 @@ impl EtcdClient {
             .iter()
             .map(|name| key_of(name))
             .collect::<Result<Vec<_>>>()?;
-        self.connection.lock().await.write(&writes, &deletes).await
+        // Writing the same values again after a write that may have landed leaves the same
+        // values: a retry on the next endpoint is safe.
+        self.with_failover(async |connection| connection.write(&writes, &deletes).await)
+            .await
     }
 }
 
