@@ -56,6 +56,8 @@ mod exit {
     pub(crate) const ETCD: u8 = 3;
     /// A setting, schema, file or value is invalid.
     pub(crate) const INPUT: u8 = 4;
+    /// A guarded write was refused: etcd changed since the revision given or read.
+    pub(crate) const CONFLICT: u8 = 5;
 }
 
 const AFTER_HELP: &str = "\
@@ -65,14 +67,23 @@ CONNECTION
   __RootKey, __CaCertPath, __ClientCertPath, __ClientKeyPath, __Dev. Options win.
 
 SECRETS
-  Names marked secret in the schema are shown as ******** unless --show-secrets.
+  Names marked secret in the schema, and names that look secret (password, secret,
+  token, dsn, *_key, ...), are shown as ******** unless --show-secrets. Without
+  --schema, the ControlUnit schema applies at the ControlUnit prefix.
+
+HISTORY
+  history, diff and rollback read etcd's own revisions, as far back as etcd keeps
+  them (until it compacts). put, import and rollback print the revision they wrote;
+  --expect-rev REV refuses the write (exit 5, nothing written) if anything under the
+  prefix changed after REV.
 
 EXIT CODES
   0  success
   1  check found problems, health is not synced, or the name has no value
   2  usage error
   3  etcd could not be reached or refused the request
-  4  invalid setting, schema, file or value";
+  4  invalid setting, schema, file or value
+  5  refused: etcd changed since the revision expected or read";
 
 /// Inspect and change configuration kept in etcd, through the same schema and
 /// connection settings as the service that reads it.
@@ -145,6 +156,9 @@ enum Command {
         name: String,
         /// The value, as text
         value: String,
+        /// Refuse (exit 5) if anything under the prefix changed after this revision
+        #[arg(long, value_name = "REV")]
+        expect_rev: Option<i64>,
     },
     /// Write every value of a .env or JSON file in one etcd transaction
     ///
@@ -159,8 +173,44 @@ enum Command {
         dry_run: bool,
         /// Write in transactions of at most N values instead of one, for imports larger
         /// than etcd takes at once: not atomic; if it stops midway, it says what was written
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "expect_rev")]
         batch: Option<u16>,
+        /// Refuse (exit 5) if anything under the prefix changed after this revision
+        #[arg(long, value_name = "REV")]
+        expect_rev: Option<i64>,
+    },
+    /// The values a name had, newest first, with the revision of each change
+    History {
+        /// The name
+        name: String,
+        /// Show at most this many changes
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// What changed under the prefix between two revisions: added, changed, removed
+    Diff {
+        /// The earlier revision
+        #[arg(long, value_name = "REV")]
+        from_rev: i64,
+        /// The later revision (default: now)
+        #[arg(long, value_name = "REV")]
+        to_rev: Option<i64>,
+    },
+    /// Make the prefix what it was at a revision, in one guarded transaction
+    ///
+    /// Every key whose value differs from the one it had then is put back (or deleted if
+    /// it did not exist then). The transaction is refused, writing nothing, if a key it
+    /// touches was written after this command read it.
+    Rollback {
+        /// The revision to go back to
+        #[arg(long, value_name = "REV")]
+        to_rev: i64,
+        /// Show what would change, and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse (exit 5) if anything under the prefix changed after this revision
+        #[arg(long, value_name = "REV")]
+        expect_rev: Option<i64>,
     },
     /// Print the values in a form `import` reads back
     Export {
@@ -233,6 +283,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             exit::ETCD
         }
         Some(Error::Missing(_)) => exit::PROBLEMS,
+        Some(Error::Conflict { .. }) => exit::CONFLICT,
         _ => exit::INPUT,
     }
 }
@@ -333,12 +384,24 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Get { name } => get(&context, &name).await,
         Command::Dump { format } => dump(&context, format).await,
         Command::Watch { max_changes } => watch(&context, max_changes).await,
-        Command::Put { name, value } => put(&context, &[(name, value)]).await,
+        Command::Put {
+            name,
+            value,
+            expect_rev,
+        } => put(&context, &[(name, value)], expect_rev).await,
         Command::Import {
             file,
             dry_run,
             batch,
-        } => import(&context, &file, dry_run, batch).await,
+            expect_rev,
+        } => import(&context, &file, dry_run, batch, expect_rev).await,
+        Command::History { name, limit } => history(&context, &name, limit).await,
+        Command::Diff { from_rev, to_rev } => diff(&context, from_rev, to_rev).await,
+        Command::Rollback {
+            to_rev,
+            dry_run,
+            expect_rev,
+        } => rollback(&context, to_rev, dry_run, expect_rev).await,
         Command::Export { format } => export(&context, format).await,
         Command::Check => check(&context).await,
         Command::Doc => {
@@ -444,9 +507,17 @@ async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
     Ok(0)
 }
 
-async fn put(context: &Context, values: &[(String, String)]) -> Result<u8> {
+async fn put(
+    context: &Context,
+    values: &[(String, String)],
+    expect_rev: Option<i64>,
+) -> Result<u8> {
     refuse_masked(values)?;
-    let revision = context.client()?.put_values(values, &[]).await?;
+    let client = context.client()?;
+    let revision = match expect_rev {
+        Some(expected) => client.put_values_expecting(values, &[], expected).await?,
+        None => client.put_values(values, &[]).await?,
+    };
     outln!("wrote {} value(s) at revision {revision}", values.len());
     Ok(0)
 }
@@ -456,6 +527,7 @@ async fn import(
     file: &std::path::Path,
     dry_run: bool,
     batch: Option<u16>,
+    expect_rev: Option<i64>,
 ) -> Result<u8> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -510,7 +582,7 @@ async fn import(
         .map(|(name, _, value)| (name, value))
         .collect();
     match batch {
-        None => put(context, &writes).await.map_err(|error| {
+        None => put(context, &writes, expect_rev).await.map_err(|error| {
             if matches!(
                 error.downcast_ref::<etcd_dynamic_config::Error>(),
                 Some(etcd_dynamic_config::Error::TooLarge { .. })
@@ -620,6 +692,146 @@ fn parse_import(
         values.insert(name, value);
     }
     Ok(values)
+}
+
+/// A value as shown to people: masked when secret, control characters escaped.
+fn shown(context: &Context, name: &str, value: Option<&str>) -> String {
+    match value {
+        None => "(absent)".to_owned(),
+        Some(_) if context.schema.is_secret(name) && !context.masking.show_secrets => {
+            output::MASK.to_owned()
+        }
+        Some(value) => output::printable(value).into_owned(),
+    }
+}
+
+async fn history(context: &Context, name: &str, limit: usize) -> Result<u8> {
+    let history = context.client()?.history(name, limit).await?;
+    outln!(
+        "{} (etcd key {}), newest first, at revision {}:",
+        output::printable(name),
+        output::printable(&history.key),
+        history.head
+    );
+    for change in &history.changes {
+        let value = match &change.value {
+            None => "(deleted)".to_owned(),
+            Some(value) => shown(context, name, Some(value)),
+        };
+        outln!("rev {:<8} {value}", change.revision);
+    }
+    if history.changes.is_empty() {
+        outln!("(no writes in etcd's history)");
+    }
+    if let Some(kept_from) = history.kept_from {
+        outln!(
+            "etcd keeps history from revision {kept_from} on: earlier values were compacted away"
+        );
+    }
+    Ok(0)
+}
+
+async fn diff(context: &Context, from_rev: i64, to_rev: Option<i64>) -> Result<u8> {
+    let client = context.client()?;
+    let from = client.load_at(from_rev).await?;
+    let to = match to_rev {
+        Some(revision) => client.load_at(revision).await?,
+        None => client.load().await?,
+    };
+    let etcd_values = |loaded: &Loaded| -> BTreeMap<String, String> {
+        loaded
+            .snapshot
+            .iter()
+            .filter(|(_, entry)| matches!(entry.source(), etcd_dynamic_config::Source::Etcd { .. }))
+            .map(|(name, entry)| (name.to_owned(), entry.value().to_string()))
+            .collect()
+    };
+    let (before, after) = (etcd_values(&from), etcd_values(&to));
+    outln!(
+        "changes from revision {} to {}:",
+        from.revision,
+        to.revision
+    );
+    let mut changes = 0;
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        let (old, new) = (before.get(name), after.get(name));
+        if old == new {
+            continue;
+        }
+        changes += 1;
+        let shown_name = output::printable(name);
+        match (old, new) {
+            (None, Some(new)) => outln!(
+                "{} {shown_name} = {}",
+                context.style.added("+"),
+                shown(context, name, Some(new))
+            ),
+            (Some(old), None) => outln!(
+                "{} {shown_name} (was {})",
+                context.style.error("-"),
+                shown(context, name, Some(old))
+            ),
+            _ => outln!(
+                "{} {shown_name}: {} -> {}",
+                context.style.changed("~"),
+                shown(context, name, old.map(String::as_str)),
+                shown(context, name, new.map(String::as_str))
+            ),
+        }
+    }
+    outln!("{changes} name(s) changed");
+    Ok(0)
+}
+
+async fn rollback(
+    context: &Context,
+    to_rev: i64,
+    dry_run: bool,
+    expect_rev: Option<i64>,
+) -> Result<u8> {
+    let client = context.client()?;
+    let plan = client.plan_rollback(to_rev).await?;
+    let prefix = context.prefix()?;
+    let name_of = |key: &str| {
+        let relative = key
+            .strip_prefix(&prefix)
+            .map_or(key, |rest| rest.trim_start_matches('/'));
+        etcd_dynamic_config::schema::naming::name_from_path(relative)
+            .unwrap_or_else(|| key.to_owned())
+    };
+    for (key, value) in &plan.puts {
+        let name = name_of(key);
+        outln!(
+            "{} {} ({}) = {}",
+            context.style.changed("~"),
+            output::printable(&name),
+            output::printable(key),
+            shown(context, &name, Some(value))
+        );
+    }
+    for key in &plan.deletes {
+        outln!(
+            "{} {} ({}) deleted",
+            context.style.error("-"),
+            output::printable(&name_of(key)),
+            output::printable(key)
+        );
+    }
+    outln!(
+        "{} to put back, {} to delete, to make the prefix what it was at revision {to_rev}",
+        plan.puts.len(),
+        plan.deletes.len()
+    );
+    if dry_run || plan.is_empty() {
+        if dry_run {
+            outln!("dry run: nothing written");
+        }
+        return Ok(0);
+    }
+    let revision = client.rollback(&plan, expect_rev).await?;
+    outln!("rolled back to revision {to_rev}: wrote revision {revision}");
+    Ok(0)
 }
 
 async fn check(context: &Context) -> Result<u8> {

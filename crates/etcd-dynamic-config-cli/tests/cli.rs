@@ -1,5 +1,6 @@
 //! The binary against a real etcd, command by command.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -821,4 +822,217 @@ fn one_shot_commands_fail_over_and_keep_to_the_timeout() {
             started.elapsed()
         );
     }
+}
+
+/// The raw keys and values under `/app/` at `revision` (0: now).
+fn raw_prefix(setup: &mut Setup, revision: i64) -> BTreeMap<String, String> {
+    let mut options = etcd_client::GetOptions::new().with_prefix();
+    if revision > 0 {
+        options = options.with_revision(revision);
+    }
+    let response = setup
+        .runtime
+        .block_on(setup.client.get("/app/", Some(options)))
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_owned(),
+                kv.value_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn revision_of(setup: &mut Setup) -> i64 {
+    let response = setup.runtime.block_on(setup.client.get("/", None)).unwrap();
+    response.header().unwrap().revision()
+}
+
+#[test]
+fn history_diff_and_rollback_read_etcds_own_revisions() {
+    let mut setup = Setup::good(); // LogLevel=INFO at 2, …, NewCheckout at 5
+    let stdout = |command: &mut Command| {
+        let output = command.assert().success().get_output().stdout.clone();
+        String::from_utf8(output).unwrap()
+    };
+    let start = revision_of(&mut setup);
+    setup.write("/app/LogLevel", "WARNING");
+    let warning = revision_of(&mut setup);
+    setup
+        .runtime
+        .block_on(setup.client.delete("/app/LogLevel", None))
+        .unwrap();
+    setup.write("/app/LogLevel", "ERROR");
+    setup.write("/app/Database/Password", "rotated-secret");
+    setup.write("/app/Feature/Extra", "new");
+    let head = revision_of(&mut setup);
+
+    let history = stdout(setup.cli().args(["history", "log_level"]));
+    let lines: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("rev {:<8} ERROR", warning + 2),
+            format!("rev {:<8} (deleted)", warning + 1),
+            format!("rev {warning:<8} WARNING"),
+            format!("rev {:<8} INFO", 2),
+        ],
+        "{history}"
+    );
+    let secret = stdout(setup.cli().args(["history", "db_password"]));
+    assert!(!secret.contains("secret"), "{secret}");
+    assert!(
+        stdout(setup.cli().args(["history", "log_level", "--limit", "1"]))
+            .lines()
+            .count()
+            == 2
+    );
+
+    let diff = stdout(setup.cli().args(["diff", "--from-rev", &start.to_string()]));
+    assert!(diff.contains("~ log_level: INFO -> ERROR"), "{diff}");
+    assert!(
+        diff.contains("~ db_password: ******** -> ********"),
+        "{diff}"
+    );
+    assert!(diff.contains("+ feature.extra = new"), "{diff}");
+    assert!(!diff.contains("pool_size"), "{diff}");
+    let diff = stdout(setup.cli().args([
+        "diff",
+        "--from-rev",
+        &warning.to_string(),
+        "--to-rev",
+        &(warning + 1).to_string(),
+    ]));
+    assert!(diff.contains("- log_level (was WARNING)"), "{diff}");
+
+    // A dry run writes nothing; the rollback makes the prefix etcd's range at `start`.
+    let plan = stdout(
+        setup
+            .cli()
+            .args(["rollback", "--to-rev", &start.to_string(), "--dry-run"]),
+    );
+    assert!(plan.contains("2 to put back, 1 to delete"), "{plan}");
+    assert!(!plan.contains("hunter2"), "{plan}");
+    assert_eq!(revision_of(&mut setup), head);
+    let done = stdout(
+        setup
+            .cli()
+            .args(["rollback", "--to-rev", &start.to_string()]),
+    );
+    assert!(
+        done.contains(&format!("wrote revision {}", head + 1)),
+        "{done}"
+    );
+    assert_eq!(raw_prefix(&mut setup, 0), raw_prefix(&mut setup, start));
+    // A name etcd no longer holds: its history ends with the delete.
+    let gone = stdout(setup.cli().args(["history", "feature.extra"]));
+    let lines: Vec<&str> = gone.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("rev {:<8} (deleted)", head + 1),
+            format!("rev {head:<8} new"),
+        ],
+        "{gone}"
+    );
+
+    // The history survives in etcd until it compacts; then history says where it stops.
+    setup
+        .runtime
+        .block_on(setup.client.compact(warning, None))
+        .unwrap();
+    let history = stdout(setup.cli().args(["history", "log_level"]));
+    assert!(
+        history.contains(&format!("etcd keeps history from revision {warning}")),
+        "{history}"
+    );
+    assert!(
+        !history.lines().any(|line| line.starts_with("rev 2 ")),
+        "the write at revision 2 was compacted away: {history}"
+    );
+    setup
+        .cli()
+        .args(["rollback", "--to-rev", &start.to_string()])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("no longer in etcd's history"));
+}
+
+#[test]
+fn expect_rev_refuses_a_write_over_changes_made_since() {
+    let mut setup = Setup::good();
+    let seen = revision_of(&mut setup).to_string();
+    setup
+        .cli()
+        .args(["put", "pool_size", "30", "--expect-rev", &seen])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("at revision"));
+    // Another operator's write since `seen` (this one's own, here): refused.
+    for change in ["put", "delete"] {
+        let before = revision_of(&mut setup).to_string();
+        match change {
+            "put" => setup.write("/app/LogLevel", "DEBUG"),
+            _ => {
+                setup
+                    .runtime
+                    .block_on(setup.client.delete("/app/Feature/NewCheckout", None))
+                    .unwrap();
+            }
+        }
+        setup
+            .cli()
+            .args(["put", "pool_size", "40", "--expect-rev", &before])
+            .assert()
+            .code(5)
+            .stderr(predicate::str::contains("nothing was written"));
+        assert_eq!(
+            setup.etcd_value("/app/Database/PoolSize").unwrap().0,
+            "30",
+            "{change}"
+        );
+    }
+    let file = setup.dir.path().join("one.env");
+    std::fs::write(&file, "POOL_SIZE=50\n").unwrap();
+    setup
+        .cli()
+        .args(["import", &file.display().to_string(), "--expect-rev", &seen])
+        .assert()
+        .code(5);
+    let now = revision_of(&mut setup).to_string();
+    setup
+        .cli()
+        .args(["import", &file.display().to_string(), "--expect-rev", &now])
+        .assert()
+        .success();
+    assert_eq!(setup.etcd_value("/app/Database/PoolSize").unwrap().0, "50");
+}
+
+#[test]
+fn a_rollback_is_refused_when_a_key_it_touches_changed_after_the_plan() {
+    let mut setup = Setup::good();
+    let start = revision_of(&mut setup);
+    setup.write("/app/LogLevel", "ERROR");
+    let settings = etcd_dynamic_config::EtcdSettings::builder()
+        .endpoints(setup.etcd.endpoint())
+        .root_key("/app")
+        .build()
+        .unwrap();
+    let client = etcd_dynamic_config::EtcdClient::new(
+        settings,
+        etcd_dynamic_config::Schema::auto_discover(),
+    )
+    .unwrap();
+    let plan = setup.runtime.block_on(client.plan_rollback(start)).unwrap();
+    assert_eq!(plan.puts, [("/app/LogLevel".to_owned(), "INFO".to_owned())]);
+    setup.write("/app/LogLevel", "DEBUG"); // after the operator looked
+    let refused = setup.runtime.block_on(client.rollback(&plan, None));
+    assert!(
+        matches!(refused, Err(etcd_dynamic_config::Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "DEBUG");
 }

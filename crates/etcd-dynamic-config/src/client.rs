@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::config::EnvLookup;
 use crate::connection::{Connection, Listing};
-use crate::engine::state::{Header, Input, Output, State};
+use crate::engine::state::{Header, Input, Kv, Output, State};
 use crate::error::{Error, Result};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
@@ -199,10 +199,6 @@ impl EtcdClient {
     ///
     /// [`Error::Unavailable`] or [`Error::Refused`] from etcd (never in local mode).
     pub async fn load(&self) -> Result<Loaded> {
-        let schema = self.keys.schema();
-        let (fallback, rejected) = schema.fallback(&*self.env);
-        let mut state =
-            State::new(self.keys.clone(), fallback.clone()).with_fallback_rejections(rejected);
         let listing = if self.settings.use_local_config() {
             Listing {
                 kvs: Vec::new(),
@@ -217,6 +213,15 @@ impl EtcdClient {
             self.with_failover(async |connection| connection.list(prefix).await)
                 .await?
         };
+        self.loaded_from(listing)
+    }
+
+    /// The configuration a listing holds, through the schema, with the problems found.
+    fn loaded_from(&self, listing: Listing) -> Result<Loaded> {
+        let schema = self.keys.schema();
+        let (fallback, rejected) = schema.fallback(&*self.env);
+        let mut state =
+            State::new(self.keys.clone(), fallback.clone()).with_fallback_rejections(rejected);
         let revision = listing.header.revision;
         let outputs = state.step(Input::Listed {
             kvs: listing.kvs,
@@ -286,21 +291,40 @@ impl EtcdClient {
     /// [`Error::Missing`] for a name the schema cannot place under the prefix, and etcd's
     /// errors (a user without write permission gets [`Error::Refused`]).
     pub async fn put_values(&self, puts: &[(String, String)], deletes: &[String]) -> Result<i64> {
+        self.put_values_guarded(puts, deletes, None).await
+    }
+
+    /// As [`put_values`](Self::put_values), refused unless the prefix is unchanged since
+    /// `expect_revision`: no key under it created, changed or deleted after that
+    /// revision (the lost-update guard between two writers). Up to 100 keys are guarded
+    /// inside the transaction itself; in a larger prefix a key deleted between the check
+    /// and the transaction (a few milliseconds) is not seen.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_values`](Self::put_values); [`Error::Conflict`] when the prefix changed,
+    /// [`Error::Refused`] when the revision is no longer in etcd's history.
+    pub async fn put_values_expecting(
+        &self,
+        puts: &[(String, String)],
+        deletes: &[String],
+        expect_revision: i64,
+    ) -> Result<i64> {
+        self.put_values_guarded(puts, deletes, Some(expect_revision))
+            .await
+    }
+
+    async fn put_values_guarded(
+        &self,
+        puts: &[(String, String)],
+        deletes: &[String],
+        expect_revision: Option<i64>,
+    ) -> Result<i64> {
         let schema = self.keys.schema();
-        // A name etcd already holds is written where it is; a new one where the schema
-        // puts it.
         let current = self.load().await?.snapshot;
-        let key_of = |name: &str| {
-            let held = current.entry(name).and_then(|entry| match entry.source() {
-                crate::snapshot::Source::Etcd { key, .. } => Some(key.to_string()),
-                _ => None,
-            });
-            held.or_else(|| schema.key_for(self.prefix(), name))
-                .ok_or_else(|| Error::Missing(name.to_owned()))
-        };
         let mut writes = Vec::with_capacity(puts.len());
         for (name, text) in puts {
-            let key = key_of(name)?;
+            let key = self.key_of(&current, name)?;
             // A name that would not read back as itself is refused: no reader would see it.
             let reads_as = self.keys.name_for(&key);
             if reads_as.as_deref() != Some(name.as_str()) {
@@ -324,12 +348,256 @@ impl EtcdClient {
         }
         let deletes = deletes
             .iter()
-            .map(|name| key_of(name))
+            .map(|name| self.key_of(&current, name))
             .collect::<Result<Vec<_>>>()?;
-        // Writing the same values again after a write that may have landed leaves the same
-        // values: a retry on the next endpoint is safe.
-        self.with_failover(async |connection| connection.write(&writes, &deletes).await)
-            .await
+        let Some(expected) = expect_revision else {
+            // Writing the same values again after a write that may have landed leaves the
+            // same values: a retry on the next endpoint is safe.
+            return self
+                .with_failover(async |connection| connection.write(&writes, &deletes).await)
+                .await;
+        };
+        let guards = self.unchanged_since(expected).await?;
+        let prefix = self.prefix();
+        self.with_failover(async |connection| {
+            connection
+                .write_guarded(&writes, &deletes, &guards, Some((prefix, expected)))
+                .await
+        })
+        .await
+    }
+
+    /// Checks that the prefix now holds the keys it held at `revision`, at the same mod
+    /// revisions: `Err(Conflict)` naming the first difference. Returns them as guards
+    /// for the transaction when there are few enough (etcd's default `--max-txn-ops` is
+    /// 128 compares).
+    async fn unchanged_since(&self, revision: i64) -> Result<Vec<(String, i64)>> {
+        let prefix = self.prefix();
+        let then = self
+            .with_failover(async |connection| connection.list_at(prefix, revision).await)
+            .await?;
+        let now = self
+            .with_failover(async |connection| connection.list(prefix).await)
+            .await?;
+        let keys = |listing: &Listing| -> BTreeMap<String, i64> {
+            listing
+                .kvs
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.mod_revision))
+                .collect()
+        };
+        let (then, now_keys) = (keys(&then), keys(&now));
+        if let Some((key, _)) = now_keys.iter().find(|(key, m)| then.get(*key) != Some(m)) {
+            return Err(Error::Conflict {
+                reason: format!("{key} was written after revision {revision}"),
+            });
+        }
+        if let Some(key) = then.keys().find(|key| !now_keys.contains_key(*key)) {
+            return Err(Error::Conflict {
+                reason: format!("{key} was deleted after revision {revision}"),
+            });
+        }
+        Ok(if then.len() <= GUARDED_KEYS {
+            then.into_iter().collect()
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// The etcd key of `name`: the key `current` holds it at, or where the schema puts it.
+    fn key_of(&self, current: &Snapshot, name: &str) -> Result<String> {
+        let held = current.entry(name).and_then(|entry| match entry.source() {
+            crate::snapshot::Source::Etcd { key, .. } => Some(key.to_string()),
+            _ => None,
+        });
+        held.or_else(|| self.keys.schema().key_for(self.prefix(), name))
+            .ok_or_else(|| Error::Missing(name.to_owned()))
+    }
+
+    /// The configuration as it was at `revision`, through the schema (as [`load`](Self::load)).
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load); [`Error::Refused`] when etcd no longer holds the
+    /// revision (compacted) or has not reached it.
+    pub async fn load_at(&self, revision: i64) -> Result<Loaded> {
+        let prefix = self.prefix();
+        let listing = self
+            .with_failover(async |connection| connection.list_at(prefix, revision).await)
+            .await?;
+        self.loaded_from(listing)
+    }
+
+    /// The values `name` had, newest first (at most `limit`), from etcd's own revisions:
+    /// as far back as etcd keeps them.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load); [`Error::Missing`] for a name the schema cannot place.
+    pub async fn history(&self, name: &str, limit: usize) -> Result<History> {
+        let current = self.load().await?.snapshot;
+        let key = self.key_of(&current, name)?;
+        let found = self
+            .with_failover(async |connection| connection.key_history(&key).await)
+            .await?;
+        let changes = found
+            .writes
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(|(revision, value)| HistoryEntry {
+                revision,
+                value: value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            })
+            .collect();
+        Ok(History {
+            name: name.to_owned(),
+            secret: self.keys.schema().is_secret(name),
+            key,
+            head: found.head,
+            kept_from: found.kept_from,
+            changes,
+        })
+    }
+
+    /// What [`rollback`](Self::rollback) to `revision` would write: every key under the
+    /// prefix whose value now differs from the one it had then (put back, or deleted if
+    /// it did not exist then), with the mod revision each has now.
+    ///
+    /// # Errors
+    ///
+    /// As [`load_at`](Self::load_at).
+    pub async fn plan_rollback(&self, revision: i64) -> Result<Rollback> {
+        let prefix = self.prefix();
+        let then = self
+            .with_failover(async |connection| connection.list_at(prefix, revision).await)
+            .await?;
+        let now = self
+            .with_failover(async |connection| connection.list(prefix).await)
+            .await?;
+        let then: BTreeMap<&str, &Kv> = then.kvs.iter().map(|kv| (&*kv.key, kv)).collect();
+        let now_by_key: BTreeMap<&str, &Kv> = now.kvs.iter().map(|kv| (&*kv.key, kv)).collect();
+        let mut plan = Rollback {
+            to: revision,
+            read_at: now.header.revision,
+            puts: Vec::new(),
+            deletes: Vec::new(),
+            guards: Vec::new(),
+        };
+        for (key, old) in &then {
+            let current = now_by_key.get(key);
+            if current.is_some_and(|kv| kv.value == old.value) {
+                continue;
+            }
+            plan.puts.push((
+                (*key).to_owned(),
+                String::from_utf8_lossy(&old.value).into_owned(),
+            ));
+            plan.guards
+                .push(((*key).to_owned(), current.map_or(0, |kv| kv.mod_revision)));
+        }
+        for (key, kv) in &now_by_key {
+            if !then.contains_key(key) {
+                plan.deletes.push((*key).to_owned());
+                plan.guards.push(((*key).to_owned(), kv.mod_revision));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Carries out `plan` in one transaction, refused if any key it touches was written
+    /// after the plan was made, or, with `expect_revision`, if anything under the prefix
+    /// was written after that revision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when a guard does not hold (nothing is written); etcd's errors.
+    pub async fn rollback(&self, plan: &Rollback, expect_revision: Option<i64>) -> Result<i64> {
+        let prefix = self.prefix();
+        let unchanged_since = expect_revision.map(|revision| (prefix, revision));
+        self.with_failover(async |connection| {
+            connection
+                .write_guarded(&plan.puts, &plan.deletes, &plan.guards, unchanged_since)
+                .await
+        })
+        .await
+    }
+}
+
+/// How many keys a guarded write checks inside its transaction (etcd's default limit is
+/// 128 compares).
+const GUARDED_KEYS: usize = 100;
+
+/// One write of a name's key: its value from then on, or `None` when it was deleted.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The revision of the write.
+    pub revision: i64,
+    /// The value written (as text), or `None` for a delete.
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for HistoryEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be secret: never shown.
+        f.debug_struct("HistoryEntry")
+            .field("revision", &self.revision)
+            .field("deleted", &self.value.is_none())
+            .finish()
+    }
+}
+
+/// The values a name had, from etcd's revisions.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct History {
+    /// The name.
+    pub name: String,
+    /// Whether its values are secret.
+    pub secret: bool,
+    /// Its etcd key.
+    pub key: String,
+    /// etcd's head when the history was read.
+    pub head: i64,
+    /// The oldest revision etcd keeps, when it compacted the ones before: earlier
+    /// values are gone.
+    pub kept_from: Option<i64>,
+    /// Newest first.
+    pub changes: Vec<HistoryEntry>,
+}
+
+/// What a rollback writes.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Rollback {
+    /// The revision rolled back to.
+    pub to: i64,
+    /// The revision the plan was made at.
+    pub read_at: i64,
+    /// Keys put back to their value then.
+    pub puts: Vec<(String, String)>,
+    /// Keys that did not exist then.
+    pub deletes: Vec<String>,
+    guards: Vec<(String, i64)>,
+}
+
+impl std::fmt::Debug for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.puts.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("Rollback")
+            .field("to", &self.to)
+            .field("read_at", &self.read_at)
+            .field("puts", &keys)
+            .field("deletes", &self.deletes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rollback {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
     }
 }
 

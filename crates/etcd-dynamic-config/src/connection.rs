@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use secrecy::ExposeSecret;
 
@@ -29,6 +29,9 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest any unary request (a range page, a transaction) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// While a key's history is replayed: how long a quiet watch waits before it asks for
+/// progress again.
+const HISTORY_PROGRESS: Duration = Duration::from_millis(200);
 
 /// A connection to one etcd endpoint at a time.
 ///
@@ -172,6 +175,17 @@ impl Connection {
     ///
     /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
     pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<Listing> {
+        self.list_at(prefix_dir, 0).await
+    }
+
+    /// As [`list`](Self::list), at `revision` (0: etcd's head). A listing at an earlier
+    /// revision says that revision in its header, with etcd's cluster id.
+    ///
+    /// # Errors
+    ///
+    /// As [`list`](Self::list); a revision etcd compacted away or has not reached is
+    /// [`Error::Refused`], naming it.
+    pub(crate) async fn list_at(&mut self, prefix_dir: &str, at: i64) -> Result<Listing> {
         let peer = self.peer();
         let kv = self
             .client()
@@ -190,10 +204,16 @@ impl Connection {
             async move { kv.get(start, Some(options)).await }
         };
         let mut kvs = Vec::new();
-        let mut response = fetch(prefix_dir.as_bytes().to_vec(), 0)
+        let mut response = fetch(prefix_dir.as_bytes().to_vec(), at)
             .await
-            .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
-        let header = header_of(&peer, response.header())?;
+            .map_err(|error| match missing_revision(&error, at) {
+                Some(refused) => refused,
+                None => naming_prefix(classify(&peer, error), prefix_dir),
+            })?;
+        let mut header = header_of(&peer, response.header())?;
+        if at > 0 {
+            header.revision = at;
+        }
         let revision = header.revision;
         let count = response.count();
         loop {
@@ -426,6 +446,172 @@ impl Connection {
         Ok(response.header().map_or(0, |header| header.revision()))
     }
 
+    /// Writes `puts` and deletes `deletes` in one transaction that etcd applies only if
+    /// every `guards` key still has its mod revision (0: still absent) and, with
+    /// `unchanged_since = Some((prefix_dir, revision))`, no key under the prefix was
+    /// written after `revision`.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write); [`Error::Conflict`] when a guard does not hold.
+    pub(crate) async fn write_guarded(
+        &mut self,
+        puts: &[(String, String)],
+        deletes: &[String],
+        guards: &[(String, i64)],
+        unchanged_since: Option<(&str, i64)>,
+    ) -> Result<i64> {
+        let peer = self.peer();
+        let mut compares: Vec<Compare> = guards
+            .iter()
+            .map(|(key, mod_revision)| match mod_revision {
+                0 => Compare::version(key.as_str(), CompareOp::Equal, 0),
+                _ => Compare::mod_revision(key.as_str(), CompareOp::Equal, *mod_revision),
+            })
+            .collect();
+        if let Some((prefix_dir, revision)) = unchanged_since {
+            compares.push(
+                Compare::mod_revision(prefix_dir, CompareOp::Less, revision + 1)
+                    .with_range(prefix_end(prefix_dir.as_bytes())),
+            );
+        }
+        let mut operations: Vec<TxnOp> = puts
+            .iter()
+            .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None))
+            .collect();
+        operations.extend(deletes.iter().map(|key| TxnOp::delete(key.as_str(), None)));
+        let count = operations.len();
+        let bytes = puts
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+            + deletes.iter().map(String::len).sum::<usize>();
+        let response = self
+            .client()
+            .await?
+            .kv_client()
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .txn(Txn::new().when(compares).and_then(operations))
+            .await
+            .map_err(|error| match too_large(&error) {
+                Some(limit) => Error::TooLarge {
+                    operations: count,
+                    bytes,
+                    limit,
+                },
+                None => classify(&peer, error),
+            })?;
+        if !response.succeeded() {
+            return Err(Error::Conflict {
+                reason: "a key it touches was written since it was read".to_owned(),
+            });
+        }
+        Ok(response.header().map_or(0, |header| header.revision()))
+    }
+
+    /// Every write of `key` that etcd still holds, oldest first, up to etcd's head when
+    /// asked: replayed by a watch from revision 1, or from the oldest revision etcd keeps
+    /// when it compacted the rest.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn key_history(&mut self, key: &str) -> Result<KeyHistory> {
+        let peer = self.peer();
+        let client = self.client().await?;
+        let now = client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(|error| classify(&peer, error))?;
+        let head = header_of(&peer, now.header())?.revision;
+        let last = now.kvs().first().map(etcd_client::KeyValue::mod_revision);
+        let mut history = KeyHistory {
+            writes: Vec::new(),
+            head,
+            kept_from: None,
+        };
+        let mut from = 1;
+        'watch: loop {
+            let options = WatchOptions::new().with_start_revision(from);
+            let stream = client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .watch(key, Some(options))
+                .await
+                .map_err(|error| classify(&peer, error))?;
+            let mut watch = Watch {
+                stream,
+                peer: peer.clone(),
+                trusted_progress: self.trusted_progress,
+            };
+            history.writes.clear();
+            loop {
+                // The key's last write seen (or kept no more): nothing can follow it.
+                let seen = |history: &KeyHistory| match last {
+                    Some(last) => {
+                        history
+                            .writes
+                            .last()
+                            .is_some_and(|(revision, _)| *revision >= last)
+                            || history.kept_from.is_some_and(|kept| kept > last)
+                    }
+                    None => false,
+                };
+                if seen(&history) {
+                    return Ok(history);
+                }
+                // etcd answers a progress request only once the watcher has caught up.
+                let next = match tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await {
+                    Ok(next) => next?,
+                    Err(_) => {
+                        watch.request_progress().await?;
+                        continue;
+                    }
+                };
+                match next {
+                    Input::Watched { events, .. } => history.writes.extend(
+                        events
+                            .into_iter()
+                            .filter(|event| event.mod_revision <= head)
+                            .map(|event| (event.mod_revision, event.value)),
+                    ),
+                    Input::Compacted { compact_revision } => {
+                        from = compact_revision;
+                        history.kept_from = Some(compact_revision);
+                        continue 'watch;
+                    }
+                    // Caught up with etcd's head: a key deleted by then has all its
+                    // writes seen.
+                    Input::Progress {
+                        header, trusted, ..
+                    } if last.is_none() && header.revision >= head => {
+                        if !trusted {
+                            // etcd before 3.4.25 / 3.5.8 may answer ahead of queued
+                            // events (issue 15220): take what arrives meanwhile.
+                            while let Ok(next) =
+                                tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await
+                            {
+                                if let Input::Watched { events, .. } = next? {
+                                    history.writes.extend(
+                                        events
+                                            .into_iter()
+                                            .filter(|event| event.mod_revision <= head)
+                                            .map(|event| (event.mod_revision, event.value)),
+                                    );
+                                }
+                            }
+                        }
+                        return Ok(history);
+                    }
+                    Input::Progress { .. } => {}
+                    Input::Broken => return Err(self.stream_ended()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Opens a watch on `prefix_dir` from `from_revision`, with previous values and
     /// progress notifications.
     ///
@@ -462,6 +648,17 @@ pub(crate) struct Listing {
     pub(crate) header: Header,
     /// How many keys the prefix holds (some may not be UTF-8 and be left out of `kvs`).
     pub(crate) count: i64,
+}
+
+/// The writes of one key that etcd still holds.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyHistory {
+    /// (revision, `Some(value)` for a put, `None` for a delete), oldest first.
+    pub(crate) writes: Vec<(i64, Option<Vec<u8>>)>,
+    /// etcd's head when the history was read.
+    pub(crate) head: i64,
+    /// The oldest revision etcd keeps, when it compacted the ones before.
+    pub(crate) kept_from: Option<i64>,
 }
 
 /// What a head read found.
@@ -603,6 +800,18 @@ impl Watch {
             uncounted,
         })
     }
+}
+
+/// A read at `revision` that etcd cannot serve, in plain words.
+fn missing_revision(error: &etcd_client::Error, revision: i64) -> Option<Error> {
+    let reason = if compacted(error) {
+        format!("revision {revision} is no longer in etcd's history: it was compacted away")
+    } else if future_revision(error) {
+        format!("revision {revision} is beyond etcd's head")
+    } else {
+        return None;
+    };
+    Some(Error::Refused { reason })
 }
 
 /// etcd's limit, in plain words, when it refused a transaction for its size.

@@ -123,6 +123,15 @@ pub enum Error {
         limit: String,
     },
 
+    /// A guarded write was refused because etcd changed since the writer looked
+    /// (`--expect-rev`, a rollback whose keys were written meanwhile). Nothing was
+    /// written.
+    #[error("etcd changed since it was read: {reason}; nothing was written")]
+    Conflict {
+        /// What changed.
+        reason: String,
+    },
+
     /// The configuration cannot run here (e.g. the blocking facade could not create its
     /// runtime).
     #[error("the configuration cannot run here: its runtime could not be created")]
@@ -145,6 +154,7 @@ impl Error {
             Self::AlreadyStarted => "AlreadyStarted",
             Self::Stopped => "Stopped",
             Self::TooLarge { .. } => "TooLarge",
+            Self::Conflict { .. } => "Conflict",
             Self::Runtime(_) => "Runtime",
         }
     }

@@ -65,7 +65,7 @@ mod value;
 struct ReadmeDoctests;
 
 pub use binding::Binding;
-pub use client::{EtcdClient, Loaded};
+pub use client::{EtcdClient, History, HistoryEntry, Loaded, Rollback};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, etcd_config};
 pub use error::{Error, Result};
 pub use observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
