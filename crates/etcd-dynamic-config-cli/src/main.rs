@@ -792,14 +792,7 @@ async fn rollback(
 ) -> Result<u8> {
     let client = context.client()?;
     let plan = client.plan_rollback(to_rev).await?;
-    let prefix = context.prefix()?;
-    let name_of = |key: &str| {
-        let relative = key
-            .strip_prefix(&prefix)
-            .map_or(key, |rest| rest.trim_start_matches('/'));
-        etcd_dynamic_config::schema::naming::name_from_path(relative)
-            .unwrap_or_else(|| key.to_owned())
-    };
+    let name_of = |key: &str| client.name_of_key(key).unwrap_or_else(|| key.to_owned());
     for (key, value) in &plan.puts {
         let name = name_of(key);
         outln!(

@@ -148,6 +148,11 @@ impl EtcdClient {
         }
     }
 
+    /// The name an etcd key holds under this client's schema, if it names one.
+    pub fn name_of_key(&self, key: &str) -> Option<String> {
+        self.keys.name_for(key).map(|name| name.to_string())
+    }
+
     /// The prefix, with a trailing `/`.
     pub fn prefix(&self) -> &str {
         self.keys.prefix_dir()
