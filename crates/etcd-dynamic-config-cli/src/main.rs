@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use etcd_dynamic_config::audit::Audit;
 use etcd_dynamic_config::schema::Schema;
 use etcd_dynamic_config::settings::DEFAULT_ROOT_KEY;
 use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettingsBuilder, Loaded};
@@ -46,6 +47,14 @@ fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
             "{text:?} is not a number of seconds (e.g. 5 or 0.5)"
         )),
     }
+}
+
+/// The user running the command, for the audit trail.
+fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|user| !user.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Exit codes, as documented in `--help`.
@@ -122,6 +131,19 @@ struct Cli {
     /// Show the values of secret names instead of ********
     #[arg(long, global = true)]
     show_secrets: bool,
+
+    /// Record each write (put, import, rollback) in the audit trail under /_audit<prefix>:
+    /// who, why, when, what changed (secrets masked)
+    #[arg(long, global = true, env = "EtcdSettings__Audit", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    audit: bool,
+
+    /// Who writes, for the audit trail [default: the OS user]
+    #[arg(long, global = true, value_name = "NAME")]
+    author: Option<String>,
+
+    /// Why, for the audit trail
+    #[arg(long, global = true, value_name = "TEXT")]
+    reason: Option<String>,
 
     /// How long to wait for etcd (more than 0, at most a day)
     #[arg(long, global = true, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
@@ -293,6 +315,7 @@ struct Context {
     builder: EtcdSettingsBuilder,
     schema: Schema,
     prefix: Option<String>,
+    audit: Option<Audit>,
     masking: Masking,
     style: Style,
 }
@@ -332,6 +355,10 @@ impl Context {
             builder,
             schema,
             prefix: cli.prefix.clone(),
+            audit: cli.audit.then(|| Audit {
+                author: cli.author.clone().unwrap_or_else(os_user),
+                reason: cli.reason.clone(),
+            }),
             masking: Masking {
                 show_secrets: cli.show_secrets,
             },
@@ -357,8 +384,12 @@ impl Context {
             self.schema.clone(),
             Arc::new(|name: &str| std::env::var(name).ok()),
         )?;
-        Ok(match &self.prefix {
+        let client = match &self.prefix {
             Some(prefix) => client.with_prefix(prefix)?,
+            None => client,
+        };
+        Ok(match &self.audit {
+            Some(audit) => client.with_audit(audit.clone()),
             None => client,
         })
     }
@@ -726,6 +757,42 @@ async fn history(context: &Context, name: &str, limit: usize) -> Result<u8> {
     if let Some(kept_from) = history.kept_from {
         outln!(
             "etcd keeps history from revision {kept_from} on: earlier values were compacted away"
+        );
+    }
+    let trail = context.client()?.audit_trail().await?;
+    let writes: Vec<_> = trail
+        .iter()
+        .rev()
+        .filter_map(|record| {
+            let change = record
+                .changes
+                .iter()
+                .find(|change| change.key == history.key)?;
+            Some((record, change))
+        })
+        .take(limit)
+        .collect();
+    if !writes.is_empty() {
+        outln!("audit trail, newest first:");
+    }
+    for (record, change) in writes {
+        let value = |value: &Option<String>| match value {
+            None => "(absent)".to_owned(),
+            Some(value) => shown(context, name, Some(value)),
+        };
+        let reason = record
+            .reason
+            .as_deref()
+            .map(|reason| format!(": {}", output::printable(reason)))
+            .unwrap_or_default();
+        outln!(
+            "rev {:<8} {} -> {}  by {} at {} ({}){reason}",
+            record.revision,
+            value(&change.old),
+            value(&change.new),
+            output::printable(&record.author),
+            record.at,
+            output::printable(&record.action),
         );
     }
     Ok(0)

@@ -1036,3 +1036,91 @@ fn a_rollback_is_refused_when_a_key_it_touches_changed_after_the_plan() {
     );
     assert_eq!(setup.etcd_value("/app/LogLevel").unwrap().0, "DEBUG");
 }
+
+#[test]
+fn the_audit_trail_records_who_why_and_what_and_outlives_compaction() {
+    let mut setup = Setup::good();
+    let start = revision_of(&mut setup).to_string();
+    let audited = |setup: &Setup| {
+        let mut command = setup.cli();
+        command.args(["--audit", "--author", "alice", "--reason", "incident 42"]);
+        command
+    };
+    audited(&setup)
+        .args(["put", "log_level", "ERROR"])
+        .assert()
+        .success();
+    audited(&setup)
+        .args(["put", "db_password", "new-secret-value"])
+        .assert()
+        .success();
+    audited(&setup)
+        .args(["rollback", "--to-rev", &start])
+        .assert()
+        .success();
+    // Not audited: no record.
+    setup
+        .cli()
+        .args(["put", "pool_size", "33"])
+        .assert()
+        .success();
+
+    // Readers of the configuration never see the trail; it holds no secret.
+    let dump = {
+        let output = setup
+            .cli()
+            .args(["dump"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(output).unwrap()
+    };
+    assert!(!dump.contains("audit") && !dump.contains("alice"), "{dump}");
+    let response = setup
+        .runtime
+        .block_on(setup.client.get(
+            "/_audit/app/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        ))
+        .unwrap();
+    assert_eq!(response.kvs().len(), 3, "one record per audited write");
+    for kv in response.kvs() {
+        let record = kv.value_str().unwrap();
+        assert!(
+            !record.contains("new-secret-value") && !record.contains("hunter2"),
+            "{record}"
+        );
+        assert!(record.contains("\"author\":\"alice\""), "{record}");
+    }
+
+    // Compacted: the values' history is gone, the trail is not.
+    let head = revision_of(&mut setup);
+    setup
+        .runtime
+        .block_on(setup.client.compact(head, None))
+        .unwrap();
+    let history = {
+        let output = setup
+            .cli()
+            .args(["history", "log_level"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(output).unwrap()
+    };
+    assert!(history.contains("audit trail, newest first:"), "{history}");
+    let trail: Vec<&str> = history
+        .lines()
+        .skip_while(|line| !line.starts_with("audit trail"))
+        .skip(1)
+        .collect();
+    assert_eq!(trail.len(), 2, "{history}");
+    assert!(trail[0].contains("ERROR -> INFO  by alice"), "{history}");
+    assert!(trail[0].contains("(rollback to revision"), "{history}");
+    assert!(trail[1].contains("INFO -> ERROR  by alice"), "{history}");
+    assert!(trail[1].contains("(put): incident 42"), "{history}");
+}

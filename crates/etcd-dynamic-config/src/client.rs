@@ -7,6 +7,7 @@ use std::sync::Arc;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use tokio::sync::Mutex;
 
+use crate::audit::{self, Audit, AuditChange, AuditRecord};
 use crate::config::EnvLookup;
 use crate::connection::{Connection, Listing};
 use crate::engine::state::{Header, Input, Kv, Output, State};
@@ -25,6 +26,7 @@ pub struct EtcdClient {
     keys: KeyMap,
     env: EnvLookup,
     connection: Mutex<Connection>,
+    audit: Option<Audit>,
 }
 
 impl std::fmt::Debug for EtcdClient {
@@ -73,6 +75,7 @@ impl EtcdClient {
             settings,
             keys,
             env,
+            audit: None,
         })
     }
 
@@ -145,6 +148,88 @@ impl EtcdClient {
                 });
             }
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The same client, recording each write it makes in the audit trail (who, why,
+    /// when, what changed), in the same transaction: see [`crate::audit`].
+    #[must_use]
+    pub fn with_audit(self, audit: Audit) -> Self {
+        Self {
+            audit: Some(audit),
+            ..self
+        }
+    }
+
+    /// Where this client's audit records live: `/_audit` + the prefix.
+    pub fn audit_prefix(&self) -> String {
+        audit::prefix_for(self.prefix())
+    }
+
+    /// Every audit record of this prefix, oldest first. A record that does not read as
+    /// one is left out and logged (`audit_record_ignored`).
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub async fn audit_trail(&self) -> Result<Vec<AuditRecord>> {
+        let audit_prefix = self.audit_prefix();
+        let listing = self
+            .with_failover(async |connection| connection.list(&audit_prefix).await)
+            .await?;
+        let mut records = Vec::with_capacity(listing.kvs.len());
+        for kv in listing.kvs {
+            match serde_json::from_slice::<AuditRecord>(&kv.value) {
+                Ok(mut record) => {
+                    record.revision = kv.mod_revision;
+                    records.push(record);
+                }
+                Err(error) => tracing::warn!(
+                    event = "audit_record_ignored",
+                    key = %kv.key,
+                    error.message = %error,
+                    "an audit record does not read as one; it is left out"
+                ),
+            }
+        }
+        records.sort_by_key(|record| record.revision);
+        Ok(records)
+    }
+
+    /// The audit record of a write, as the extra put of its transaction.
+    fn audit_put(&self, action: String, changes: Vec<AuditChange>) -> Option<(String, String)> {
+        let audit = self.audit.as_ref()?;
+        let record = AuditRecord {
+            revision: 0,
+            at: audit::now(),
+            author: audit.author.clone(),
+            reason: audit.reason.clone(),
+            action,
+            changes,
+        };
+        let key = audit::record_key(&self.audit_prefix(), &record.at);
+        let value = serde_json::to_string(&record).expect("an audit record serializes");
+        Some((key, value))
+    }
+
+    /// What a write of `key` from `old` to `new` records: secrets masked.
+    fn audit_change(&self, key: &str, old: Option<String>, new: Option<String>) -> AuditChange {
+        let name = self.name_of_key(key);
+        let secret = name
+            .as_deref()
+            .is_some_and(|name| self.keys.schema().is_secret(name));
+        let mask = |value: Option<String>| {
+            if secret {
+                value.map(|_| audit::MASK.to_owned())
+            } else {
+                value
+            }
+        };
+        AuditChange {
+            key: key.to_owned(),
+            name,
+            old: mask(old),
+            new: mask(new),
         }
     }
 
@@ -355,6 +440,24 @@ impl EtcdClient {
             .iter()
             .map(|name| self.key_of(&current, name))
             .collect::<Result<Vec<_>>>()?;
+        let held = |key: &str| {
+            current.iter().find_map(|(_, entry)| match entry.source() {
+                crate::snapshot::Source::Etcd { key: at, .. } if &**at == key => {
+                    Some(entry.value().to_string())
+                }
+                _ => None,
+            })
+        };
+        let changes: Vec<AuditChange> = writes
+            .iter()
+            .map(|(key, value)| self.audit_change(key, held(key), Some(value.clone())))
+            .chain(
+                deletes
+                    .iter()
+                    .map(|key| self.audit_change(key, held(key), None)),
+            )
+            .collect();
+        writes.extend(self.audit_put("put".to_owned(), changes));
         let Some(expected) = expect_revision else {
             // Writing the same values again after a write that may have landed leaves the
             // same values: a retry on the next endpoint is safe.
@@ -488,6 +591,7 @@ impl EtcdClient {
             puts: Vec::new(),
             deletes: Vec::new(),
             guards: Vec::new(),
+            previous: BTreeMap::new(),
         };
         for (key, old) in &then {
             let current = now_by_key.get(key);
@@ -500,11 +604,21 @@ impl EtcdClient {
             ));
             plan.guards
                 .push(((*key).to_owned(), current.map_or(0, |kv| kv.mod_revision)));
+            if let Some(kv) = current {
+                plan.previous.insert(
+                    (*key).to_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                );
+            }
         }
         for (key, kv) in &now_by_key {
             if !then.contains_key(key) {
                 plan.deletes.push((*key).to_owned());
                 plan.guards.push(((*key).to_owned(), kv.mod_revision));
+                plan.previous.insert(
+                    (*key).to_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                );
             }
         }
         Ok(plan)
@@ -520,9 +634,22 @@ impl EtcdClient {
     pub async fn rollback(&self, plan: &Rollback, expect_revision: Option<i64>) -> Result<i64> {
         let prefix = self.prefix();
         let unchanged_since = expect_revision.map(|revision| (prefix, revision));
+        let previous = |key: &str| plan.previous.get(key).cloned();
+        let changes: Vec<AuditChange> = plan
+            .puts
+            .iter()
+            .map(|(key, value)| self.audit_change(key, previous(key), Some(value.clone())))
+            .chain(
+                plan.deletes
+                    .iter()
+                    .map(|key| self.audit_change(key, previous(key), None)),
+            )
+            .collect();
+        let mut puts = plan.puts.clone();
+        puts.extend(self.audit_put(format!("rollback to revision {}", plan.to), changes));
         self.with_failover(async |connection| {
             connection
-                .write_guarded(&plan.puts, &plan.deletes, &plan.guards, unchanged_since)
+                .write_guarded(&puts, &plan.deletes, &plan.guards, unchanged_since)
                 .await
         })
         .await
@@ -585,6 +712,8 @@ pub struct Rollback {
     /// Keys that did not exist then.
     pub deletes: Vec<String>,
     guards: Vec<(String, i64)>,
+    /// The values the touched keys hold now, for the audit trail.
+    previous: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Rollback {

@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 #[doc(hidden)]
 pub mod bench_support;
 mod binding;

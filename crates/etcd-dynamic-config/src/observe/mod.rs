@@ -30,6 +30,7 @@
 //! | `bind_rejected` | warn | `revision`, `target`, `error.message` |
 //! | `log_level_changed` / `log_level_rejected` | info / warn | `name`, `level` / `reason` |
 //! | `callback_panicked` | error | `revision`, `panic` |
+//! | `audit_record_ignored` | warn | `key`, `error.message` (`EtcdClient::audit_trail`) |
 
 #[cfg(feature = "ecs")]
 pub mod ecs;
