@@ -690,6 +690,25 @@ fn an_import_too_large_for_one_transaction_writes_nothing_unless_batched() {
         .stderr(predicate::str::contains("--max-request-bytes"))
         .stderr(predicate::str::contains("nothing was written"));
     assert_eq!(setup.etcd_value("/app/Big"), None);
+
+    // A batched import that stops midway says what it wrote and what it did not.
+    let mixed = setup.dir.path().join("mixed.env");
+    std::fs::write(
+        &mixed,
+        format!("A_FIRST=1\nB_SECOND=2\nZ_BIG=\"{}\"\n", "x".repeat(3 << 20)),
+    )
+    .unwrap();
+    setup
+        .cli()
+        .args(["import", &mixed.display().to_string(), "--batch", "2"])
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("wrote batch 1/2: 2 value(s)"))
+        .stderr(predicate::str::contains(
+            "stopped at batch 2/2: 2 value(s) written before it, 1 not written: z_big",
+        ));
+    assert_eq!(setup.etcd_value("/app/AFirst").unwrap().0, "1");
+    assert_eq!(setup.etcd_value("/app/ZBig"), None);
 }
 
 #[test]
