@@ -480,13 +480,7 @@ impl EtcdClient {
     /// for the transaction when there are few enough (etcd's default `--max-txn-ops` is
     /// 128 compares).
     async fn unchanged_since(&self, revision: i64) -> Result<Vec<(String, i64)>> {
-        let prefix = self.prefix();
-        let then = self
-            .with_failover(async |connection| connection.list_at(prefix, revision).await)
-            .await?;
-        let now = self
-            .with_failover(async |connection| connection.list(prefix).await)
-            .await?;
+        let (then, now) = self.then_and_now(revision).await?;
         let keys = |listing: &Listing| -> BTreeMap<String, i64> {
             listing
                 .kvs
@@ -510,6 +504,18 @@ impl EtcdClient {
         } else {
             Vec::new()
         })
+    }
+
+    /// The prefix as it was at `revision`, and as it is now.
+    async fn then_and_now(&self, revision: i64) -> Result<(Listing, Listing)> {
+        let prefix = self.prefix();
+        let then = self
+            .with_failover(async |connection| connection.list_at(prefix, revision).await)
+            .await?;
+        let now = self
+            .with_failover(async |connection| connection.list(prefix).await)
+            .await?;
+        Ok((then, now))
     }
 
     /// The etcd key of `name`: the key `current` holds it at, or where the schema puts it.
@@ -576,13 +582,7 @@ impl EtcdClient {
     ///
     /// As [`load_at`](Self::load_at).
     pub async fn plan_rollback(&self, revision: i64) -> Result<Rollback> {
-        let prefix = self.prefix();
-        let then = self
-            .with_failover(async |connection| connection.list_at(prefix, revision).await)
-            .await?;
-        let now = self
-            .with_failover(async |connection| connection.list(prefix).await)
-            .await?;
+        let (then, now) = self.then_and_now(revision).await?;
         let then: BTreeMap<&str, &Kv> = then.kvs.iter().map(|kv| (&*kv.key, kv)).collect();
         let now_by_key: BTreeMap<&str, &Kv> = now.kvs.iter().map(|kv| (&*kv.key, kv)).collect();
         let mut plan = Rollback {

@@ -409,41 +409,13 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect); etcd refuses more operations than its
-    /// `--max-txn-ops` (128 by default).
+    /// As [`connect`](Self::connect); [`Error::TooLarge`] beyond etcd's limits.
     pub(crate) async fn write(
         &mut self,
         puts: &[(String, String)],
         deletes: &[String],
     ) -> Result<i64> {
-        let peer = self.peer();
-        let mut operations: Vec<TxnOp> = puts
-            .iter()
-            .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None))
-            .collect();
-        operations.extend(deletes.iter().map(|key| TxnOp::delete(key.as_str(), None)));
-        let count = operations.len();
-        let bytes = puts
-            .iter()
-            .map(|(key, value)| key.len() + value.len())
-            .sum::<usize>()
-            + deletes.iter().map(String::len).sum::<usize>();
-        let response = self
-            .client()
-            .await?
-            .kv_client()
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .txn(Txn::new().and_then(operations))
-            .await
-            .map_err(|error| match too_large(&error) {
-                Some(limit) => Error::TooLarge {
-                    operations: count,
-                    bytes,
-                    limit,
-                },
-                None => classify(&peer, error),
-            })?;
-        Ok(response.header().map_or(0, |header| header.revision()))
+        self.write_guarded(puts, deletes, &[], None).await
     }
 
     /// Writes `puts` and deletes `deletes` in one transaction that etcd applies only if
