@@ -25,7 +25,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Result};
-use crate::value::parse_bool;
 
 /// `EtcdSettings__HostName`
 pub const HOST_NAME: &str = "EtcdSettings__HostName";
@@ -518,13 +517,18 @@ fn setting(setting: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// A setting's flag: `true` or `false`, in any case. Nothing else: the Python original
+/// honours only `true`, so reading `1` or `yes` as true could silently switch a seed-era
+/// environment to another tree (`EtcdSettings__Dev`) or away from etcd.
 fn parse_flag(name: &'static str, text: &str) -> Result<bool> {
-    parse_bool(text).ok_or_else(|| {
-        setting(
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(setting(
             name,
-            format!("expected true or false (1/0, yes/no, on/off), found {text:?}"),
-        )
-    })
+            format!("expected true or false, found {text:?}"),
+        )),
+    }
 }
 
 fn parse_endpoints(text: &str) -> Result<Vec<String>> {
@@ -599,13 +603,12 @@ fn parse_prefix(source: &'static str, text: &str) -> Result<String> {
             "the prefix is empty; a configuration must own a prefix such as /apps/myapp",
         ));
     }
-    if !trimmed.starts_with('/') {
-        return Err(setting(
-            source,
-            format!("{text:?}: the prefix must start with /"),
-        ));
-    }
-    Ok(trimmed.to_owned())
+    // `apps/x` is `/apps/x`, as the Python original reads it.
+    Ok(if trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    })
 }
 
 fn read_file(setting_name: &'static str, path: &Path) -> Result<Vec<u8>> {
@@ -701,7 +704,7 @@ mod tests {
             (PASSWORD, "hunter2"),
             (ROOT_KEY, "/apps/myapp/"),
             (DEV, "TRUE"),
-            (USE_LOCAL_CONFIG, "no"),
+            (USE_LOCAL_CONFIG, "False"),
         ])
         .unwrap();
         assert_eq!(
@@ -711,6 +714,26 @@ mod tests {
         assert_eq!(settings.credentials(), Some(("app", "hunter2")));
         assert_eq!(settings.prefix(), "/dev/apps/myapp");
         assert!(!settings.use_local_config());
+    }
+
+    #[test]
+    fn flags_are_true_or_false_and_nothing_else() {
+        for (text, expected) in [("true", true), ("TRUE", true), (" False ", false)] {
+            assert_eq!(
+                from(&[(DEV, text)]).unwrap().prefix().starts_with("/dev"),
+                expected
+            );
+        }
+        // The Python original honours only `true`: `1` or `yes` would silently read
+        // another tree there and here.
+        for text in ["1", "yes", "on", "0", "no"] {
+            let (setting, reason) = setting_error(from(&[(DEV, text)]));
+            assert_eq!(setting, DEV, "{text:?}");
+            assert!(reason.contains("expected true or false"), "{reason}");
+        }
+        let (setting, _) = setting_error(from(&[(USE_LOCAL_CONFIG, "1")]));
+        assert_eq!(setting, USE_LOCAL_CONFIG);
+        assert_eq!(from(&[(ROOT_KEY, "apps/x/")]).unwrap().prefix(), "/apps/x");
     }
 
     #[test]
@@ -754,13 +777,12 @@ mod tests {
             Err(Error::Setting { setting, reason }) => (setting, reason),
             other => panic!("expected a setting error, got {other:?}"),
         };
+        // Without its leading `/`, as the Python original reads it.
         assert_eq!(
-            wrong(plain.resolve_prefix(Some("staging"), None)),
-            (
-                "prefix",
-                "\"staging\": the prefix must start with /".to_owned()
-            )
+            plain.resolve_prefix(Some("staging/"), None).unwrap(),
+            "/staging"
         );
+        assert_eq!(wrong(plain.resolve_prefix(Some(" / "), None)).0, "prefix");
         let (source, reason) = wrong(plain.resolve_prefix(None, Some("/")));
         assert_eq!(source, "the schema's prefix");
         assert!(reason.contains("empty"), "{reason}");
@@ -803,7 +825,6 @@ mod tests {
                 "its directory does not exist",
             ),
             (&[(PASSWORD, "pw")], USER_NAME, "no user name"),
-            (&[(ROOT_KEY, "apps/x")], ROOT_KEY, "must start with /"),
             (&[(ROOT_KEY, "/")], ROOT_KEY, "empty"),
             (
                 &[(CA_CERT_PATH, "/nonexistent/ca.pem")],

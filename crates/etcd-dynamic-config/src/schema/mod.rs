@@ -320,7 +320,11 @@ impl Schema {
                 .min(1)
                 .describe("Connection pool size of AI HTTP calls"),
         ];
-        let mut builder = Self::builder().discover(true);
+        // Log levels in any case, served upper-cased, as the Python original serves them.
+        let mut builder = Self::builder().discover(true).coerce(|name, text| {
+            (name == "log_level")
+                .then(|| Ok(Value::String(Arc::from(text.trim().to_ascii_uppercase()))))
+        });
         for name in names {
             builder = builder.name(name);
         }

@@ -476,3 +476,26 @@ fn the_control_unit_schema_declares_the_documented_names() {
         "and discovers the rest"
     );
 }
+
+#[test]
+fn the_control_unit_log_level_is_read_in_any_case_and_served_upper_cased() {
+    let schema = Schema::control_unit();
+    for text in ["debug", "Debug", " DEBUG "] {
+        assert_eq!(
+            schema
+                .coerce("log_level", text.as_bytes())
+                .unwrap()
+                .to_string(),
+            "DEBUG"
+        );
+    }
+    assert!(schema.coerce("log_level", b"loud").is_err());
+    // Other names are untouched by the hook.
+    assert_eq!(
+        schema
+            .coerce("something_new", b"debug")
+            .unwrap()
+            .to_string(),
+        "debug"
+    );
+}
