@@ -123,12 +123,25 @@ async fn run(sizes: &Sizes, full: bool) {
         ));
     }
 
-    for &keys in sizes.cold.iter().filter(|_| wants("cold")) {
+    // E2E_COLD=10000,100000,1000000 measures other sizes (1M takes minutes to seed).
+    let cold: Vec<usize> = std::env::var("E2E_COLD").ok().map_or_else(
+        || sizes.cold.to_vec(),
+        |list| {
+            list.split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("E2E_COLD: comma-separated key counts")
+                })
+                .collect()
+        },
+    );
+    for &keys in cold.iter().filter(|_| wants("cold")) {
         let prefix = format!("/cold{keys}");
         seed(client.clone(), &prefix, keys).await;
         let (ours, raw) = cold_start(&etcd, client.clone(), &prefix, keys).await;
-        let target = if keys == 10_000 {
-            "≤ 1.5× raw range"
+        let target = if keys >= 10_000 {
+            "≤ 1.2× etcd's fastest read"
         } else {
             "(reported)"
         };
@@ -137,7 +150,7 @@ async fn run(sizes: &Sizes, full: bool) {
             target,
             format!("{} vs raw {}", ms(ours), ms(raw)),
             ratio(ours, raw),
-            keys != 10_000 || ratio(ours, raw) <= 1.5,
+            keys < 10_000 || ratio(ours, raw) <= 1.2,
         ));
     }
 
@@ -366,7 +379,9 @@ async fn cold_start(
     (percentile(&ours, 0.5), percentile(&raw, 0.5))
 }
 
-/// A plain paginated range of `prefix` at one revision, pages of 5,000 like the engine.
+/// etcd's fastest read of `prefix`: one range without a limit (paging makes etcd walk the
+/// rest of the range for every page). It fits the 512 MiB response accepted at every
+/// size measured here.
 async fn raw_range(client: &mut Client, prefix: &str) -> usize {
     let dir = format!("{prefix}/");
     let end = format!("{prefix}0");
@@ -374,7 +389,7 @@ async fn raw_range(client: &mut Client, prefix: &str) -> usize {
     let mut revision = 0;
     let mut loaded = 0;
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(5_000);
+        let mut options = GetOptions::new().with_range(end.clone());
         if revision > 0 {
             options = options.with_revision(revision);
         }
