@@ -35,6 +35,15 @@ macro_rules! out {
     }};
 }
 
+/// A flag's value: `true` or `false` in any case, as every `EtcdSettings__*` flag.
+fn parse_flag(text: &str) -> std::result::Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, found {text:?}")),
+    }
+}
+
 /// `--timeout`: seconds, more than 0 and at most a day.
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
     const MAX: f64 = 86_400.0;
@@ -134,7 +143,7 @@ struct Cli {
 
     /// Record each write (put, import, rollback) in the audit trail under /_audit<prefix>:
     /// who, why, when, what changed (secrets masked)
-    #[arg(long, global = true, env = "EtcdSettings__Audit", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, env = "EtcdSettings__Audit", value_parser = parse_flag, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     audit: bool,
 
     /// Who writes, for the audit trail [default: the OS user]

@@ -1065,6 +1065,14 @@ fn the_audit_trail_records_who_why_and_what_and_outlives_compaction() {
         command.args(["--audit", "--author", "alice", "--reason", "incident 42"]);
         command
     };
+    // The setting is true or false, like every EtcdSettings__* flag.
+    setup
+        .cli()
+        .env("EtcdSettings__Audit", "1")
+        .args(["put", "log_level", "ERROR"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("expected true or false"));
     audited(&setup)
         .args(["put", "log_level", "ERROR"])
         .assert()
