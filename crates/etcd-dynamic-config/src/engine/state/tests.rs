@@ -1478,3 +1478,112 @@ proptest! {
         prop_assert_eq!(confirmations(&outputs), vec![model.revision], "caught up: confirmed");
     }
 }
+
+// --- behaviours the mutation run found unpinned ---
+
+#[test]
+fn a_confirmation_drops_only_the_heads_it_reaches() {
+    let mut state = listed(); // LogLevel @7, Db/Name @9, at 10; two keys
+    // etcd's head at 12 and at 15, neither reached yet.
+    state.step(progress(12));
+    state.step(progress(15));
+    state.step(watched(vec![put("/app/A", "1", 11, None)]));
+    state.step(watched(vec![put("/app/B", "1", 12, None)]));
+    // Reaching 12 confirms it; 15 stays a target.
+    let at_12 = Input::Head {
+        header: header(12),
+        count: 4,
+        changed: false,
+        at: Instant::now(),
+    };
+    assert_eq!(confirmations(&state.step(at_12)), [12]);
+    // A later event does not confirm 12 again (with its older moment).
+    let outputs = state.step(watched(vec![put("/app/C", "1", 13, None)]));
+    assert_eq!(confirmations(&outputs), Vec::<i64>::new());
+    // Reaching 15 confirms 15: the confirmation at 12 kept the higher target.
+    state.step(watched(vec![put("/app/D", "1", 14, None)]));
+    let outputs = state.step(watched(vec![put("/app/E", "1", 15, None)]));
+    assert_eq!(confirmations(&outputs), [15]);
+    // A head read that confirms etcd's head 20 (written elsewhere) drops target 20 too:
+    // reaching a later revision does not confirm 20 again with its older moment.
+    state.step(progress(20));
+    let at_20 = Input::Head {
+        header: header(20),
+        count: 7,
+        changed: false,
+        at: Instant::now(),
+    };
+    assert_eq!(confirmations(&state.step(at_20)), [20]);
+    let outputs = state.step(watched(vec![put("/app/F", "1", 21, None)]));
+    assert_eq!(confirmations(&outputs), Vec::<i64>::new());
+}
+
+#[test]
+fn a_list_that_etcd_did_not_sort_is_named_in_key_order() {
+    // `/app/LogLevel` sorts before `/app/log_level`: it owns `log_level`, whatever the
+    // order the list came in.
+    for kvs in [
+        vec![
+            kv("/app/log_level", "lower", 3),
+            kv("/app/LogLevel", "upper", 2),
+        ],
+        vec![
+            kv("/app/LogLevel", "upper", 2),
+            kv("/app/log_level", "lower", 3),
+        ],
+    ] {
+        let mut state = state();
+        let outputs = state.step(listed_at(kvs, 3));
+        let snapshot = published(&outputs).unwrap();
+        assert_eq!(values(&snapshot), map(&[("log_level", "upper")]));
+    }
+}
+
+#[test]
+fn a_rejected_owner_keeps_its_name_against_a_later_colliding_key() {
+    use crate::schema::{Name, Schema};
+    let schema = Schema::builder()
+        .discover(true)
+        .name(Name::new("log_level").one_of(["INFO", "DEBUG"]))
+        .build()
+        .unwrap();
+    let mut state = State::new(Arc::new(schema).bind("/app").unwrap(), Entries::default());
+    state.step(listed_at(vec![kv("/app/LogLevel", "INFO", 2)], 2));
+    // The owner's new value is rejected: the name keeps INFO, and the key still owns it.
+    state.step(watched(vec![put("/app/LogLevel", "LOUD", 3, Some(2))]));
+    // A key that sorts after the owner names the same name: it waits in the shadows.
+    let outputs = state.step(watched(vec![put("/app/log_level", "DEBUG", 4, None)]));
+    assert!(notifications(&outputs).is_empty(), "no value changed");
+    assert_eq!(
+        values(&state.unchecked_snapshot()),
+        map(&[("log_level", "INFO")])
+    );
+    // The owner goes: the shadowed key takes the name.
+    let outputs = state.step(watched(vec![del("/app/LogLevel", 5, 3)]));
+    assert_eq!(
+        values(&published(&outputs).unwrap()),
+        map(&[("log_level", "DEBUG")])
+    );
+}
+
+#[test]
+fn a_revision_that_contradicts_the_cache_changes_nothing_before_the_re_list() {
+    let mut state = listed(); // LogLevel=INFO @7, Db/Name=5432 @9, at 10
+    let before = values(&state.unchecked_snapshot());
+    // The first event applies, the second contradicts the cache: the whole revision is
+    // undone, and a re-list asked for.
+    let outputs = state.step(watched(vec![
+        put_over("/app/LogLevel", "DEBUG", 11, Some(("INFO", 7))),
+        put("/app/Db/Name", "1", 11, Some(8)),
+    ]));
+    assert_eq!(control(&outputs), ["List(Diverged { key_revision: 11 })"]);
+    assert!(published(&outputs).is_none());
+    assert_eq!(values(&state.unchecked_snapshot()), before);
+    assert_eq!(state.revision(), 10);
+    // Its key count and digest are back too: etcd's prefix at 10 still holds.
+    let probe = Input::Probed {
+        revision: 10,
+        found: found(&[("/app/Db/Name", "5432", 9), ("/app/LogLevel", "INFO", 7)]),
+    };
+    assert!(state.step(probe).is_empty());
+}
