@@ -110,10 +110,18 @@ pub const SECRET_WORDS: [&str; 10] = [
 /// schema does not declare are secret when they look it (see
 /// [`Schema::is_secret`](crate::Schema::is_secret)).
 pub fn looks_secret(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let words: Vec<&str> = lower.split(['.', '_']).filter(|w| !w.is_empty()).collect();
-    words.iter().any(|word| SECRET_WORDS.contains(word))
-        || (words.len() > 1 && words.last() == Some(&"key"))
+    // Called for every key of a list: no allocation.
+    let mut words = name.split(['.', '_']).filter(|word| !word.is_empty());
+    let mut count = 0;
+    let mut last = "";
+    let secret_word = words.any(|word| {
+        count += 1;
+        last = word;
+        SECRET_WORDS
+            .iter()
+            .any(|secret| secret.eq_ignore_ascii_case(word))
+    });
+    secret_word || (count > 1 && last.eq_ignore_ascii_case("key"))
 }
 
 #[cfg(test)]
