@@ -471,18 +471,41 @@ fn watch_prints_changes_until_it_has_seen_enough() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    // Lines arrive through a channel, so that a watch that hangs fails at the deadline
+    // instead of blocking the test.
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next = |what: &str| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        lines
+            .recv_timeout(left)
+            .unwrap_or_else(|error| panic!("{what}: no line within the deadline ({error})"))
+    };
+    let first = next("the first line");
     assert!(first.starts_with("watching /app/ from revision"), "{first}");
     setup.write("/app/LogLevel", "WARNING");
     setup.write("/app/Database/Password", "rotated-secret");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    for line in lines {
-        seen.push(line.unwrap());
-        assert!(Instant::now() < deadline);
-    }
-    let status = child.wait().unwrap();
+    let seen = vec![next("the first change"), next("the second change")];
+    // With two changes seen, the command ends by itself.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch did not end after 2 changes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(lines.try_recv().is_err(), "nothing after the second change");
     println!("{}", seen.join("\n"));
     assert!(status.success());
     assert_eq!(seen.len(), 2, "{seen:?}");
