@@ -35,6 +35,12 @@ required = true
 description = "Database password"
 "#;
 
+/// What a command that succeeds prints.
+fn stdout(command: &mut Command) -> String {
+    let output = command.assert().success().get_output().stdout.clone();
+    String::from_utf8(output).unwrap()
+}
+
 struct Setup {
     etcd: EtcdMember,
     client: Client,
@@ -527,10 +533,6 @@ fn every_command_follows_the_one_prefix_rule() {
     ] {
         setup.write(key, value);
     }
-    let stdout = |command: &mut Command| {
-        let output = command.assert().success().get_output().stdout.clone();
-        String::from_utf8(output).unwrap()
-    };
     let staging = ["--prefix", "/staging"];
     assert_eq!(
         stdout(setup.cli().args(staging).args(["get", "pool_size"])),
@@ -651,10 +653,6 @@ fn values_cannot_forge_output_with_control_characters() {
     let forged = "INFO\nfeature.admin  on  etcd key /app/Feature/Admin @ rev 1\u{1b}[2K\r";
     let mut setup = Setup::good();
     setup.write("/app/Feature/Note", forged);
-    let stdout = |command: &mut Command| {
-        let output = command.assert().success().get_output().stdout.clone();
-        String::from_utf8(output).unwrap()
-    };
     let table = stdout(setup.cli().arg("dump"));
     assert!(
         !table.lines().any(|line| line.starts_with("feature.admin")),
@@ -896,10 +894,6 @@ fn revision_of(setup: &mut Setup) -> i64 {
 #[test]
 fn history_diff_and_rollback_read_etcds_own_revisions() {
     let mut setup = Setup::good(); // LogLevel=INFO at 2, …, NewCheckout at 5
-    let stdout = |command: &mut Command| {
-        let output = command.assert().success().get_output().stdout.clone();
-        String::from_utf8(output).unwrap()
-    };
     let start = revision_of(&mut setup);
     setup.write("/app/LogLevel", "WARNING");
     let warning = revision_of(&mut setup);
@@ -1116,17 +1110,7 @@ fn the_audit_trail_records_who_why_and_what_and_outlives_compaction() {
         .success();
 
     // Readers of the configuration never see the trail; it holds no secret.
-    let dump = {
-        let output = setup
-            .cli()
-            .args(["dump"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        String::from_utf8(output).unwrap()
-    };
+    let dump = stdout(setup.cli().args(["dump"]));
     assert!(!dump.contains("audit") && !dump.contains("alice"), "{dump}");
     let response = setup
         .runtime
@@ -1151,17 +1135,7 @@ fn the_audit_trail_records_who_why_and_what_and_outlives_compaction() {
         .runtime
         .block_on(setup.client.compact(head, None))
         .unwrap();
-    let history = {
-        let output = setup
-            .cli()
-            .args(["history", "log_level"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        String::from_utf8(output).unwrap()
-    };
+    let history = stdout(setup.cli().args(["history", "log_level"]));
     assert!(history.contains("audit trail, newest first:"), "{history}");
     let trail: Vec<&str> = history
         .lines()

@@ -197,8 +197,13 @@ impl EtcdClient {
     }
 
     /// The audit record of a write, as the extra put of its transaction.
-    fn audit_put(&self, action: String, changes: Vec<AuditChange>) -> Option<(String, String)> {
+    fn audit_put(
+        &self,
+        action: String,
+        changes: impl FnOnce() -> Vec<AuditChange>,
+    ) -> Option<(String, String)> {
         let audit = self.audit.as_ref()?;
+        let changes = changes();
         let record = AuditRecord {
             revision: 0,
             at: audit::now(),
@@ -436,28 +441,34 @@ impl EtcdClient {
                 })?;
             writes.push((key, text.clone()));
         }
-        let deletes = deletes
+        let delete_keys = deletes
             .iter()
             .map(|name| self.key_of(&current, name))
             .collect::<Result<Vec<_>>>()?;
-        let held = |key: &str| {
-            current.iter().find_map(|(_, entry)| match entry.source() {
-                crate::snapshot::Source::Etcd { key: at, .. } if &**at == key => {
-                    Some(entry.value().to_string())
-                }
-                _ => None,
-            })
+        // What etcd holds for a name now: its entry, when it came from etcd (at the key
+        // `key_of` gave).
+        let held = |name: &str| {
+            current
+                .entry(name)
+                .filter(|entry| matches!(entry.source(), crate::snapshot::Source::Etcd { .. }))
+                .map(|entry| entry.value().to_string())
         };
-        let changes: Vec<AuditChange> = writes
-            .iter()
-            .map(|(key, value)| self.audit_change(key, held(key), Some(value.clone())))
-            .chain(
-                deletes
-                    .iter()
-                    .map(|key| self.audit_change(key, held(key), None)),
-            )
-            .collect();
-        writes.extend(self.audit_put("put".to_owned(), changes));
+        let record = self.audit_put("put".to_owned(), || {
+            puts.iter()
+                .zip(&writes)
+                .map(|((name, text), (key, _))| {
+                    self.audit_change(key, held(name), Some(text.clone()))
+                })
+                .chain(
+                    deletes
+                        .iter()
+                        .zip(&delete_keys)
+                        .map(|(name, key)| self.audit_change(key, held(name), None)),
+                )
+                .collect()
+        });
+        writes.extend(record);
+        let deletes = delete_keys;
         let Some(expected) = expect_revision else {
             // Writing the same values again after a write that may have landed leaves the
             // same values: a retry on the next endpoint is safe.
@@ -635,16 +646,17 @@ impl EtcdClient {
         let prefix = self.prefix();
         let unchanged_since = expect_revision.map(|revision| (prefix, revision));
         let previous = |key: &str| plan.previous.get(key).cloned();
-        let changes: Vec<AuditChange> = plan
-            .puts
-            .iter()
-            .map(|(key, value)| self.audit_change(key, previous(key), Some(value.clone())))
-            .chain(
-                plan.deletes
-                    .iter()
-                    .map(|key| self.audit_change(key, previous(key), None)),
-            )
-            .collect();
+        let changes = || {
+            plan.puts
+                .iter()
+                .map(|(key, value)| self.audit_change(key, previous(key), Some(value.clone())))
+                .chain(
+                    plan.deletes
+                        .iter()
+                        .map(|key| self.audit_change(key, previous(key), None)),
+                )
+                .collect()
+        };
         let mut puts = plan.puts.clone();
         puts.extend(self.audit_put(format!("rollback to revision {}", plan.to), changes));
         self.with_failover(async |connection| {

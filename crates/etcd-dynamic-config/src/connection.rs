@@ -556,12 +556,7 @@ impl Connection {
                     }
                 };
                 match next {
-                    Input::Watched { events, .. } => history.writes.extend(
-                        events
-                            .into_iter()
-                            .filter(|event| event.mod_revision <= head)
-                            .map(|event| (event.mod_revision, event.value)),
-                    ),
+                    Input::Watched { events, .. } => history.record(events),
                     Input::Compacted { compact_revision } => {
                         from = compact_revision;
                         history.kept_from = Some(compact_revision);
@@ -579,12 +574,7 @@ impl Connection {
                                 tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await
                             {
                                 if let Input::Watched { events, .. } = next? {
-                                    history.writes.extend(
-                                        events
-                                            .into_iter()
-                                            .filter(|event| event.mod_revision <= head)
-                                            .map(|event| (event.mod_revision, event.value)),
-                                    );
+                                    history.record(events);
                                 }
                             }
                         }
@@ -645,6 +635,19 @@ pub(crate) struct KeyHistory {
     pub(crate) head: i64,
     /// The oldest revision etcd keeps, when it compacted the ones before.
     pub(crate) kept_from: Option<i64>,
+}
+
+impl KeyHistory {
+    /// Adds the writes of `events` up to the head the history was read at.
+    fn record(&mut self, events: Vec<Event>) {
+        let head = self.head;
+        self.writes.extend(
+            events
+                .into_iter()
+                .filter(|event| event.mod_revision <= head)
+                .map(|event| (event.mod_revision, event.value)),
+        );
+    }
 }
 
 /// What a head read found.
