@@ -8,7 +8,6 @@ use crate::engine::state::{Event, Header, Input, Kv, Output, State};
 use crate::schema::Schema;
 use crate::settings::EtcdSettings;
 use crate::snapshot::Snapshot;
-use crate::store::Writer;
 
 /// The state machine behind one prefix.
 #[derive(Debug)]
@@ -86,6 +85,6 @@ pub fn config_with(snapshot: Arc<Snapshot>) -> EtcdConfig {
         .settings(settings)
         .build()
         .expect("default configuration");
-    Writer::new(config.store().clone()).publish(snapshot);
+    config.store().begin_run().publish(snapshot);
     config
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::report::Rejection;
 use crate::schema::Schema;
@@ -50,7 +50,7 @@ struct Cached {
 }
 
 /// What a valid cache file held.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Loaded {
     pub(crate) entries: Entries,
     pub(crate) revision: i64,
@@ -203,7 +203,7 @@ pub(crate) async fn keep_written(
     cache: CacheFile,
     mut subscription: Subscription,
     mut written: i64,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut first = true;
     loop {
@@ -211,13 +211,13 @@ pub(crate) async fn keep_written(
             false // the snapshot served at start
         } else {
             tokio::select! {
-            _ = stop.changed() => true,
+            () = stop.cancelled() => true,
             changed = subscription.changed() => changed.is_none(),
             }
         };
         if !stopping {
             tokio::select! {
-                _ = stop.changed() => {}
+                () = stop.cancelled() => {}
                 () = tokio::time::sleep(DEBOUNCE) => {}
             }
         }
@@ -246,7 +246,7 @@ pub(crate) async fn keep_written(
                 Err(_) => return,
             }
         }
-        if stopping || *stop.borrow() {
+        if stopping || stop.is_cancelled() {
             return;
         }
     }

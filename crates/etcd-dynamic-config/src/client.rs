@@ -14,7 +14,7 @@ use crate::engine::state::{Header, Input, Kv, Output, State};
 use crate::error::{Error, Result};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Source};
 use crate::value::Value;
 
 /// One-off reads from etcd with a schema's names and coercion; no watch, no cache.
@@ -280,7 +280,10 @@ impl EtcdClient {
                 Err(error) => Err(Error::Value {
                     name: kv.key.to_string(),
                     reason: format!("the value is not UTF-8 text ({})", error.utf8_error()),
-                    origin: format!("etcd key {} @ rev {}", kv.key, kv.mod_revision),
+                    origin: Source::Etcd {
+                        mod_revision: kv.mod_revision,
+                        key: kv.key,
+                    },
                 }),
             })
             .collect()
@@ -429,7 +432,9 @@ impl EtcdClient {
                         Some(other) => format!("would read back as {other}, not as itself"),
                         None => "names no value a reader would see".to_owned(),
                     },
-                    origin: format!("to be written to etcd key {key}"),
+                    origin: Source::Write {
+                        key: Arc::from(key.as_str()),
+                    },
                 });
             }
             schema
@@ -437,7 +442,9 @@ impl EtcdClient {
                 .map_err(|reason| Error::Value {
                     name: name.clone(),
                     reason,
-                    origin: format!("to be written to etcd key {key}"),
+                    origin: Source::Write {
+                        key: Arc::from(key.as_str()),
+                    },
                 })?;
             writes.push((key, text.clone()));
         }

@@ -5,22 +5,24 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::binding::Binding;
 use crate::cache::CacheFile;
 use crate::connection::Connection;
-use crate::engine::state::{ListReason, State};
-use crate::engine::{Action, Engine};
-use crate::error::{Chain, Error, Result};
-use crate::observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
+use crate::engine::state::{Start, State};
+use crate::engine::{Engine, Starting};
+use crate::error::{Error, Result};
+use crate::observe::health::{Health, HealthState, SYNC_BOUND};
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Changes, Listener, Snapshots, Store, Subscription, Writer};
+use crate::store::{Changes, Listener, Snapshots, Store, Subscription};
 
 /// Reads an environment variable: the process environment, or one a test supplies.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -43,7 +45,6 @@ pub struct EtcdConfig {
 struct Inner {
     settings: EtcdSettings,
     keys: KeyMap,
-    start_timeout: Duration,
     env: EnvLookup,
     store: Arc<Store>,
     running: Mutex<Option<Running>>,
@@ -55,7 +56,6 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("EtcdConfig")
             .field("prefix", &self.keys.prefix_dir())
             .field("settings", &self.settings)
-            .field("start_timeout", &self.start_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -64,11 +64,10 @@ impl std::fmt::Debug for Inner {
 struct Running {
     /// Which `start` this is: a `stop` between two starts is told apart.
     generation: u64,
-    stop: watch::Sender<bool>,
-    /// The engine; `None` in local mode, which has nothing to run.
-    task: Option<JoinHandle<()>>,
-    /// The cache file writer, when a cache file is set.
-    cache_writer: Option<JoinHandle<()>>,
+    /// Ends the engine and the tasks beside it.
+    cancel: CancellationToken,
+    /// The engine, its watcher, the gauge ticker and the cache file writer.
+    tasks: TaskTracker,
 }
 
 impl Drop for Inner {
@@ -79,7 +78,7 @@ impl Drop for Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
         {
-            running.stop.send_replace(true);
+            running.cancel.cancel();
         }
     }
 }
@@ -120,7 +119,8 @@ impl EtcdConfig {
     /// Outside a tokio runtime; use [`crate::blocking::EtcdConfig`] there.
     pub async fn start(&self) -> Result<StartReport> {
         let inner = &self.inner;
-        let (stop, stopped) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let generation = {
             let mut running = inner.lock_running();
             if running.is_some() {
@@ -132,14 +132,14 @@ impl EtcdConfig {
             // Registered before etcd is asked, so that `stop` meanwhile is heard.
             *running = Some(Running {
                 generation,
-                stop,
-                task: None,
-                cache_writer: None,
+                cancel: cancel.clone(),
+                tasks: tasks.clone(),
             });
             generation
         };
-        let started = self.start_run(generation, stopped).await;
+        let started = self.start_run(&cancel, &tasks).await;
         if started.is_err() {
+            cancel.cancel();
             let mut running = inner.lock_running();
             if running.as_ref().map(|r| r.generation) == Some(generation) {
                 *running = None;
@@ -148,11 +148,7 @@ impl EtcdConfig {
         started
     }
 
-    async fn start_run(
-        &self,
-        generation: u64,
-        mut stopped: watch::Receiver<bool>,
-    ) -> Result<StartReport> {
+    async fn start_run(&self, cancel: &CancellationToken, tasks: &TaskTracker) -> Result<StartReport> {
         let inner = &self.inner;
         // What an earlier run served: listeners hear the difference to it, and it keeps
         // serving when etcd is away now.
@@ -160,16 +156,14 @@ impl EtcdConfig {
             .store
             .status()
             .source
-            .is_some()
-            .then(|| inner.store.load());
-        inner.store.begin_run();
+            .map(|source| (source, inner.store.load()));
+        let writer = inner.store.begin_run();
         // At error level so every event the engine emits carries the prefix, whatever the
         // filter.
         let span = tracing::error_span!("etcd_config", prefix = %inner.keys.prefix_dir());
         let schema = inner.keys.schema();
         inner.store.start_metrics(inner.keys.prefix_dir());
         let (fallback, rejected) = schema.fallback(&*inner.env);
-        let writer = Writer::new(inner.store.clone());
 
         if inner.settings.use_local_config() {
             let snapshot = Arc::new(Snapshot::new(0, fallback));
@@ -181,241 +175,96 @@ impl EtcdConfig {
                 status.rejected.clone_from(&rejected);
                 status.source = Some(StartSource::Local);
             });
-            let report = self.report(StartSource::Local, 0, rejected, Vec::new());
-            return self.started(report, None, span, generation, stopped);
+            let report = self.local_report(rejected);
+            span.in_scope(|| report.log());
+            return Ok(report);
         }
 
-        let mut state = State::new(inner.keys.clone(), fallback.clone())
-            .with_fallback_rejections(rejected.clone());
-        if let Some(previous) = &previous {
+        let mut state = State::new(inner.keys.clone(), fallback)
+            .with_fallback_rejections(rejected)
+            .starting(Start {
+                fail_fast: inner.settings.fail_fast(),
+                resumed: previous
+                    .as_ref()
+                    .map(|(source, snapshot)| (*source, snapshot.revision())),
+            });
+        if let Some((_, previous)) = &previous {
             state = state.serving(previous.entries().clone());
         }
-        let mut engine = Engine::new(Connection::new(&inner.settings), state, writer);
-        let loaded = tokio::select! {
-            biased;
-            _ = stopped.changed() => return Err(Error::Stopped),
-            loaded = engine.load_within(inner.start_timeout).instrument(span.clone()) => loaded,
-        };
+        let engine = Engine::new(Connection::new(&inner.settings), state, writer);
         let cache = inner.cache_file();
-        match loaded {
-            Ok(next) => {
-                let state = engine.state();
-                if let Some(rejection) = state.rejected_revision() {
-                    return Err(Error::Invalid {
-                        reasons: rejection.reasons.clone(),
-                    });
-                }
-                let rejected = state.rejections().cloned().collect();
-                let collisions = state
-                    .collisions()
-                    .into_iter()
-                    .map(|(name, keys)| {
-                        (
-                            name.to_string(),
-                            keys.iter().map(|k| k.to_string()).collect(),
-                        )
-                    })
-                    .collect();
-                let report = self.report(StartSource::Etcd, state.revision(), rejected, collisions);
-                // Nothing written yet: the cache file gets this first snapshot.
-                self.started(
-                    report,
-                    Some((engine, next, cache, 0)),
-                    span,
-                    generation,
-                    stopped,
-                )
-            }
-            Err(error) if error.is_retryable() && !inner.settings.fail_fast() => {
-                if let Some(previous) = previous {
-                    // Restarted while etcd is away: what the last run served is newer
-                    // than any cache file; it keeps serving.
-                    let source = inner.store.status().source.unwrap_or(StartSource::Fallback);
-                    Writer::new(inner.store.clone()).update_status(|status| {
-                        status.source = Some(source);
-                        status.last_error = Some(Chain(&error).to_string());
-                    });
-                    let mut report = self.report(source, previous.revision(), rejected, Vec::new());
-                    report.etcd_error = Some(Chain(&error).to_string());
-                    let next = Action::List(ListReason::Initial);
-                    let written = previous.revision();
-                    return self.started(
-                        report,
-                        Some((engine, next, cache, written)),
-                        span,
-                        generation,
-                        stopped,
-                    );
-                }
-                // etcd is away: serve the cache file, env vars and defaults, and keep
-                // trying etcd in the background.
-                let (served, revision, source, cache_error, mut rejected) =
-                    match cache.as_ref().map(|cache| cache.read(schema)) {
-                        Some(Ok(Some(loaded))) => {
-                            let mut served = fallback.clone();
-                            served.extend(loaded.entries);
-                            let mut all = rejected;
-                            all.extend(loaded.rejected);
-                            (served, loaded.revision, StartSource::CacheFile, None, all)
-                        }
-                        Some(Err(reason)) => (
-                            fallback.clone(),
-                            0,
-                            StartSource::Fallback,
-                            Some(reason),
-                            rejected,
-                        ),
-                        Some(Ok(None)) | None => {
-                            (fallback.clone(), 0, StartSource::Fallback, None, rejected)
-                        }
-                    };
-                let snapshot = Arc::new(Snapshot::new(revision, served.clone()));
-                schema.validate(&snapshot).map_err(|mut reasons| {
-                    reasons.push(format!("etcd did not answer: {}", Chain(&error)));
-                    Error::Invalid { reasons }
-                })?;
-                let writer = Writer::new(inner.store.clone());
-                writer.publish(snapshot);
-                rejected.sort_by(|a, b| a.name.cmp(&b.name));
-                writer.update_status(|status| {
-                    status.rejected.clone_from(&rejected);
-                    status.source = Some(source);
-                    status.last_error = Some(Chain(&error).to_string());
-                });
-                let state = State::new(inner.keys.clone(), fallback)
-                    .serving(served)
-                    .with_fallback_rejections(rejected.clone());
-                let engine = engine.with_state(state);
-                let mut report = self.report(source, revision, rejected, Vec::new());
-                report.etcd_error = Some(Chain(&error).to_string());
-                report.cache_error = cache_error;
-                span.in_scope(|| {
-                    if let (Some(cache), Some(reason)) = (&cache, &report.cache_error) {
-                        tracing::warn!(
-                            event = "cache_ignored",
-                            path = %cache.path().display(),
-                            reason = %reason,
-                            "the cache file is not trusted and was ignored"
-                        );
-                    }
-                    tracing::warn!(
-                        event = "fallback",
-                        source = ?report.source,
-                        revision,
-                        error.type = error.kind_name(),
-                        error.message = %Chain(&error),
-                        "etcd did not answer in time; serving the fallback and retrying in the background"
-                    );
-                });
-                let next = Action::List(ListReason::Initial);
-                self.started(
-                    report,
-                    Some((engine, next, cache, revision)),
-                    span,
-                    generation,
-                    stopped,
-                )
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Logs the start, spawns the engine (and the cache writer), and records them.
-    fn started(
-        &self,
-        report: StartReport,
-        engine: Option<(Engine, Action, Option<CacheFile>, i64)>,
-        span: tracing::Span,
-        generation: u64,
-        stop_receiver: watch::Receiver<bool>,
-    ) -> Result<StartReport> {
-        let inner = &self.inner;
-        span.in_scope(|| {
-            for rejection in &report.rejected {
-                rejection.log();
-            }
-            tracing::info!(
-                event = "started",
-                source = ?report.source,
-                revision = report.revision,
-                loaded = report.loaded,
-                missing = report.missing.len(),
-                rejected = report.rejected.len(),
-                "configuration loaded"
-            );
-        });
-
-        let mut cache_writer = None;
-        let task = engine.map(|(engine, next, cache, written)| {
-            if let Some(cache) = cache {
-                let writer = crate::cache::keep_written(
-                    cache,
-                    self.subscribe(),
-                    written,
-                    stop_receiver.clone(),
-                );
-                cache_writer = Some(tokio::spawn(writer.instrument(span.clone())));
-            }
-            let store = inner.store.clone();
-            let mut ticks_stop = stop_receiver.clone();
-            tokio::spawn(async move {
-                // Gauges that change with time alone.
-                let mut ticks = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = ticks_stop.changed() => return,
-                        _ = ticks.tick() => store.refresh_gauges(),
-                    }
-                }
-            });
-            let run = tokio::spawn(engine.run(next, stop_receiver).instrument(span.clone()));
-            let store = inner.store.clone();
-            // A defect in the engine must not look like a quiet, synced configuration.
-            tokio::spawn(async move {
-                if let Err(error) = run.await {
-                    let failure = if error.is_panic() {
-                        format!(
-                            "it panicked: {}",
-                            crate::error::panic_message(&*error.into_panic())
-                        )
-                    } else {
-                        "it was cancelled".to_owned()
-                    };
-                    span.in_scope(|| {
-                        tracing::error!(
-                            event = "engine_failed",
-                            failure = %failure,
-                            "the engine ended without being stopped; nothing updates the configuration"
-                        );
-                    });
-                    store.record_failure(failure);
-                }
-            })
-        });
-        let mut running = inner.lock_running();
-        let Some(current) = running.as_mut().filter(|r| r.generation == generation) else {
-            // `stop` came first: its signal already ends what was just spawned.
-            return Err(Error::Stopped);
+        let (reply, replied) = oneshot::channel();
+        let starting = Starting {
+            timeout: inner.settings.start_timeout(),
+            cache: cache.clone(),
+            reply,
         };
-        let engine_runs = task.is_some();
-        current.task = task;
-        current.cache_writer = cache_writer;
-        drop(running);
-        Writer::new(inner.store.clone()).update_status(|status| status.running = engine_runs);
+        let run = tasks.spawn(engine.run(starting, cancel.clone()).instrument(span.clone()));
+        self.watch_engine(run, tasks, span.clone());
+        let store = inner.store.clone();
+        let ticks_cancel = cancel.clone();
+        tasks.spawn(async move {
+            // Gauges that change with time alone.
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = ticks_cancel.cancelled() => return,
+                    _ = ticks.tick() => store.refresh_gauges(),
+                }
+            }
+        });
+        let report = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Error::Stopped),
+            replied = replied => replied.unwrap_or_else(|_| {
+                Err(Error::Stopped)
+            })?,
+        };
+        if let Some(cache) = cache {
+            // A snapshot from etcd is written, not one the cache file or a fallback gave.
+            let written = if report.source == StartSource::Etcd {
+                0
+            } else {
+                report.revision
+            };
+            let writer = crate::cache::keep_written(cache, self.subscribe(), written, cancel.clone());
+            tasks.spawn(writer.instrument(span));
+        }
         Ok(report)
     }
 
-    fn report(
-        &self,
-        source: StartSource,
-        revision: i64,
-        rejected: Vec<Rejection>,
-        collisions: Vec<(String, Vec<String>)>,
-    ) -> StartReport {
+    /// Records an engine that ends without being stopped: a defect must not look like a
+    /// quiet, synced configuration.
+    fn watch_engine(&self, run: JoinHandle<()>, tasks: &TaskTracker, span: tracing::Span) {
+        let store = self.inner.store.clone();
+        tasks.spawn(async move {
+            if let Err(error) = run.await {
+                let failure = if error.is_panic() {
+                    format!(
+                        "it panicked: {}",
+                        crate::error::panic_message(&*error.into_panic())
+                    )
+                } else {
+                    "it was cancelled".to_owned()
+                };
+                span.in_scope(|| {
+                    tracing::error!(
+                        event = "engine_failed",
+                        failure = %failure,
+                        "the engine ended without being stopped; nothing updates the configuration"
+                    );
+                });
+                store.record_failure(failure);
+            }
+        });
+    }
+
+    /// What a local start loaded: env vars and defaults.
+    fn local_report(&self, rejected: Vec<Rejection>) -> StartReport {
         let snapshot = self.snapshot();
         StartReport {
-            source,
-            revision,
+            source: StartSource::Local,
+            revision: 0,
             loaded: snapshot.len(),
             missing: self
                 .schema()
@@ -424,7 +273,7 @@ impl EtcdConfig {
                 .map(|spec| spec.name().to_owned())
                 .collect(),
             rejected,
-            collisions,
+            collisions: Vec::new(),
             etcd_error: None,
             cache_error: None,
         }
@@ -435,14 +284,10 @@ impl EtcdConfig {
     pub async fn stop(&self) {
         let running = self.inner.lock_running().take();
         if let Some(running) = running {
-            running.stop.send_replace(true);
-            if let Some(task) = running.task {
-                let _ = task.await;
-            }
-            // The last snapshot is written before stop returns.
-            if let Some(writer) = running.cache_writer {
-                let _ = writer.await;
-            }
+            running.cancel.cancel();
+            running.tasks.close();
+            // The engine has ended and the last snapshot is written before stop returns.
+            running.tasks.wait().await;
         }
     }
 
@@ -564,11 +409,8 @@ impl EtcdConfig {
             endpoint: status.endpoint.clone(),
             reconnects: status.reconnects,
             token_refreshes: status.token_refreshes,
-            invalid: status.rejected.iter().map(InvalidName::from).collect(),
-            rejected_revision: status
-                .rejected_revision
-                .as_ref()
-                .map(RejectedRevision::from),
+            invalid: status.rejected.clone(),
+            rejected_revision: status.rejected_revision.clone(),
             last_error: status.last_error,
         }
     }
@@ -733,12 +575,14 @@ impl EtcdConfigBuilder {
         let schema = Arc::new(self.schema.unwrap_or_else(Schema::auto_discover));
         let prefix = settings.resolve_prefix(self.prefix.as_deref(), schema.prefix())?;
         let keys = schema.bind(&prefix)?;
-        let start_timeout = self.start_timeout.unwrap_or(settings.start_timeout());
+        let settings = match self.start_timeout {
+            Some(timeout) => settings.with_start_timeout(timeout),
+            None => settings,
+        };
         Ok(EtcdConfig {
             inner: Arc::new(Inner {
                 settings,
                 keys,
-                start_timeout,
                 env,
                 store: Store::new(),
                 running: Mutex::new(None),
@@ -775,11 +619,10 @@ mod tests {
             .unwrap();
         *config.inner.lock_running() = Some(Running {
             generation: 0,
-            stop: watch::channel(false).0,
-            task: None,
-            cache_writer: None,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
-        Writer::new(config.store().clone()).update_status(|status| {
+        config.store().begin_run().update_status(|status| {
             status.source = Some(StartSource::Etcd);
             status.connected = true;
             status.running = true;

@@ -555,6 +555,15 @@ impl Connection {
                         continue;
                     }
                 };
+                let next = match next {
+                    // A creation answer is a watermark like an untrusted progress one.
+                    Input::Created { header, at } => Input::Progress {
+                        header,
+                        at,
+                        trusted: false,
+                    },
+                    next => next,
+                };
                 match next {
                     Input::Watched { events, .. } => history.record(events),
                     Input::Compacted { compact_revision } => {
@@ -743,13 +752,18 @@ impl Watch {
         // The answer to the watch's creation says which etcd answers and where its
         // head is, before any event: a wiped or restored etcd shows here at once.
         let header = header_of(&self.peer, response.header())?;
+        let at = std::time::Instant::now();
+        if response.created() {
+            // It precedes the events it resumes.
+            return Ok(Input::Created { header, at });
+        }
         if response.events().is_empty() {
             return Ok(Input::Progress {
                 header,
-                at: std::time::Instant::now(),
-                // A creation answer precedes the events it resumes; a progress
-                // notification follows every event up to it only where etcd fixed 15220.
-                trusted: !response.created() && self.trusted_progress,
+                at,
+                // A progress notification follows every event up to it only where etcd
+                // fixed 15220.
+                trusted: self.trusted_progress,
             });
         }
         let mut uncounted = 0;

@@ -58,7 +58,7 @@ pub enum Error {
         /// Why the value does not fit (never the value itself).
         reason: String,
         /// Where the value came from, e.g. `etcd key /app/Port @ rev 812`.
-        origin: String,
+        origin: crate::snapshot::Source,
     },
 
     /// A schema declaration is inconsistent (a default of the wrong kind, a bad pattern,

@@ -69,7 +69,7 @@ pub use binding::Binding;
 pub use client::{EtcdClient, History, HistoryEntry, Loaded, Rollback};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, etcd_config};
 pub use error::{Error, Result};
-pub use observe::health::{Health, HealthState, InvalidName, RejectedRevision, SYNC_BOUND};
+pub use observe::health::{Health, HealthState, SYNC_BOUND};
 pub use report::{Rejection, RevisionRejection, StartReport, StartSource};
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};

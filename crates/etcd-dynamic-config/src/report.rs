@@ -8,8 +8,9 @@ use std::sync::Arc;
 use crate::snapshot::Source;
 
 /// A value that failed coercion or a validator; the name keeps its last good value (or
-/// its env var or default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// its env var or default). The one rejection type of start reports, health and the
+/// client; it serializes as `{"name", "source", "reason"}`, without the value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rejection {
     /// The configuration name.
     pub name: Arc<str>,
@@ -41,7 +42,7 @@ impl std::fmt::Display for Rejection {
 
 /// A revision that broke a check over the whole configuration (or removed a required
 /// name): it was not published, and the last good snapshot keeps serving.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RevisionRejection {
     /// The etcd revision.
     pub revision: i64,
@@ -73,7 +74,7 @@ pub enum StartSource {
 }
 
 /// What [`EtcdConfig::start`](crate::EtcdConfig::start) loaded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StartReport {
     /// Where the values came from.
@@ -92,6 +93,24 @@ pub struct StartReport {
     pub etcd_error: Option<String>,
     /// Why the cache file was not used, when it exists but is not trusted.
     pub cache_error: Option<String>,
+}
+
+impl StartReport {
+    /// Emits the rejections and the `started` event.
+    pub(crate) fn log(&self) {
+        for rejection in &self.rejected {
+            rejection.log();
+        }
+        tracing::info!(
+            event = "started",
+            source = ?self.source,
+            revision = self.revision,
+            loaded = self.loaded,
+            missing = self.missing.len(),
+            rejected = self.rejected.len(),
+            "configuration loaded"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -200,6 +200,12 @@ impl EtcdSettings {
         self.start_timeout
     }
 
+    /// The same settings with another start timeout (`EtcdConfigBuilder::start_timeout`).
+    pub(crate) fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
     /// Whether `start` fails when etcd does not answer, instead of falling back.
     pub fn fail_fast(&self) -> bool {
         self.fail_fast

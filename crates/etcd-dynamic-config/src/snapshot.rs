@@ -38,6 +38,18 @@ pub enum Source {
     },
     /// The schema's default.
     Default,
+    /// A value given to be written to this etcd key (in the errors of a write).
+    Write {
+        /// The absolute etcd key.
+        key: Arc<str>,
+    },
+}
+
+/// Serialized as its text, e.g. `"etcd key /app/Port @ rev 812"`.
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl fmt::Display for Source {
@@ -49,6 +61,7 @@ impl fmt::Display for Source {
                 write!(f, "cache file (etcd key {key} @ rev {mod_revision})")
             }
             Self::Default => f.write_str("default"),
+            Self::Write { key } => write!(f, "to be written to etcd key {key}"),
         }
     }
 }
@@ -188,7 +201,7 @@ impl Snapshot {
             Error::Value {
                 name: name.to_owned(),
                 reason,
-                origin: entry.source().to_string(),
+                origin: entry.source().clone(),
             }
         })
     }

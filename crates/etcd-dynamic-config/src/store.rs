@@ -148,13 +148,17 @@ impl Store {
             .clone()
     }
 
-    /// Forgets what the last run found out about etcd, as a new run begins.
-    pub(crate) fn begin_run(&self) {
+    /// Forgets what the last run found out about etcd, as a new run begins, and gives
+    /// the run its writer: the only way to make one.
+    pub(crate) fn begin_run(self: &Arc<Self>) -> Writer {
         let mut status = lock(&self.status);
         status.failure = None;
         status.relisting = None;
         status.confirmed = None;
         status.head_revision = None;
+        Writer {
+            store: self.clone(),
+        }
     }
 
     /// Records that the engine ended without being stopped.
@@ -439,9 +443,6 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
-        Self { store }
-    }
 
     /// The metric handles, once started.
     pub(crate) fn metrics(&self) -> Option<Arc<Metrics>> {
@@ -565,7 +566,7 @@ mod tests {
     #[test]
     fn a_blocked_listener_gets_the_net_difference_in_bounded_memory() {
         let store = Store::new();
-        let writer = Writer::new(store.clone());
+        let writer = store.begin_run();
         let gate = Arc::new(Mutex::new(()));
         let blocked = gate.lock().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -615,7 +616,7 @@ mod tests {
     #[test]
     fn a_dropped_listener_is_called_no_more_and_forgotten() {
         let store = Store::new();
-        let writer = Writer::new(store.clone());
+        let writer = store.begin_run();
         let calls = Arc::new(Mutex::new(0));
         let sink = calls.clone();
         let listener = store.on_change(move |_| *sink.lock().unwrap() += 1);
@@ -633,7 +634,7 @@ mod tests {
     #[test]
     fn a_panicking_listener_is_called_again_for_the_next_change() {
         let store = Store::new();
-        let writer = Writer::new(store.clone());
+        let writer = store.begin_run();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let sink = calls.clone();
         let _listener = store.on_change(move |change| {

@@ -661,7 +661,13 @@ async fn stop_during_start_stops_for_good() {
             config.stop().await;
         }
     }
-    assert_eq!(etcd_watchers(&etcd).await, 0, "no engine left behind");
+    // etcd drops a watcher when the stream's cancellation reaches it, through the proxy:
+    // a moment after `stop` returns. A watcher left behind stays.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while etcd_watchers(&etcd).await > 0 {
+        assert!(Instant::now() < deadline, "an engine was left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

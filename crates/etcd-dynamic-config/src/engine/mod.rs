@@ -1,26 +1,51 @@
 //! The I/O loop: executes the state machine's outputs against etcd.
 //!
-//! Lists the prefix at one revision, watches from the next one, resumes after a broken
-//! stream from the last applied revision + 1, and re-lists when that revision has been
-//! compacted. Retries back off exponentially with jitter.
+//! Starts at once: lists the prefix at one revision, watches from the next one, and
+//! answers `start()` when the watch is registered, or at the start deadline with what
+//! the state machine falls back to. Then resumes after a broken stream from the last
+//! applied revision + 1, and re-lists when that revision has been compacted. Retries
+//! back off exponentially with jitter; there is no other retry loop.
 
 pub(crate) mod state;
 
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
+use crate::cache::CacheFile;
 use crate::connection::Connection;
 use crate::error::{Chain, Error};
+use crate::report::{StartReport, StartSource};
 use crate::store::Writer;
-use state::{Input, ListReason, Output, State};
+use state::{CacheRead, Input, ListReason, Output, StartFailure, State};
 
 /// What to ask etcd next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     List(ListReason),
     Watch { from_revision: i64 },
+}
+
+/// How `start()` waits for the engine.
+#[derive(Debug)]
+pub(crate) struct Starting {
+    /// How long etcd has to answer before the state machine falls back.
+    pub(crate) timeout: Duration,
+    /// The last-known-good cache file, read only when etcd does not answer in time.
+    pub(crate) cache: Option<CacheFile>,
+    /// Where the answer goes.
+    pub(crate) reply: oneshot::Sender<Result<StartReport, Error>>,
+}
+
+/// A start not answered yet.
+#[derive(Debug)]
+struct Pending {
+    deadline: tokio::time::Instant,
+    starting: Starting,
+    /// The last failure, for the answer when etcd does not answer in time.
+    last_error: Option<Error>,
 }
 
 /// The engine: the state machine, its connection, and the store it publishes to.
@@ -31,6 +56,10 @@ pub(crate) struct Engine {
     writer: Writer,
     /// When the current outage began, until the watch is back.
     outage: Option<std::time::Instant>,
+    /// The start, until it is answered.
+    start: Option<Pending>,
+    /// Whether the start failed: the engine ends.
+    failed: bool,
 }
 
 /// The attempts to confirm that the state holds etcd's head, while no confirmation is
@@ -58,37 +87,40 @@ struct Outcome {
     progressed: bool,
 }
 
+/// Waits until `deadline`, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Engine {
+    /// An engine over `state` (made [`starting`](State::starting)), publishing through
+    /// `writer`, the run's only one.
     pub(crate) fn new(connection: Connection, state: State, writer: Writer) -> Self {
         Self {
             connection,
             state,
             writer,
             outage: None,
+            start: None,
+            failed: false,
         }
     }
 
-    pub(crate) fn state(&self) -> &State {
-        &self.state
-    }
-
-    /// The same engine over another state (after a fallback start).
-    pub(crate) fn with_state(self, state: State) -> Self {
-        Self { state, ..self }
-    }
-
-    /// Lists the prefix once and applies the result: the start-up read.
+    /// Lists the prefix once and applies the result.
     ///
     /// # Errors
     ///
     /// As [`Connection::list`].
-    pub(crate) async fn load(&mut self) -> Result<Action, Error> {
+    async fn load(&mut self) -> Result<Action, Error> {
         let listing = self.connection.list(self.state.prefix_dir()).await?;
         let at = std::time::Instant::now();
         let revision = listing.header.revision;
         self.synced(Some(revision));
         self.writer.update_status(|status| {
-            status.source = Some(crate::report::StartSource::Etcd);
+            status.source = Some(StartSource::Etcd);
             status.relisting = None;
         });
         let outputs = self.step(Input::Listed {
@@ -102,61 +134,38 @@ impl Engine {
         }))
     }
 
-    /// Lists the prefix until it succeeds, a final error, or `timeout` passes: the start-up
-    /// read, moving to the next endpoint after each retryable failure.
-    ///
-    /// # Errors
-    ///
-    /// A final error at once; at the deadline, [`Error::StartTimeout`] with the last
-    /// retryable failure as its cause.
-    pub(crate) async fn load_within(&mut self, timeout: Duration) -> Result<Action, Error> {
-        let mut backoff = new_backoff();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            let attempt = tokio::time::timeout_at(deadline, self.load()).await;
-            let error = match attempt {
-                Ok(Ok(next)) => return Ok(next),
-                Ok(Err(error)) if !error.is_retryable() => return Err(error),
-                Ok(Err(error)) => error,
-                Err(_) => {
-                    return Err(Error::StartTimeout {
-                        timeout,
-                        cause: last.map(Box::new),
-                    });
-                }
-            };
-            tracing::debug!(
-                event = "etcd_retry",
-                endpoint = self.connection.endpoint(),
-                error.type = error.kind_name(),
-                error.message = %Chain(&error),
-                "etcd did not answer at start; trying again"
-            );
-            self.reconnect(&error);
-            last = Some(error);
-            let delay = backoff.next().unwrap_or(MAX_BACKOFF);
-            if tokio::time::Instant::now() + delay >= deadline {
-                return Err(Error::StartTimeout {
-                    timeout,
-                    cause: last.map(Box::new),
-                });
-            }
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Runs until `stop` changes or is dropped.
-    pub(crate) async fn run(mut self, mut action: Action, mut stop: watch::Receiver<bool>) {
+    /// Runs until `cancel`, answering `starting.reply` first: when the watch is
+    /// registered, at the start deadline, or at a final error (then it ends).
+    pub(crate) async fn run(mut self, starting: Starting, cancel: CancellationToken) {
+        self.start = Some(Pending {
+            deadline: tokio::time::Instant::now() + starting.timeout,
+            starting,
+            last_error: None,
+        });
+        let mut action = Action::List(ListReason::Initial);
         let mut backoff = new_backoff();
         let mut refused = false;
         let mut reauthenticated = false;
         loop {
+            let deadline = self.start.as_ref().map(|start| start.deadline);
             let outcome = tokio::select! {
                 biased;
-                _ = stop.changed() => break,
+                () = cancel.cancelled() => break,
+                () = until(deadline) => {
+                    // The attempt in flight is dropped between two steps: the state says
+                    // where to go on.
+                    self.start_expired();
+                    action = self.resume_action();
+                    if self.failed {
+                        break;
+                    }
+                    continue;
+                }
                 outcome = self.perform(action) => outcome,
             };
+            if self.failed {
+                break;
+            }
             action = outcome.next;
             if outcome.progressed {
                 backoff = new_backoff();
@@ -178,13 +187,17 @@ impl Engine {
                     event = "etcd_retry",
                     endpoint = self.connection.endpoint(),
                     error.type = error.kind_name(),
-                error.message = %Chain(&error),
+                    error.message = %Chain(&error),
                     next = ?action,
                     delay_ms = delay.as_millis() as u64,
                     "etcd request failed; retrying"
                 );
                 self.reconnect(&error);
                 delay
+            } else if self.start.is_some() {
+                // Wrong settings or credentials at start: `start()` says so at once.
+                self.answer(Err(error));
+                break;
             } else if !reauthenticated && self.connection.has_credentials() {
                 // etcd cancels a watch whose token expired with "permission denied":
                 // authenticate again once before believing it.
@@ -197,7 +210,7 @@ impl Engine {
                     event = "token_refreshed",
                     endpoint = self.connection.endpoint(),
                     error.type = error.kind_name(),
-                error.message = %Chain(&error),
+                    error.message = %Chain(&error),
                     "etcd refused a request; authenticating again"
                 );
                 Duration::ZERO
@@ -206,20 +219,30 @@ impl Engine {
                 // say so once, keep serving, and look again now and then.
                 if !refused {
                     tracing::error!(
-                            event = "etcd_refused",
-                            endpoint = self.connection.endpoint(),
-                            error.type = error.kind_name(),
-                    error.message = %Chain(&error),
-                            retry_in_s = REFUSED_RETRY.as_secs(),
-                            "etcd refused the request; the last good configuration keeps serving"
-                        );
+                        event = "etcd_refused",
+                        endpoint = self.connection.endpoint(),
+                        error.type = error.kind_name(),
+                        error.message = %Chain(&error),
+                        retry_in_s = REFUSED_RETRY.as_secs(),
+                        "etcd refused the request; the last good configuration keeps serving"
+                    );
                 }
                 refused = true;
                 REFUSED_RETRY
             };
+            if let Some(start) = &mut self.start {
+                start.last_error = Some(error);
+            }
+            let deadline = self.start.as_ref().map(|start| start.deadline);
             tokio::select! {
                 biased;
-                _ = stop.changed() => break,
+                () = cancel.cancelled() => break,
+                () = until(deadline) => {
+                    self.start_expired();
+                    if self.failed {
+                        break;
+                    }
+                }
                 () = tokio::time::sleep(delay) => {}
             }
         }
@@ -227,6 +250,97 @@ impl Engine {
             status.connected = false;
             status.running = false;
         });
+    }
+
+    /// Where to go on after an attempt was dropped at the start deadline.
+    fn resume_action(&self) -> Action {
+        if self.state.is_listed() {
+            Action::Watch {
+                from_revision: self.state.revision() + 1,
+            }
+        } else {
+            Action::List(ListReason::Initial)
+        }
+    }
+
+    /// The start deadline passed: the state machine answers `start()`, with the cache
+    /// file's content when it falls back.
+    fn start_expired(&mut self) {
+        let cache = self
+            .start
+            .as_ref()
+            .and_then(|start| start.starting.cache.as_ref())
+            .map(|cache| CacheRead::from(cache.read(self.state.schema())));
+        let outputs = self.step(Input::StartExpired { cache });
+        self.execute(outputs);
+    }
+
+    /// Why etcd's values are not served: the deadline passed, with the last failure.
+    fn timed_out(&mut self) -> Error {
+        let start = self.start.as_mut();
+        Error::StartTimeout {
+            timeout: start.as_ref().map_or(Duration::ZERO, |s| s.starting.timeout),
+            cause: start.and_then(|s| s.last_error.take()).map(Box::new),
+        }
+    }
+
+    /// The state machine's start failure, with what etcd said.
+    fn start_failure(&mut self, failure: StartFailure) -> Error {
+        match failure {
+            StartFailure::Timeout => self.timed_out(),
+            StartFailure::InvalidEtcd(reasons) => Error::Invalid { reasons },
+            StartFailure::InvalidFallback(mut reasons) => {
+                reasons.push(format!("etcd did not answer: {}", Chain(&self.timed_out())));
+                Error::Invalid { reasons }
+            }
+        }
+    }
+
+    /// Answers `start()`: logs and records a start, or ends the engine.
+    fn answer(&mut self, result: Result<StartReport, Error>) {
+        let result = match result {
+            Ok(mut report) => {
+                let fallback_error = (report.source != StartSource::Etcd).then(|| self.timed_out());
+                report.etcd_error = fallback_error.as_ref().map(|e| Chain(e).to_string());
+                report.log();
+                if let Some(error) = &fallback_error {
+                    let cache = self.start.as_ref().and_then(|s| s.starting.cache.as_ref());
+                    if let (Some(cache), Some(reason)) = (cache, &report.cache_error) {
+                        tracing::warn!(
+                            event = "cache_ignored",
+                            path = %cache.path().display(),
+                            reason = %reason,
+                            "the cache file is not trusted and was ignored"
+                        );
+                    }
+                    tracing::warn!(
+                        event = "fallback",
+                        source = ?report.source,
+                        revision = report.revision,
+                        error.type = error.kind_name(),
+                        error.message = %Chain(error),
+                        "etcd did not answer in time; serving the fallback and retrying in the background"
+                    );
+                }
+                self.writer.update_status(|status| {
+                    status.source = Some(report.source);
+                    status.running = true;
+                    status.rejected.clone_from(&report.rejected);
+                    if let Some(error) = &report.etcd_error {
+                        status.last_error = Some(error.clone());
+                    }
+                });
+                Ok(report)
+            }
+            Err(error) => {
+                self.failed = true;
+                Err(error)
+            }
+        };
+        if let Some(start) = self.start.take() {
+            // `start()` may have been given up on (stopped): nobody to tell then.
+            let _ = start.starting.reply.send(result);
+        }
     }
 
     /// Drops the connection after a retryable failure and moves to the next endpoint.
@@ -423,6 +537,7 @@ impl Engine {
                 let head = match &input {
                     Input::Watched { header, .. }
                     | Input::Progress { header, .. }
+                    | Input::Created { header, .. }
                     | Input::Head { header, .. } => Some(header.revision),
                     _ => None,
                 };
@@ -581,6 +696,11 @@ impl Engine {
                     next = Some(Action::List(reason));
                 }
                 Output::Watch { from_revision } => next = Some(Action::Watch { from_revision }),
+                Output::Started(report) => self.answer(Ok(report)),
+                Output::StartFailed(failure) => {
+                    let error = self.start_failure(failure);
+                    self.answer(Err(error));
+                }
             }
         }
         next

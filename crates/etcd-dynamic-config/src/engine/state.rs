@@ -12,6 +12,24 @@
 //!     \--Broken--> List
 //! ```
 //!
+//! # Start-up
+//!
+//! A state made [`starting`](State::starting) answers `start()` once, with
+//! [`Output::Started`] or [`Output::StartFailed`]:
+//!
+//! ```text
+//!   Listed (valid) ---------> Created (the watch is registered) --> Started { Etcd }
+//!   Listed (breaks a check) --> StartFailed { Invalid }
+//!   StartExpired, listed ----------------------------------------> Started { Etcd }
+//!   StartExpired, fail fast -------------------------------------> StartFailed { Timeout }
+//!   StartExpired, restarted --> keep serving the last run's -----> Started { its source }
+//!   StartExpired --> publish cache file > env var > default -----> Started { CacheFile | Fallback }
+//!                    (breaks a check) ---------------------------> StartFailed { Invalid }
+//! ```
+//!
+//! After a fallback start, the first list publishes etcd's values and notifies the
+//! difference to what was served.
+//!
 //! # The applied revision and the watermark
 //!
 //! The applied revision moves only by applying etcd's events or a re-list. A progress
@@ -39,7 +57,8 @@ use std::time::Instant;
 
 use imbl::OrdMap;
 
-use crate::report::{Rejection, RevisionRejection};
+use crate::cache::Loaded;
+use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::KeyMap;
 use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
 
@@ -116,10 +135,57 @@ pub(crate) enum Input {
     /// Before a watch resumes after an outage: what etcd holds under the prefix at the
     /// applied `revision`.
     Probed { revision: i64, found: Probe },
+    /// The answer to a watch's creation: the watch is registered, and etcd's head was
+    /// at `header.revision` `at` this moment (events at or below it may follow).
+    Created { header: Header, at: Instant },
     /// The watch start revision was compacted away.
     Compacted { compact_revision: i64 },
     /// The watch stream ended or failed.
     Broken,
+    /// The start deadline passed; `cache` is what the cache file held, when one is set.
+    StartExpired { cache: Option<CacheRead> },
+}
+
+/// What reading the cache file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CacheRead {
+    /// No file.
+    Absent,
+    /// A file that is not trusted, and why.
+    Unusable(String),
+    /// A valid file.
+    Loaded(Loaded),
+}
+
+impl From<Result<Option<Loaded>, String>> for CacheRead {
+    fn from(read: Result<Option<Loaded>, String>) -> Self {
+        match read {
+            Ok(Some(loaded)) => Self::Loaded(loaded),
+            Ok(None) => Self::Absent,
+            Err(reason) => Self::Unusable(reason),
+        }
+    }
+}
+
+/// Why `start()` fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartFailure {
+    /// The deadline passed before etcd answered, and falling back is not allowed.
+    Timeout,
+    /// etcd's values break the schema's checks.
+    InvalidEtcd(Vec<String>),
+    /// etcd did not answer, and the fallback values break the schema's checks.
+    InvalidFallback(Vec<String>),
+}
+
+/// How a state answers `start()`, until it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// Fail at the deadline instead of serving fallbacks.
+    pub(crate) fail_fast: bool,
+    /// What the last run served (its source and revision), when this is a restart: it
+    /// keeps serving until etcd answers.
+    pub(crate) resumed: Option<(StartSource, i64)>,
 }
 
 /// One key's content at one revision, in 64 bits. The wrapping sum over the prefix
@@ -205,6 +271,10 @@ pub(crate) enum Output {
     List(ListReason),
     /// Watch the prefix from this revision on.
     Watch { from_revision: i64 },
+    /// `start()` succeeds with this report.
+    Started(StartReport),
+    /// `start()` fails.
+    StartFailed(StartFailure),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +334,8 @@ pub(crate) struct State {
     /// Heads etcd reported above the applied revision, oldest first: reaching one
     /// confirms the state as of its moment.
     targets: VecDeque<(i64, Instant)>,
+    /// How to answer `start()`, until it is answered.
+    start: Option<Start>,
 }
 
 /// How many unreached heads are remembered (the newest win).
@@ -351,7 +423,24 @@ impl State {
             key_count: 0,
             digest: Some(0),
             targets: VecDeque::new(),
+            start: None,
         }
+    }
+
+    /// The same state, answering `start()` as `start` says.
+    pub(crate) fn starting(mut self, start: Start) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// Whether a list was applied.
+    pub(crate) fn is_listed(&self) -> bool {
+        self.phase == Phase::Watching
+    }
+
+    /// The schema of the prefix.
+    pub(crate) fn schema(&self) -> &crate::schema::Schema {
+        self.keys.schema()
     }
 
     /// The prefix with a trailing `/`, as ranged and watched.
@@ -538,6 +627,19 @@ impl State {
                 };
                 reason.map(Output::List).into_iter().collect()
             }
+            (Phase::Watching, Input::Created { header, at }) => {
+                if let Some(reason) = self.another_etcd(header) {
+                    return vec![Output::List(reason)];
+                }
+                let mut outputs = Vec::new();
+                self.aim(header.revision, at, &mut outputs);
+                if self.start.take().is_some() {
+                    let report = self.start_report(StartSource::Etcd, self.revision, None);
+                    outputs.push(Output::Started(report));
+                }
+                outputs
+            }
+            (_, Input::StartExpired { cache }) => self.start_expired(cache),
             (Phase::Watching, Input::Compacted { compact_revision }) => {
                 vec![Output::List(ListReason::Compacted { compact_revision })]
             }
@@ -552,6 +654,7 @@ impl State {
                 Input::Watched { .. }
                 | Input::Progress { .. }
                 | Input::Head { .. }
+                | Input::Created { .. }
                 | Input::Probed { .. },
             ) => Vec::new(),
         }
@@ -694,6 +797,15 @@ impl State {
         };
         let mut notifications = Vec::new();
         let published = self.offer(changes, &mut notifications);
+        if published.is_none()
+            && let Some(rejection) = &self.rejected_revision
+            && self.start.take().is_some()
+        {
+            let reasons = rejection.reasons.clone();
+            outputs.append(&mut notifications);
+            outputs.push(Output::StartFailed(StartFailure::InvalidEtcd(reasons)));
+            return outputs;
+        }
         outputs.extend(published.map(Output::Publish));
         outputs.append(&mut notifications);
         outputs.push(Output::Confirmed { revision, at });
@@ -701,6 +813,76 @@ impl State {
             from_revision: revision + 1,
         });
         outputs
+    }
+
+    /// The start deadline passed: `start()` gets its answer now.
+    fn start_expired(&mut self, cache: Option<CacheRead>) -> Vec<Output> {
+        let Some(start) = self.start.take() else {
+            return Vec::new();
+        };
+        if self.phase == Phase::Watching {
+            // etcd's values are served; only the watch's registration was not heard.
+            let report = self.start_report(StartSource::Etcd, self.revision, None);
+            return vec![Output::Started(report)];
+        }
+        if start.fail_fast {
+            return vec![Output::StartFailed(StartFailure::Timeout)];
+        }
+        if let Some((source, revision)) = start.resumed {
+            // What the last run served is newer than any cache file; it keeps serving.
+            return vec![Output::Started(self.start_report(source, revision, None))];
+        }
+        let mut served = self.fallback.clone();
+        let (source, revision, cache_error) = match cache {
+            Some(CacheRead::Loaded(loaded)) => {
+                served.extend(loaded.entries);
+                self.fallback_rejected.extend(loaded.rejected);
+                self.fallback_rejected.sort_by(|a, b| a.name.cmp(&b.name));
+                (StartSource::CacheFile, loaded.revision, None)
+            }
+            Some(CacheRead::Unusable(reason)) => (StartSource::Fallback, 0, Some(reason)),
+            Some(CacheRead::Absent) | None => (StartSource::Fallback, 0, None),
+        };
+        let snapshot = Arc::new(Snapshot::new(revision, served.clone()));
+        if let Err(reasons) = self.keys.schema().validate(&snapshot) {
+            return vec![Output::StartFailed(StartFailure::InvalidFallback(reasons))];
+        }
+        self.published = served;
+        self.served = true;
+        let report = self.start_report(source, revision, cache_error);
+        vec![Output::Publish(snapshot), Output::Started(report)]
+    }
+
+    /// What `start()` answers: the values served now, from `source` at `revision`.
+    fn start_report(
+        &self,
+        source: StartSource,
+        revision: i64,
+        cache_error: Option<String>,
+    ) -> StartReport {
+        StartReport {
+            source,
+            revision,
+            loaded: self.published.len(),
+            missing: self
+                .keys
+                .schema()
+                .names()
+                .filter(|spec| !self.published.contains_key(spec.name()))
+                .map(|spec| spec.name().to_owned())
+                .collect(),
+            rejected: self.rejections().cloned().collect(),
+            collisions: self
+                .collisions()
+                .into_iter()
+                .map(|(name, keys)| {
+                    let keys = keys.iter().map(|key| key.to_string()).collect();
+                    (name.to_string(), keys)
+                })
+                .collect(),
+            etcd_error: None,
+            cache_error,
+        }
     }
 
     fn watched(&mut self, events: &[Event]) -> Vec<Output> {

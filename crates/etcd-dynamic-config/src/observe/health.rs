@@ -28,45 +28,6 @@ pub enum HealthState {
     Stopped,
 }
 
-/// A value that is rejected now, without the value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InvalidName {
-    /// The name.
-    pub name: String,
-    /// Where the rejected value came from.
-    pub source: String,
-    /// Why it was rejected.
-    pub reason: String,
-}
-
-impl From<&Rejection> for InvalidName {
-    fn from(rejection: &Rejection) -> Self {
-        Self {
-            name: rejection.name.to_string(),
-            source: rejection.source.to_string(),
-            reason: rejection.reason.clone(),
-        }
-    }
-}
-
-/// A revision held back because it broke a check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RejectedRevision {
-    /// The revision.
-    pub revision: i64,
-    /// Every check it broke.
-    pub reasons: Vec<String>,
-}
-
-impl From<&RevisionRejection> for RejectedRevision {
-    fn from(rejection: &RevisionRejection) -> Self {
-        Self {
-            revision: rejection.revision,
-            reasons: rejection.reasons.clone(),
-        }
-    }
-}
-
 /// How recent a confirmation must be for [`HealthState::Synced`]. The engine confirms
 /// about every 2–3 seconds while it is connected: with progress answers when nothing is
 /// written, by applying events up to a head etcd reported, or with a head read.
@@ -109,10 +70,10 @@ pub struct Health {
     pub reconnects: u64,
     /// How many times the engine authenticated again after etcd refused a watch.
     pub token_refreshes: u64,
-    /// Values rejected now.
-    pub invalid: Vec<InvalidName>,
+    /// Values rejected now (never the values).
+    pub invalid: Vec<Rejection>,
     /// A revision held back because it broke a check.
-    pub rejected_revision: Option<RejectedRevision>,
+    pub rejected_revision: Option<RevisionRejection>,
     /// The last failure talking to etcd, with its causes.
     pub last_error: Option<String>,
 }

@@ -1000,6 +1000,202 @@ fn an_initial_list_that_breaks_a_check_publishes_nothing() {
     assert_eq!(state.rejected_revision().unwrap().revision, 2);
 }
 
+// --- start-up ---
+
+/// A start that falls back at its deadline.
+const FALLING_BACK: Start = Start {
+    fail_fast: false,
+    resumed: None,
+};
+
+/// What the state answered `start()`, if it did.
+fn answer(outputs: &[Output]) -> Option<Result<StartReport, StartFailure>> {
+    outputs.iter().find_map(|output| match output {
+        Output::Started(report) => Some(Ok(report.clone())),
+        Output::StartFailed(failure) => Some(Err(failure.clone())),
+        _ => None,
+    })
+}
+
+fn started(outputs: &[Output]) -> StartReport {
+    match answer(outputs) {
+        Some(Ok(report)) => report,
+        other => panic!("expected a start, got {other:?} in {outputs:?}"),
+    }
+}
+
+fn created(revision: i64) -> Input {
+    Input::Created {
+        header: header(revision),
+        at: Instant::now(),
+    }
+}
+
+/// A cache file holding `pairs` at `revision`, plus one value the schema rejects.
+fn cache_file(pairs: &[(&str, &str)], revision: i64) -> CacheRead {
+    let source = |name: &str| Source::Cache {
+        key: Arc::from(format!("/app/{name}")),
+        mod_revision: revision,
+    };
+    let mut entries = Entries::default();
+    for (name, value) in pairs {
+        let entry = Entry::new(Value::from(*value), source(name), false);
+        entries.insert(Arc::from(*name), entry);
+    }
+    CacheRead::Loaded(crate::cache::Loaded {
+        entries,
+        revision,
+        rejected: vec![Rejection {
+            name: Arc::from("broken"),
+            source: source("Broken"),
+            reason: "not text".to_owned(),
+        }],
+    })
+}
+
+fn expired(cache: Option<CacheRead>) -> Input {
+    Input::StartExpired { cache }
+}
+
+#[test]
+fn start_is_answered_from_etcd_once_the_watch_is_registered() {
+    let mut state = declared_state().starting(FALLING_BACK);
+    let outputs = state.step(listed_at(vec![kv("/app/Token", "t", 2)], 7));
+    assert!(published(&outputs).is_some());
+    assert_eq!(answer(&outputs), None, "not before the watch is registered");
+
+    let report = started(&state.step(created(7)));
+    assert_eq!((report.source, report.revision), (StartSource::Etcd, 7));
+    assert_eq!((report.loaded, report.cache_error.as_deref()), (2, None));
+    assert!(report.missing.is_empty(), "{report:?}");
+    // Answered once: a later registration or deadline says nothing.
+    assert_eq!(answer(&state.step(created(8))), None);
+    assert!(state.step(expired(None)).is_empty());
+}
+
+#[test]
+fn at_the_deadline_the_cache_file_wins_over_env_vars_and_defaults() {
+    let mut state = declared_state().starting(FALLING_BACK);
+    let cache = cache_file(&[("token", "cached"), ("max_pool", "4")], 41);
+    let outputs = state.step(expired(Some(cache)));
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.revision(), 41);
+    assert_eq!(
+        values(&snapshot),
+        map(&[("token", "cached"), ("max_pool", "4"), ("level", "WARN")]),
+        "the cache file, then the env var, then the default"
+    );
+    let report = started(&outputs);
+    assert_eq!((report.source, report.revision), (StartSource::CacheFile, 41));
+    assert_eq!(report.rejected.len(), 1, "the cached value the schema rejects");
+    assert_eq!(&*report.rejected[0].name, "broken");
+
+    // etcd answers later: its values replace the cache file's, and listeners hear the
+    // difference to what was served.
+    let outputs = state.step(listed_at(
+        vec![kv("/app/Token", "fresh", 50), kv("/app/MaxPool", "4", 9)],
+        50,
+    ));
+    assert_eq!(answer(&outputs), None, "start was answered already");
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        [ValueChange {
+            secret: true,
+            ..change("token", Some("cached"), Some("fresh"))
+        }]
+    );
+}
+
+#[test]
+fn without_a_usable_cache_file_env_vars_and_defaults_serve() {
+    for (cache, cache_error) in [
+        (None, None),
+        (Some(CacheRead::Absent), None),
+        (
+            Some(CacheRead::Unusable("foreign format".to_owned())),
+            Some("foreign format"),
+        ),
+    ] {
+        // Without a required name in the fallbacks, the schema check fails.
+        let mut state = declared_state().starting(FALLING_BACK);
+        let outputs = state.step(expired(cache.clone()));
+        assert!(published(&outputs).is_none());
+        assert_eq!(
+            answer(&outputs),
+            Some(Err(StartFailure::InvalidFallback(vec![
+                "required name token has no value".to_owned()
+            ]))),
+            "{cache:?}"
+        );
+
+        let mut state = self::state().starting(FALLING_BACK);
+        let outputs = state.step(expired(cache.clone()));
+        assert_eq!(published(&outputs).unwrap().revision(), 0);
+        let report = started(&outputs);
+        assert_eq!(report.source, StartSource::Fallback, "{cache:?}");
+        assert_eq!(report.cache_error.as_deref(), cache_error);
+    }
+}
+
+#[test]
+fn fail_fast_fails_at_the_deadline_and_publishes_nothing() {
+    let mut state = declared_state().starting(Start {
+        fail_fast: true,
+        resumed: None,
+    });
+    let outputs = state.step(expired(Some(cache_file(&[("token", "t")], 3))));
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    assert_eq!(answer(&outputs), Some(Err(StartFailure::Timeout)));
+}
+
+#[test]
+fn a_restart_keeps_serving_what_the_last_run_served() {
+    let mut state = declared_state().starting(Start {
+        fail_fast: false,
+        resumed: Some((StartSource::Etcd, 30)),
+    });
+    let outputs = state.step(expired(Some(cache_file(&[("token", "old")], 3))));
+    assert!(published(&outputs).is_none(), "the cache file is older");
+    let report = started(&outputs);
+    assert_eq!((report.source, report.revision), (StartSource::Etcd, 30));
+}
+
+#[test]
+fn a_deadline_after_the_list_answers_with_etcd_values() {
+    let mut state = declared_state().starting(Start {
+        fail_fast: true,
+        resumed: None,
+    });
+    state.step(listed_at(vec![kv("/app/Token", "t", 2)], 5));
+    let outputs = state.step(expired(Some(cache_file(&[("token", "c")], 3))));
+    assert!(published(&outputs).is_none());
+    let report = started(&outputs);
+    assert_eq!((report.source, report.revision), (StartSource::Etcd, 5));
+}
+
+#[test]
+fn a_first_list_that_breaks_a_check_fails_the_start() {
+    let mut state = declared_state().starting(FALLING_BACK);
+    let outputs = state.step(listed_at(vec![kv("/app/Level", "DEBUG", 2)], 2));
+    assert!(published(&outputs).is_none());
+    assert_eq!(
+        answer(&outputs),
+        Some(Err(StartFailure::InvalidEtcd(vec![
+            "required name token has no value".to_owned()
+        ])))
+    );
+    // Without a start to answer, the same list keeps the last good snapshot instead.
+    let mut state = declared_state();
+    let outputs = state.step(listed_at(vec![kv("/app/Level", "DEBUG", 2)], 2));
+    assert_eq!(answer(&outputs), None);
+    assert!(
+        outputs
+            .iter()
+            .any(|output| matches!(output, Output::Watch { from_revision: 3 })),
+        "{outputs:?}"
+    );
+}
+
 // --- property: the snapshot always equals a replay of the events ---
 
 /// Keys the generated histories write, two of which collide on `log_level`.
