@@ -11,7 +11,7 @@ use etcd_client::{
 use secrecy::ExposeSecret;
 
 use crate::engine::state::{Event, Header, Input, Kv, Probe, fingerprint};
-use crate::error::{BoxError, Chain, Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::settings::EtcdSettings;
 
 /// Keys per page when a prefix does not fit in one response. etcd walks every remaining
@@ -829,7 +829,10 @@ fn missing_revision(error: &etcd_client::Error, revision: i64) -> Option<Error> 
     } else {
         return None;
     };
-    Some(Error::Refused { reason })
+    Some(Error::Refused {
+        reason,
+        source: Some(BoxError::from(error.to_string())),
+    })
 }
 
 /// etcd's limit, in plain words, when it refused a transaction for its size.
@@ -868,9 +871,12 @@ fn future_revision(error: &etcd_client::Error) -> bool {
 /// Says which prefix a permission error is about.
 fn naming_prefix(error: Error, prefix_dir: &str) -> Error {
     match error {
-        Error::Refused { reason } if reason.contains("permission denied") => Error::Refused {
-            reason: format!("{reason}: the user may not read the prefix {prefix_dir}"),
-        },
+        Error::Refused { reason, source } if reason.contains("permission denied") => {
+            Error::Refused {
+                reason: format!("{reason}: the user may not read the prefix {prefix_dir}"),
+                source,
+            }
+        }
         other => other,
     }
 }
@@ -909,63 +915,50 @@ const FINAL_GRPC_CODES: [tonic::Code; 2] =
 /// Sorts an `etcd_client` error into retryable or final, and says in plain words what
 /// a TLS failure means.
 fn classify(peer: &Peer, error: etcd_client::Error) -> Error {
-    // Some TLS failures only show their kind in `Debug` (e.g. `InconsistentKeys`); it is
-    // searched, never printed.
-    let chain = format!("{} {error:?}", Chain(&error));
-    let refused = match &error {
-        _ if chain.contains("invalid peer certificate") => Some(format!(
-            "the server's TLS certificate is not trusted ({}); check the CA bundle \
-             (EtcdSettings__CaCertPath) and that the endpoint's host name is in the certificate",
-            tls_detail(&chain)
+    use rustls::AlertDescription as Alert;
+    // etcd 3.4 closes the connection of a client without an accepted certificate: the
+    // request is cancelled.
+    let closed = peer.endpoint.starts_with("https://")
+        && matches!(&error, etcd_client::Error::GRpcStatus(status)
+            if status.code() == tonic::Code::Cancelled);
+    let refused = match (tls_failure(&error), &error) {
+        (Some(TlsFailure::Untrusted(reason)), _) => Some(format!(
+            "the server's TLS certificate is not trusted (invalid peer certificate: {reason:?}); \
+             check the CA bundle (EtcdSettings__CaCertPath) and that the endpoint's host name \
+             is in the certificate"
         )),
-        _ if chain.contains("InconsistentKeys") || chain.contains("private key") => Some(
+        (Some(TlsFailure::KeyMismatch), _) => Some(
             "the client certificate and key do not belong together; check \
              EtcdSettings__ClientCertPath and EtcdSettings__ClientKeyPath"
                 .to_owned(),
         ),
-        // Without a client certificate, etcd 3.4 just closes the connection ("operation
-        // was canceled"); etcd 3.5 sends a BadCertificate or CertificateRequired alert.
-        _ if !peer.identity
-            && peer.endpoint.starts_with("https://")
-            && [
-                "CertificateRequired",
-                "BadCertificate",
-                "operation was canceled",
-            ]
-            .iter()
-            .any(|sign| chain.contains(sign)) =>
+        // etcd 3.5 sends an alert.
+        (Some(TlsFailure::Alert(Alert::CertificateRequired | Alert::BadCertificate)), _)
+            if !peer.identity =>
         {
-            Some(format!(
-                "{} requires a client certificate; set EtcdSettings__ClientCertPath and \
-                 EtcdSettings__ClientKeyPath",
-                peer.endpoint
-            ))
+            Some(no_client_certificate(peer))
         }
-        _ if peer.identity
-            && (chain.contains("UnknownCA")
-                || chain.contains("BadCertificate")
-                || chain.contains("operation was canceled")) =>
-        {
-            Some(format!(
-                "{} rejected the client certificate ({}); it must be signed by a CA the server trusts",
-                peer.endpoint,
-                if chain.contains("UnknownCA") {
-                    "unknown CA"
-                } else {
-                    "bad certificate"
-                }
-            ))
+        (None, _) if closed && !peer.identity => Some(no_client_certificate(peer)),
+        (Some(TlsFailure::Alert(Alert::UnknownCA)), _) => {
+            Some(rejected_client_certificate(peer, "unknown CA"))
         }
-        etcd_client::Error::GRpcStatus(status) => (FINAL_GRPC_CODES.contains(&status.code())
+        (Some(TlsFailure::Alert(Alert::BadCertificate)), _) => {
+            Some(rejected_client_certificate(peer, "bad certificate"))
+        }
+        (None, _) if closed => Some(rejected_client_certificate(peer, "bad certificate")),
+        (_, etcd_client::Error::GRpcStatus(status)) => (FINAL_GRPC_CODES.contains(&status.code())
             || is_auth_message(status.message()))
         .then(|| status.message().to_owned()),
-        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
+        (_, etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)) => {
             Some(error.to_string())
         }
         _ => None,
     };
     match refused {
-        Some(reason) => Error::Refused { reason },
+        Some(reason) => Error::Refused {
+            reason,
+            source: Some(BoxError::from(error)),
+        },
         None => Error::Unavailable {
             endpoints: peer.endpoint.clone(),
             source: BoxError::from(error),
@@ -973,18 +966,84 @@ fn classify(peer: &Peer, error: etcd_client::Error) -> Error {
     }
 }
 
-/// The part of a TLS failure that says what is wrong, e.g.
-/// `invalid peer certificate: UnknownIssuer`.
-fn tls_detail(chain: &str) -> &str {
-    let start = chain.find("invalid peer certificate").unwrap_or(0);
-    let rest = &chain[start..];
-    rest.find(['"', ',', ')']).map_or(rest, |end| &rest[..end])
+/// What TLS said was wrong.
+#[derive(Debug)]
+enum TlsFailure<'a> {
+    /// The server's certificate is not trusted.
+    Untrusted(&'a rustls::CertificateError),
+    /// The client's certificate and key do not belong together.
+    KeyMismatch,
+    /// The server sent this alert.
+    Alert(rustls::AlertDescription),
+}
+
+/// The TLS failure behind `error`, found along its causes.
+fn tls_failure(error: &etcd_client::Error) -> Option<TlsFailure<'_>> {
+    use rustls::AlertDescription as Alert;
+    let first: &(dyn std::error::Error + 'static) = error;
+    let causes = std::iter::successors(Some(first), |error| {
+        match error.downcast_ref::<etcd_client::Error>() {
+            // etcd-client does not name these as the source.
+            Some(etcd_client::Error::GRpcStatus(status)) => Some(status),
+            Some(etcd_client::Error::TransportError(error)) => Some(error),
+            _ => error.source(),
+        }
+    });
+    for cause in causes {
+        let io = cause.downcast_ref::<std::io::Error>();
+        // rustls' error comes as itself or inside an I/O error.
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            io.and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::InvalidCertificate(reason)) => {
+                return Some(TlsFailure::Untrusted(reason));
+            }
+            Some(rustls::Error::InconsistentKeys(_)) => return Some(TlsFailure::KeyMismatch),
+            Some(rustls::Error::AlertReceived(alert)) => return Some(TlsFailure::Alert(*alert)),
+            _ => {}
+        }
+        // tokio-rustls passes a received alert on as text only.
+        let alert = io
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| {
+                inner
+                    .to_string()
+                    .strip_prefix("received fatal alert: ")
+                    .map(str::to_owned)
+            });
+        let alert = match alert.as_deref() {
+            Some("BadCertificate") => Alert::BadCertificate,
+            Some("CertificateRequired") => Alert::CertificateRequired,
+            Some("UnknownCA") => Alert::UnknownCA,
+            _ => continue,
+        };
+        return Some(TlsFailure::Alert(alert));
+    }
+    None
+}
+
+fn no_client_certificate(peer: &Peer) -> String {
+    format!(
+        "{} requires a client certificate; set EtcdSettings__ClientCertPath and \
+         EtcdSettings__ClientKeyPath",
+        peer.endpoint
+    )
+}
+
+fn rejected_client_certificate(peer: &Peer, why: &str) -> String {
+    format!(
+        "{} rejected the client certificate ({why}); it must be signed by a CA the server trusts",
+        peer.endpoint
+    )
 }
 
 fn classify_message(endpoint: &str, message: &str) -> Error {
     if is_auth_message(message) {
         Error::Refused {
             reason: message.to_owned(),
+            source: None,
         }
     } else {
         Error::Unavailable {

@@ -37,6 +37,9 @@ pub enum Error {
     Refused {
         /// What etcd said, e.g. `authentication failed, invalid user ID or password`.
         reason: String,
+        /// The failure as the transport or etcd reported it.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// etcd did not answer before the start deadline (with `fail_fast`, or when no
@@ -58,7 +61,7 @@ pub enum Error {
         /// Why the value does not fit (never the value itself).
         reason: String,
         /// Where the value came from, e.g. `etcd key /app/Port @ rev 812`.
-        origin: crate::snapshot::Source,
+        origin: crate::value::Source,
     },
 
     /// A schema declaration is inconsistent (a default of the wrong kind, a bad pattern,
@@ -83,7 +86,7 @@ pub enum Error {
         /// `database.port`).
         name: Option<String>,
         /// Where that name's value came from (etcd key and revision, env var, default).
-        origin: Option<crate::snapshot::Source>,
+        origin: Option<crate::value::Source>,
         /// serde's reason, e.g. ``invalid value: integer `70000`, expected u16``.
         reason: String,
     },
@@ -194,7 +197,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// `name: reason (origin)`, with what is known.
-fn bind_text(name: Option<&str>, origin: Option<&crate::snapshot::Source>, reason: &str) -> String {
+fn bind_text(name: Option<&str>, origin: Option<&crate::value::Source>, reason: &str) -> String {
     match (name, origin) {
         (Some(name), Some(origin)) => format!("{name}: {reason} ({origin})"),
         (Some(name), None) => format!("{name}: {reason}"),

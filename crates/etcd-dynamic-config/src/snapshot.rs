@@ -10,61 +10,8 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
 use crate::error::{Error, Result};
-pub use crate::value::Value;
+pub use crate::value::{Source, Value};
 use crate::value::ValueDeserializer;
-
-/// Where a value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Source {
-    /// An etcd key, as of the revision that last modified it.
-    Etcd {
-        /// The absolute etcd key.
-        key: Arc<str>,
-        /// The revision that last wrote the key.
-        mod_revision: i64,
-    },
-    /// An environment variable.
-    Env {
-        /// Its name.
-        var: Arc<str>,
-    },
-    /// The last-known-good cache file, holding what an etcd key had.
-    Cache {
-        /// The etcd key the value came from.
-        key: Arc<str>,
-        /// The revision that wrote it.
-        mod_revision: i64,
-    },
-    /// The schema's default.
-    Default,
-    /// A value given to be written to this etcd key (in the errors of a write).
-    Write {
-        /// The absolute etcd key.
-        key: Arc<str>,
-    },
-}
-
-/// Serialized as its text, e.g. `"etcd key /app/Port @ rev 812"`.
-impl serde::Serialize for Source {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Etcd { key, mod_revision } => write!(f, "etcd key {key} @ rev {mod_revision}"),
-            Self::Env { var } => write!(f, "env var {var}"),
-            Self::Cache { key, mod_revision } => {
-                write!(f, "cache file (etcd key {key} @ rev {mod_revision})")
-            }
-            Self::Default => f.write_str("default"),
-            Self::Write { key } => write!(f, "to be written to etcd key {key}"),
-        }
-    }
-}
 
 /// What `Debug` shows instead of a secret value.
 pub(crate) const REDACTED: &str = "[REDACTED]";
