@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
 
+use crate::observe::events;
 use crate::snapshot::Snapshot;
 
 /// The configuration as a `T`, rebuilt on each applied revision.
@@ -107,7 +108,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
             }
             Err(error) => {
                 tracing::warn!(
-                    event = "bind_rejected",
+                    event = events::BIND_REJECTED,
                     revision = snapshot.revision(),
                     target = std::any::type_name::<T>(),
                     error.message = %error,

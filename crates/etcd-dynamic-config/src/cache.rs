@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::observe::events;
 use crate::report::Rejection;
 use crate::schema::Schema;
 use crate::snapshot::{Entries, Entry, Snapshot, Source};
@@ -230,7 +231,7 @@ pub(crate) async fn keep_written(
                 Ok(Ok(count)) => {
                     written = snapshot.revision();
                     tracing::debug!(
-                        event = "cache_written",
+                        event = events::CACHE_WRITTEN,
                         path = %cache.path().display(),
                         revision = written,
                         names = count,
@@ -238,7 +239,7 @@ pub(crate) async fn keep_written(
                     );
                 }
                 Ok(Err(error)) => tracing::warn!(
-                    event = "cache_write_failed",
+                    event = events::CACHE_WRITE_FAILED,
                     path = %cache.path().display(),
                     error.message = %error,
                     "could not write the cache file; the configuration is unaffected"

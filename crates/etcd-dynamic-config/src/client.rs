@@ -12,6 +12,7 @@ use crate::config::EnvLookup;
 use crate::connection::{Connection, Listing};
 use crate::engine::state::{Header, Input, Kv, Output, State};
 use crate::error::{Error, Result};
+use crate::observe::events;
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
 use crate::snapshot::{Snapshot, Source};
@@ -132,7 +133,7 @@ impl EtcdClient {
             };
             let delay = delays.next().unwrap_or_default();
             tracing::debug!(
-                event = "etcd_retry",
+                event = events::ETCD_RETRY,
                 endpoint = connection.endpoint(),
                 error.type = error.kind_name(),
                 error.message = %crate::error::Chain(&error),
@@ -185,7 +186,7 @@ impl EtcdClient {
                     records.push(record);
                 }
                 Err(error) => tracing::warn!(
-                    event = "audit_record_ignored",
+                    event = events::AUDIT_RECORD_IGNORED,
                     key = %kv.key,
                     error.message = %error,
                     "an audit record does not read as one; it is left out"
@@ -366,7 +367,7 @@ impl EtcdClient {
     ) -> Result<BTreeMap<String, Value>> {
         let loaded = self.load().await?;
         for problem in &loaded.problems {
-            tracing::warn!(event = "update_rejected", problem = %problem, "a value was rejected");
+            tracing::warn!(event = events::CONFIG_PROBLEM, problem = %problem, "a value was rejected, keys collide or a check fails");
         }
         if !loaded.valid {
             return Err(Error::Invalid {

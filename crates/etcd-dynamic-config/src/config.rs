@@ -17,6 +17,7 @@ use crate::connection::Connection;
 use crate::engine::state::{Start, State};
 use crate::engine::{Engine, Starting};
 use crate::error::{Error, Result};
+use crate::observe::events;
 use crate::observe::health::{Health, HealthState, SYNC_BOUND};
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
@@ -148,7 +149,11 @@ impl EtcdConfig {
         started
     }
 
-    async fn start_run(&self, cancel: &CancellationToken, tasks: &TaskTracker) -> Result<StartReport> {
+    async fn start_run(
+        &self,
+        cancel: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<StartReport> {
         let inner = &self.inner;
         // What an earlier run served: listeners hear the difference to it, and it keeps
         // serving when etcd is away now.
@@ -199,7 +204,11 @@ impl EtcdConfig {
             cache: cache.clone(),
             reply,
         };
-        let run = tasks.spawn(engine.run(starting, cancel.clone()).instrument(span.clone()));
+        let run = tasks.spawn(
+            engine
+                .run(starting, cancel.clone())
+                .instrument(span.clone()),
+        );
         self.watch_engine(run, tasks, span.clone());
         let store = inner.store.clone();
         let ticks_cancel = cancel.clone();
@@ -227,7 +236,8 @@ impl EtcdConfig {
             } else {
                 report.revision
             };
-            let writer = crate::cache::keep_written(cache, self.subscribe(), written, cancel.clone());
+            let writer =
+                crate::cache::keep_written(cache, self.subscribe(), written, cancel.clone());
             tasks.spawn(writer.instrument(span));
         }
         Ok(report)
@@ -249,7 +259,7 @@ impl EtcdConfig {
                 };
                 span.in_scope(|| {
                     tracing::error!(
-                        event = "engine_failed",
+                        event = events::ENGINE_FAILED,
                         failure = %failure,
                         "the engine ended without being stopped; nothing updates the configuration"
                     );

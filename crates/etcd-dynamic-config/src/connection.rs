@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::engine::state::{Event, Header, Input, Kv, Probe, fingerprint};
 use crate::error::{BoxError, Error, Result};
+use crate::observe::events;
 use crate::settings::EtcdSettings;
 
 /// Keys per page when a prefix does not fit in one response. etcd walks every remaining
@@ -898,7 +899,7 @@ fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
         Ok(key) => Some(Arc::from(key)),
         Err(error) => {
             tracing::warn!(
-                event = "key_ignored",
+                event = events::KEY_IGNORED,
                 key = %String::from_utf8_lossy(error.as_bytes()),
                 "an etcd key is not UTF-8 text and names no configuration value"
             );
@@ -1005,14 +1006,12 @@ fn tls_failure(error: &etcd_client::Error) -> Option<TlsFailure<'_>> {
             _ => {}
         }
         // tokio-rustls passes a received alert on as text only.
-        let alert = io
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| {
-                inner
-                    .to_string()
-                    .strip_prefix("received fatal alert: ")
-                    .map(str::to_owned)
-            });
+        let alert = io.and_then(|io| io.get_ref()).and_then(|inner| {
+            inner
+                .to_string()
+                .strip_prefix("received fatal alert: ")
+                .map(str::to_owned)
+        });
         let alert = match alert.as_deref() {
             Some("BadCertificate") => Alert::BadCertificate,
             Some("CertificateRequired") => Alert::CertificateRequired,

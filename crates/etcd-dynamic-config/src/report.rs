@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::observe::events;
 use crate::snapshot::Source;
 
 /// A value that failed coercion or a validator; the name keeps its last good value (or
@@ -25,7 +26,7 @@ impl Rejection {
     /// Emits the `update_rejected` event.
     pub(crate) fn log(&self) {
         tracing::warn!(
-            event = "update_rejected",
+            event = events::UPDATE_REJECTED,
             name = %self.name,
             source = %self.source,
             reason = %self.reason,
@@ -102,7 +103,7 @@ impl StartReport {
             rejection.log();
         }
         tracing::info!(
-            event = "started",
+            event = events::STARTED,
             source = ?self.source,
             revision = self.revision,
             loaded = self.loaded,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
 use crate::error::{Error, Result};
-pub use crate::value::{Source, Value};
 use crate::value::ValueDeserializer;
+pub use crate::value::{Source, Value};
 
 /// What `Debug` shows instead of a secret value.
 pub(crate) const REDACTED: &str = "[REDACTED]";

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::observe::events;
 use crate::observe::metrics::Metrics;
 use crate::report::{Rejection, RevisionRejection, StartSource};
 use crate::snapshot::{ConfigChange, Snapshot};
@@ -227,7 +228,7 @@ impl Store {
                 while let Some(change) = queue.pop() {
                     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(&change))) {
                         tracing::error!(
-                            event = "callback_panicked",
+                            event = events::CALLBACK_PANICKED,
                             revision = change.revision,
                             panic = %crate::error::panic_message(&*panic),
                             "an on_change callback panicked; it goes on with the next change"
@@ -443,7 +444,6 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-
     /// The metric handles, once started.
     pub(crate) fn metrics(&self) -> Option<Arc<Metrics>> {
         self.store.metrics.load_full()

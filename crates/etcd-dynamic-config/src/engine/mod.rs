@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::CacheFile;
 use crate::connection::Connection;
 use crate::error::{Chain, Error};
+use crate::observe::events;
 use crate::report::{StartReport, StartSource};
 use crate::store::Writer;
 use state::{CacheRead, Input, ListReason, Output, StartFailure, State};
@@ -184,7 +185,7 @@ impl Engine {
             let delay = if error.is_retryable() {
                 let delay = backoff.next().unwrap_or(MAX_BACKOFF);
                 tracing::debug!(
-                    event = "etcd_retry",
+                    event = events::ETCD_RETRY,
                     endpoint = self.connection.endpoint(),
                     error.type = error.kind_name(),
                     error.message = %Chain(&error),
@@ -207,7 +208,7 @@ impl Engine {
                 self.writer
                     .update_status(|status| status.token_refreshes += 1);
                 tracing::info!(
-                    event = "token_refreshed",
+                    event = events::TOKEN_REFRESHED,
                     endpoint = self.connection.endpoint(),
                     error.type = error.kind_name(),
                     error.message = %Chain(&error),
@@ -219,7 +220,7 @@ impl Engine {
                 // say so once, keep serving, and look again now and then.
                 if !refused {
                     tracing::error!(
-                        event = "etcd_refused",
+                        event = events::ETCD_REFUSED,
                         endpoint = self.connection.endpoint(),
                         error.type = error.kind_name(),
                         error.message = %Chain(&error),
@@ -279,7 +280,9 @@ impl Engine {
     fn timed_out(&mut self) -> Error {
         let start = self.start.as_mut();
         Error::StartTimeout {
-            timeout: start.as_ref().map_or(Duration::ZERO, |s| s.starting.timeout),
+            timeout: start
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.starting.timeout),
             cause: start.and_then(|s| s.last_error.take()).map(Box::new),
         }
     }
@@ -307,14 +310,14 @@ impl Engine {
                     let cache = self.start.as_ref().and_then(|s| s.starting.cache.as_ref());
                     if let (Some(cache), Some(reason)) = (cache, &report.cache_error) {
                         tracing::warn!(
-                            event = "cache_ignored",
+                            event = events::CACHE_IGNORED,
                             path = %cache.path().display(),
                             reason = %reason,
                             "the cache file is not trusted and was ignored"
                         );
                     }
                     tracing::warn!(
-                        event = "fallback",
+                        event = events::FALLBACK,
                         source = ?report.source,
                         revision = report.revision,
                         error.type = error.kind_name(),
@@ -350,7 +353,7 @@ impl Engine {
         let to = self.connection.endpoint();
         if from != to {
             tracing::warn!(
-                event = "endpoint_switched",
+                event = events::ENDPOINT_SWITCHED,
                 from = %from,
                 to = %to,
                 error.type = error.kind_name(),
@@ -394,7 +397,11 @@ impl Engine {
     async fn perform(&mut self, action: Action) -> Outcome {
         match action {
             Action::List(reason) => {
-                tracing::info!(event = "relist", ?reason, "reading the whole prefix again");
+                tracing::info!(
+                    event = events::RELIST,
+                    ?reason,
+                    "reading the whole prefix again"
+                );
                 self.count(|metrics| metrics.relists.increment(1));
                 match self.load().await {
                     Ok(next) => Outcome {
@@ -456,7 +463,7 @@ impl Engine {
         };
         if let Some(since) = self.outage.take() {
             tracing::info!(
-                event = "watch_resumed",
+                event = events::WATCH_RESUMED,
                 endpoint = self.connection.endpoint(),
                 from_revision,
                 outage_ms = since.elapsed().as_millis() as u64,
@@ -464,7 +471,7 @@ impl Engine {
             );
         }
         tracing::debug!(
-            event = "watch_started",
+            event = events::WATCH_STARTED,
             endpoint = self.connection.endpoint(),
             from_revision,
             "watching the prefix"
@@ -548,7 +555,7 @@ impl Engine {
             if let Some(next) = self.execute(outputs) {
                 if broken || error.is_some() {
                     tracing::warn!(
-                        event = "watch_broken",
+                        event = events::WATCH_BROKEN,
                         endpoint = self.connection.endpoint(),
                         resume_from = self.state.revision() + 1,
                         error.type = error.as_ref().map(Error::kind_name),
@@ -631,7 +638,7 @@ impl Engine {
                 Output::Notify(change) => {
                     self.count(|metrics| metrics.updates_applied.increment(1));
                     tracing::info!(
-                        event = "update_applied",
+                        event = events::UPDATE_APPLIED,
                         revision = change.revision,
                         names = %change
                             .changes
@@ -650,14 +657,14 @@ impl Engine {
                 Output::RejectRevision(rejection) => {
                     self.count(|metrics| metrics.revisions_rejected.increment(1));
                     tracing::warn!(
-                    event = "revision_rejected",
+                    event = events::REVISION_REJECTED,
                     revision = rejection.revision,
                     reasons = ?rejection.reasons,
                     "a revision breaks the schema's checks; the last good snapshot keeps serving"
                     );
                 }
                 Output::Collide { name, keys } => tracing::warn!(
-                    event = "name_collision",
+                    event = events::NAME_COLLISION,
                     name = %name,
                     keys = ?keys,
                     "several etcd keys map to one name; the first key in order wins"
@@ -668,7 +675,7 @@ impl Engine {
                 Output::List(reason) => {
                     if reason.is_another_etcd() {
                         tracing::warn!(
-                            event = "etcd_replaced",
+                            event = events::ETCD_REPLACED,
                             ?reason,
                             revision = self.state.revision(),
                             "another etcd answers (wiped, restored from a backup or replaced); \

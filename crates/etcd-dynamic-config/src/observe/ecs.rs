@@ -32,6 +32,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::reload;
 
+use super::events;
 use crate::config::EtcdConfig;
 use crate::error::{Error, Result};
 use crate::snapshot::Value;
@@ -189,13 +190,13 @@ impl LogControl {
                 let level = value.to_string();
                 match control.set_level(&level) {
                     Ok(()) => tracing::info!(
-                        event = "log_level_changed",
+                        event = events::LOG_LEVEL_CHANGED,
                         name = %name,
                         level = %level,
                         "log level changed from etcd"
                     ),
                     Err(error) => tracing::warn!(
-                        event = "log_level_rejected",
+                        event = events::LOG_LEVEL_REJECTED,
                         name = %name,
                         reason = %error,
                         "the log level in etcd is not a level; the current one stays"

@@ -31,44 +31,80 @@
 //! | `log_level_changed` / `log_level_rejected` | info / warn | `name`, `level` / `reason` |
 //! | `callback_panicked` | error | `revision`, `panic` |
 //! | `audit_record_ignored` | warn | `key`, `error.message` (`EtcdClient::audit_trail`) |
+//! | `config_problem` | warn | `problem` (`EtcdClient::get_config`: a rejected value, colliding keys, a broken check) |
 
 #[cfg(feature = "ecs")]
 pub mod ecs;
+pub(crate) mod events;
 pub mod health;
 pub(crate) mod metrics;
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
 
-    /// Every `event = "…"` emitted under `src/` is in the table above.
-    #[test]
-    fn every_event_emitted_is_documented() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let table = std::fs::read_to_string(src.join("observe/mod.rs")).unwrap();
-        let mut missing = Vec::new();
-        let mut files = vec![src];
-        while let Some(path) = files.pop() {
+    /// The library's sources, without their test modules, which log events of their own.
+    fn sources() -> Vec<(PathBuf, String)> {
+        let mut sources = Vec::new();
+        let mut paths = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(path) = paths.pop() {
             if path.is_dir() {
-                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                paths.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            // Test modules log events of their own.
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            let lines = code
+            let code = code
                 .lines()
-                .filter(|line| !line.trim_start().starts_with("//"));
-            for line in lines {
-                for (start, _) in line.match_indices("event = \"") {
-                    let rest = &line[start + 9..];
-                    let name = &rest[..rest.find('"').unwrap()];
-                    if !table.contains(&format!("`{name}`")) {
-                        missing.push(format!("{name} ({})", path.display()));
-                    }
-                }
-            }
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            sources.push((path, code));
         }
-        assert!(missing.is_empty(), "not in the event table: {missing:?}");
+        sources
+    }
+
+    /// `(constant, event name)` for each entry of the catalogue.
+    fn catalogue() -> Vec<(String, String)> {
+        let text = include_str!("events.rs");
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("pub(crate) const ")?;
+                let (constant, rest) = rest.split_once(": &str = \"")?;
+                Some((constant.to_owned(), rest.strip_suffix("\";")?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Every event is emitted through the catalogue, every catalogued event is emitted,
+    /// and the documented table lists exactly the catalogue.
+    #[test]
+    fn the_catalogue_the_code_and_the_table_agree() {
+        let catalogue = catalogue();
+        assert!(catalogue.len() >= 20, "{catalogue:?}");
+        let sources = sources();
+        for (path, code) in &sources {
+            assert!(
+                !code.contains("event = \""),
+                "{}: an event named outside the catalogue (use observe::events)",
+                path.display()
+            );
+        }
+        for (constant, name) in &catalogue {
+            let used = sources.iter().any(|(path, code)| {
+                !path.ends_with("events.rs") && code.contains(&format!("events::{constant}"))
+            });
+            assert!(used, "{name} is catalogued but never emitted");
+        }
+        let table = include_str!("mod.rs");
+        let documented: BTreeSet<&str> = table
+            .lines()
+            .filter(|line| line.starts_with("//! | `"))
+            .flat_map(|line| line.split('|').nth(1).unwrap_or_default().split('/'))
+            .map(|cell| cell.trim().trim_matches('`'))
+            .collect();
+        let catalogued: BTreeSet<&str> = catalogue.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(documented, catalogued, "the table in observe/mod.rs");
     }
 }

@@ -1086,8 +1086,15 @@ fn at_the_deadline_the_cache_file_wins_over_env_vars_and_defaults() {
         "the cache file, then the env var, then the default"
     );
     let report = started(&outputs);
-    assert_eq!((report.source, report.revision), (StartSource::CacheFile, 41));
-    assert_eq!(report.rejected.len(), 1, "the cached value the schema rejects");
+    assert_eq!(
+        (report.source, report.revision),
+        (StartSource::CacheFile, 41)
+    );
+    assert_eq!(
+        report.rejected.len(),
+        1,
+        "the cached value the schema rejects"
+    );
     assert_eq!(&*report.rejected[0].name, "broken");
 
     // etcd answers later: its values replace the cache file's, and listeners hear the
