@@ -75,7 +75,7 @@ pub enum StartSource {
 }
 
 /// What [`EtcdConfig::start`](crate::EtcdConfig::start) loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct StartReport {
     /// Where the values came from.

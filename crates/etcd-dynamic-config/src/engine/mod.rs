@@ -44,6 +44,8 @@ pub(crate) struct Starting {
 #[derive(Debug)]
 struct Pending {
     deadline: tokio::time::Instant,
+    /// Cancelled when `start()` is answered.
+    answered: CancellationToken,
     starting: Starting,
     /// The last failure, for the answer when etcd does not answer in time.
     last_error: Option<Error>,
@@ -88,12 +90,16 @@ struct Outcome {
     progressed: bool,
 }
 
-/// Waits until `deadline`, or forever without one.
-async fn until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// Waits until the start deadline, or forever when there is none or `start()` was
+/// answered meanwhile (the wait is set up before the attempt that may answer it).
+async fn until(deadline: Option<(tokio::time::Instant, CancellationToken)>) {
+    if let Some((deadline, answered)) = deadline {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return,
+            () = answered.cancelled() => {}
+        }
     }
+    std::future::pending().await
 }
 
 impl Engine {
@@ -140,6 +146,7 @@ impl Engine {
     pub(crate) async fn run(mut self, starting: Starting, cancel: CancellationToken) {
         self.start = Some(Pending {
             deadline: tokio::time::Instant::now() + starting.timeout,
+            answered: CancellationToken::new(),
             starting,
             last_error: None,
         });
@@ -148,7 +155,7 @@ impl Engine {
         let mut refused = false;
         let mut reauthenticated = false;
         loop {
-            let deadline = self.start.as_ref().map(|start| start.deadline);
+            let deadline = self.deadline();
             let outcome = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -234,7 +241,7 @@ impl Engine {
             if let Some(start) = &mut self.start {
                 start.last_error = Some(error);
             }
-            let deadline = self.start.as_ref().map(|start| start.deadline);
+            let deadline = self.deadline();
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -251,6 +258,13 @@ impl Engine {
             status.connected = false;
             status.running = false;
         });
+    }
+
+    /// The start deadline, while `start()` waits.
+    fn deadline(&self) -> Option<(tokio::time::Instant, CancellationToken)> {
+        self.start
+            .as_ref()
+            .map(|start| (start.deadline, start.answered.clone()))
     }
 
     /// Where to go on after an attempt was dropped at the start deadline.
@@ -341,6 +355,7 @@ impl Engine {
             }
         };
         if let Some(start) = self.start.take() {
+            start.answered.cancel();
             // `start()` may have been given up on (stopped): nobody to tell then.
             let _ = start.starting.reply.send(result);
         }

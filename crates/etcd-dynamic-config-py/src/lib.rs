@@ -1,0 +1,483 @@
+//! `etcd_dynamic_config._native`: the engine, seen from Python.
+//!
+//! The Python package (`python/etcd_dynamic_config`) builds the original's API on these
+//! few types. Every call that waits (start, stop, reads from etcd) releases the GIL. A
+//! Python callback runs on its listener's own thread, never on the engine's, so a slow
+//! or raising callback delays only itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use etcd_dynamic_config::schema::Name;
+use etcd_dynamic_config::{
+    ConfigChange, EtcdClient, EtcdConfig, EtcdSettings, Listener, Schema, Snapshot, Source, Value,
+    blocking,
+};
+use pyo3::exceptions::{PyException, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+pyo3::create_exception!(
+    _native,
+    EtcdConfigError,
+    PyException,
+    "A failure of etcd_dynamic_config, in plain words."
+);
+pyo3::create_exception!(
+    _native,
+    SettingError,
+    EtcdConfigError,
+    "A malformed setting (an EtcdSettings__* variable or a constructor argument)."
+);
+pyo3::create_exception!(
+    _native,
+    UnavailableError,
+    EtcdConfigError,
+    "etcd could not be reached in time; worth retrying."
+);
+pyo3::create_exception!(
+    _native,
+    RefusedError,
+    EtcdConfigError,
+    "etcd refused the request for good: credentials, permissions, certificates."
+);
+pyo3::create_exception!(
+    _native,
+    InvalidError,
+    EtcdConfigError,
+    "The configuration breaks the schema, or a value does not read as asked."
+);
+
+/// The runtime of one-off client calls.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("etcd-config-client")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the client")
+});
+
+/// The error as the Python exception of its kind, with its causes in the message.
+fn to_py(error: etcd_dynamic_config::Error) -> PyErr {
+    use etcd_dynamic_config::Error;
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    match error {
+        Error::Setting { .. } | Error::Schema { .. } => SettingError::new_err(message),
+        Error::Unavailable { .. } | Error::StartTimeout { .. } => {
+            UnavailableError::new_err(message)
+        }
+        Error::Refused { .. } => RefusedError::new_err(message),
+        Error::Invalid { .. } | Error::Value { .. } | Error::Bind { .. } => {
+            InvalidError::new_err(message)
+        }
+        _ => EtcdConfigError::new_err(message),
+    }
+}
+
+/// A value as the Python type the original gives it: `str`, `bool`, `int`, `float`, a
+/// `tuple` of `str` for lists; JSON as dicts and lists; a duration in seconds.
+fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::String(text) => PyString::new(py, text).into_any(),
+        Value::Bool(flag) => flag.into_pyobject(py)?.to_owned().into_any(),
+        Value::Integer(number) => number.into_pyobject(py)?.into_any(),
+        Value::Float(number) => number.into_pyobject(py)?.into_any(),
+        Value::List(items) => PyTuple::new(py, items.iter().map(|item| &**item))?.into_any(),
+        Value::Json(json) => json_to_py(py, json)?,
+        Value::Duration(duration) => duration.as_secs_f64().into_pyobject(py)?.into_any(),
+        other => PyString::new(py, &other.to_string()).into_any(),
+    })
+}
+
+fn json_to_py<'py>(py: Python<'py>, json: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as Json;
+    Ok(match json {
+        Json::Null => py.None().into_bound(py),
+        Json::Bool(flag) => flag.into_pyobject(py)?.to_owned().into_any(),
+        Json::Number(number) => match (number.as_i64(), number.as_f64()) {
+            (Some(integer), _) => integer.into_pyobject(py)?.into_any(),
+            (None, Some(float)) => float.into_pyobject(py)?.into_any(),
+            (None, None) => PyString::new(py, &number.to_string()).into_any(),
+        },
+        Json::String(text) => PyString::new(py, text).into_any(),
+        Json::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Json::Object(fields) => {
+            let dict = PyDict::new(py);
+            for (key, item) in fields {
+                dict.set_item(key, json_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+fn snapshot_to_py<'py>(py: Python<'py>, snapshot: &Snapshot) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, entry) in snapshot.iter() {
+        dict.set_item(name, value_to_py(py, entry.value())?)?;
+    }
+    Ok(dict)
+}
+
+/// Reads a variable from `overrides` first (`None` there: unset), then the process
+/// environment.
+type Overrides = Arc<HashMap<String, Option<String>>>;
+
+fn lookup(overrides: &Overrides, name: &str) -> Option<String> {
+    match overrides.get(name) {
+        Some(value) => value.clone(),
+        None => std::env::var(name).ok(),
+    }
+}
+
+/// The schema of a Python client.
+///
+/// `keys` (absolute etcd key → name) loads those keys only; without it every key under
+/// the prefix is discovered. `env_vars` names each name's environment variable. With
+/// `raw`, values stay text: the Python client's own coercion hook reads them.
+fn schema(
+    keys: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    raw: bool,
+    control_unit: bool,
+) -> PyResult<Schema> {
+    if control_unit && keys.is_none() && env_vars.is_none() && !raw {
+        return Ok(Schema::control_unit());
+    }
+    let mut builder = Schema::builder().discover(keys.is_none());
+    for (key, name) in keys.into_iter().flatten() {
+        builder = builder.key(key, name);
+    }
+    for (name, var) in env_vars.into_iter().flatten() {
+        builder = builder.name(Name::new(name).env(var));
+    }
+    if raw {
+        builder = builder.coerce(|_, text| Some(Ok(Value::String(Arc::from(text)))));
+    }
+    builder.build().map_err(to_py)
+}
+
+/// Settings and schema of a Python client.
+struct Parts {
+    settings: EtcdSettings,
+    schema: Schema,
+    overrides: Overrides,
+}
+
+fn parts(
+    keys: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    raw: bool,
+    control_unit: bool,
+    settings: Option<HashMap<String, Option<String>>>,
+) -> PyResult<Parts> {
+    let overrides: Overrides = Arc::new(settings.unwrap_or_default());
+    let settings = EtcdSettings::from_lookup(|name| lookup(&overrides, name)).map_err(to_py)?;
+    Ok(Parts {
+        settings,
+        schema: schema(keys, env_vars, raw, control_unit)?,
+        overrides,
+    })
+}
+
+/// A configuration kept current by the engine.
+#[pyclass(frozen, module = "etcd_dynamic_config._native")]
+struct Config {
+    config: blocking::EtcdConfig,
+    /// The snapshot last handed to Python, to tell whether another one is served.
+    handed: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("prefix", &self.config.as_async().prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+#[pymethods]
+impl Config {
+    #[new]
+    #[pyo3(signature = (prefix=None, *, keys=None, env_vars=None, raw=false, control_unit=false, settings=None))]
+    fn new(
+        prefix: Option<String>,
+        keys: Option<BTreeMap<String, String>>,
+        env_vars: Option<BTreeMap<String, String>>,
+        raw: bool,
+        control_unit: bool,
+        settings: Option<HashMap<String, Option<String>>>,
+    ) -> PyResult<Self> {
+        let parts = parts(keys, env_vars, raw, control_unit, settings)?;
+        let overrides = parts.overrides;
+        let mut builder = EtcdConfig::builder()
+            .settings(parts.settings)
+            .schema(parts.schema)
+            .env(move |name: &str| lookup(&overrides, name));
+        if let Some(prefix) = prefix {
+            builder = builder.prefix(prefix);
+        }
+        let config = blocking::EtcdConfig::new(builder.build().map_err(to_py)?).map_err(to_py)?;
+        Ok(Self {
+            config,
+            handed: Mutex::new(None),
+        })
+    }
+
+    /// The prefix, with a trailing `/`.
+    #[getter]
+    fn prefix(&self) -> String {
+        self.config.as_async().prefix().to_owned()
+    }
+
+    /// Loads the prefix and starts the watch; the start report as JSON.
+    fn start(&self, py: Python<'_>) -> PyResult<String> {
+        let report = py.detach(|| self.config.start()).map_err(to_py)?;
+        serde_json::to_string(&report).map_err(|error| PyRuntimeError::new_err(error.to_string()))
+    }
+
+    /// Stops the watch; the last snapshot keeps serving.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.config.stop());
+    }
+
+    /// `(revision, {name: value})` of the snapshot served now.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<(i64, Bound<'py, PyDict>)> {
+        let snapshot = self.config.snapshot();
+        Ok((snapshot.revision(), snapshot_to_py(py, &snapshot)?))
+    }
+
+    /// As `values`, or `None` when the snapshot served is the one this call returned
+    /// last time.
+    fn values_if_changed<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(i64, Bound<'py, PyDict>)>> {
+        let snapshot = self.config.snapshot();
+        {
+            let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+            if handed
+                .as_ref()
+                .is_some_and(|last| Arc::ptr_eq(last, &snapshot))
+            {
+                return Ok(None);
+            }
+            *handed = Some(snapshot.clone());
+        }
+        Ok(Some((snapshot.revision(), snapshot_to_py(py, &snapshot)?)))
+    }
+
+    /// The revision of the snapshot served now.
+    fn revision(&self) -> i64 {
+        self.config.snapshot().revision()
+    }
+
+    /// The health report as JSON.
+    fn health(&self) -> PyResult<String> {
+        serde_json::to_string(&self.config.health())
+            .map_err(|error| PyRuntimeError::new_err(error.to_string()))
+    }
+
+    /// The values rejected now as JSON: name, source and reason, never the value.
+    fn rejections(&self) -> PyResult<String> {
+        serde_json::to_string(&self.config.rejections())
+            .map_err(|error| PyRuntimeError::new_err(error.to_string()))
+    }
+
+    /// Calls `callback(revision, [(name, old, new), ...])` after every applied revision
+    /// that changed a value, on a thread of its own, until the subscription is
+    /// cancelled. An exception in the callback is reported as unraisable; the next
+    /// change calls it again.
+    fn on_change(&self, callback: Py<PyAny>) -> Subscription {
+        let listener = self.config.on_change(move |change: &ConfigChange| {
+            Python::attach(|py| {
+                let called = changes_to_py(py, change)
+                    .and_then(|changes| callback.call1(py, (change.revision, changes)));
+                if let Err(error) = called {
+                    error.write_unraisable(py, Some(callback.bind(py)));
+                }
+            });
+        });
+        Subscription {
+            listener: Mutex::new(Some(listener)),
+        }
+    }
+}
+
+fn changes_to_py<'py>(py: Python<'py>, change: &ConfigChange) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for value in &change.changes {
+        let old = value.old.as_ref().map(|v| value_to_py(py, v)).transpose()?;
+        let new = value.new.as_ref().map(|v| value_to_py(py, v)).transpose()?;
+        list.append((&*value.name, old, new))?;
+    }
+    Ok(list)
+}
+
+/// A registered change callback; `cancel()` (or dropping it) unsubscribes.
+#[pyclass(frozen, module = "etcd_dynamic_config._native")]
+#[derive(Debug)]
+struct Subscription {
+    listener: Mutex<Option<Listener>>,
+}
+
+#[pymethods]
+impl Subscription {
+    /// Stops the callback; changes already queued for it are dropped.
+    fn cancel(&self, py: Python<'_>) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The listener's thread may be waiting for the GIL to call back.
+        py.detach(|| drop(listener));
+    }
+}
+
+/// What `Client.load` returns: values, problems, validity, and etcd key → name.
+type LoadedPy<'py> = (
+    Bound<'py, PyDict>,
+    Vec<String>,
+    bool,
+    BTreeMap<String, String>,
+);
+
+/// One-off reads through a schema: no watch, no cache.
+#[pyclass(frozen, module = "etcd_dynamic_config._native")]
+#[derive(Debug)]
+struct Client {
+    client: EtcdClient,
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (prefix=None, *, keys=None, env_vars=None, raw=false, control_unit=false, settings=None))]
+    fn new(
+        prefix: Option<String>,
+        keys: Option<BTreeMap<String, String>>,
+        env_vars: Option<BTreeMap<String, String>>,
+        raw: bool,
+        control_unit: bool,
+        settings: Option<HashMap<String, Option<String>>>,
+    ) -> PyResult<Self> {
+        let parts = parts(keys, env_vars, raw, control_unit, settings)?;
+        let overrides = parts.overrides;
+        let env = Arc::new(move |name: &str| lookup(&overrides, name));
+        let mut client = EtcdClient::with_env(parts.settings, parts.schema, env).map_err(to_py)?;
+        if let Some(prefix) = prefix {
+            client = client.with_prefix(&prefix).map_err(to_py)?;
+        }
+        Ok(Self { client })
+    }
+
+    /// The prefix, with a trailing `/`.
+    #[getter]
+    fn prefix(&self) -> String {
+        self.client.prefix().to_owned()
+    }
+
+    /// `({name: value}, problems, valid, {etcd key: name})`: the configuration read
+    /// once, with every problem in plain words (rejected values are left out).
+    fn load<'py>(&self, py: Python<'py>) -> PyResult<LoadedPy<'py>> {
+        let loaded = py
+            .detach(|| RUNTIME.block_on(self.client.load()))
+            .map_err(to_py)?;
+        let keys = loaded
+            .snapshot
+            .iter()
+            .filter_map(|(name, entry)| match entry.source() {
+                Source::Etcd { key, .. } => Some((key.to_string(), name.to_owned())),
+                _ => None,
+            })
+            .collect();
+        Ok((
+            snapshot_to_py(py, &loaded.snapshot)?,
+            loaded.problems,
+            loaded.valid,
+            keys,
+        ))
+    }
+
+    /// `{key: text}` for the keys etcd holds (absent keys are left out).
+    fn get_values_by_keys(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+    ) -> PyResult<BTreeMap<String, String>> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        py.detach(|| RUNTIME.block_on(self.client.get_values_by_keys(&keys)))
+            .map_err(to_py)
+    }
+}
+
+/// The value of `text` under the built-in naming rules for `name` (a `*_port` is an
+/// integer, a `use_*` a boolean, ...).
+///
+/// Raises `ValueError` naming what was expected when the text does not read as that.
+#[pyfunction]
+fn coerce<'py>(py: Python<'py>, name: &str, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    let value = Schema::auto_discover()
+        .coerce(name, text.as_bytes())
+        .map_err(|reason| pyo3::exceptions::PyValueError::new_err(format!("{name}: {reason}")))?;
+    value_to_py(py, &value)
+}
+
+/// The prefix the settings name when nothing else does: `EtcdSettings__RootKey` (a
+/// leading `/` added) or `/APPS/ControlUnit`, with `/dev` in front when
+/// `EtcdSettings__Dev=true`.
+#[pyfunction]
+#[pyo3(signature = (settings=None))]
+fn default_prefix(settings: Option<HashMap<String, Option<String>>>) -> PyResult<String> {
+    let overrides: Overrides = Arc::new(settings.unwrap_or_default());
+    let settings = EtcdSettings::from_lookup(|name| lookup(&overrides, name)).map_err(to_py)?;
+    settings.resolve_prefix(None, None).map_err(to_py)
+}
+
+/// The kind the naming rules give `name`: `string`, `bool`, `integer`, `float`, `list`,
+/// `json` or `duration`.
+#[pyfunction]
+fn kind(name: &str) -> String {
+    format!("{:?}", etcd_dynamic_config::schema::Kind::infer(name)).to_lowercase()
+}
+
+/// A CamelCase key segment in snake_case, as the original names keys.
+#[pyfunction]
+fn snake_case(segment: &str) -> String {
+    etcd_dynamic_config::schema::naming::snake_case(segment)
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add_class::<Config>()?;
+    module.add_class::<Client>()?;
+    module.add_class::<Subscription>()?;
+    module.add("EtcdConfigError", py.get_type::<EtcdConfigError>())?;
+    module.add("SettingError", py.get_type::<SettingError>())?;
+    module.add("UnavailableError", py.get_type::<UnavailableError>())?;
+    module.add("RefusedError", py.get_type::<RefusedError>())?;
+    module.add("InvalidError", py.get_type::<InvalidError>())?;
+    module.add_function(wrap_pyfunction!(coerce, module)?)?;
+    module.add_function(wrap_pyfunction!(default_prefix, module)?)?;
+    module.add_function(wrap_pyfunction!(snake_case, module)?)?;
+    module.add_function(wrap_pyfunction!(kind, module)?)?;
+    Ok(())
+}
