@@ -75,7 +75,7 @@ def run(code: str, settings: dict, use_original: bool, timeout: float = 60) -> s
 # Prints what `etcd_config` serves, each value as [type name, repr], after `start()`,
 # then again after the writes the parent makes (it waits for a line on stdin).
 SERVE = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
 from etcd_dynamic_config import etcd_config
 
 def typed(values):
@@ -87,7 +87,9 @@ async def main():
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await asyncio.sleep(float(sys.argv[1]))
     print(json.dumps({"values": typed(await etcd_config.get_all_configs())}), flush=True)
-    await etcd_config.stop()
+    # Not stop(): the original's joins a watcher thread that may wait on an idle HTTP
+    # stream for ever.
+    os._exit(0)
 
 asyncio.run(main())
 """
