@@ -6,6 +6,7 @@ names (`etcd_config`, `EtcdConfig`, `EtcdClient`, `etcd_client`, `BaseEtcdClient
 `snapshot`, `health` and `rejections` on `EtcdConfig`.
 """
 
+import atexit
 import logging
 
 from . import _native
@@ -28,6 +29,10 @@ def setup_logging(level: str = "INFO", sql_level: str = "WARNING") -> None:
     logging.getLogger("etcd_dynamic_config").setLevel(str(level).upper())
     logging.getLogger("sqlalchemy").setLevel(str(sql_level).upper())
 
+
+# No change callback may enter the interpreter once it finalizes: at exit, callbacks stop
+# starting and those running finish (within 5 s).
+atexit.register(_native.shutdown, 5.0)
 
 # The process-wide ControlUnit instances; nothing is contacted until they are used.
 control_unit_client = ControlUnitEtcdClient()

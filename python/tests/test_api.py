@@ -278,3 +278,36 @@ def test_secrets_stay_out_of_repr_health_and_errors(etcd, env, prefix):
     for text in texts:
         assert "hunter2-secret" not in text
     run(config.stop())
+
+
+def test_the_interpreter_exits_cleanly_while_callbacks_run(etcd, prefix):
+    import subprocess
+    import sys
+
+    import original
+
+    etcd.put(f"{prefix}/Level", "0")
+    code = """
+import asyncio, time
+import etcd_dynamic_config as edc
+config = edc.EtcdConfig()
+asyncio.run(config.start())
+config.on_change(lambda change: time.sleep(0.05))
+print("ready", flush=True)
+time.sleep(1.0)
+"""
+    settings = {"EtcdSettings__HostName": etcd.endpoint, "EtcdSettings__RootKey": prefix}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=original.environment(settings, use_original=False),
+        cwd=original.NEUTRAL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "ready\n"
+    # Changes keep arriving while the interpreter exits, without stop() or cancel().
+    for i in range(150):
+        etcd.put(f"{prefix}/Level", str(i))
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err

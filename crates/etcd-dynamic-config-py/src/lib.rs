@@ -6,7 +6,9 @@
 //! or raising callback delays only itself.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use etcd_dynamic_config::schema::Name;
 use etcd_dynamic_config::settings::{DEV, ROOT_KEY};
@@ -314,7 +316,10 @@ impl Config {
     /// change calls it again.
     fn on_change(&self, callback: Py<PyAny>) -> Subscription {
         let listener = self.config.on_change(move |change: &ConfigChange| {
-            Python::attach(|py| {
+            let Some(_call) = Callbacks::enter() else {
+                return; // the interpreter is shutting down
+            };
+            Python::try_attach(|py| {
                 let called = changes_to_py(py, change)
                     .and_then(|changes| callback.call1(py, (change.revision, changes)));
                 if let Err(error) = called {
@@ -326,6 +331,57 @@ impl Config {
             listener: Mutex::new(Some(listener)),
         }
     }
+}
+
+/// The Python callbacks running on listener threads, and whether the interpreter is
+/// shutting down: a thread must not enter Python once it finalizes.
+struct Callbacks;
+
+static CLOSING: AtomicBool = AtomicBool::new(false);
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static DONE: Condvar = Condvar::new();
+
+impl Callbacks {
+    /// Counts a callback in, unless the interpreter is shutting down.
+    fn enter() -> Option<Callbacks> {
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if CLOSING.load(Ordering::SeqCst) {
+            drop(Callbacks);
+            return None;
+        }
+        Some(Callbacks)
+    }
+}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        if *running == 0 {
+            DONE.notify_all();
+        }
+    }
+}
+
+/// Called at interpreter exit (`atexit`): no callback starts any more, and those running
+/// finish first (for at most `timeout` seconds), so none enters a finalizing interpreter.
+#[pyfunction]
+fn shutdown(py: Python<'_>, timeout: f64) {
+    CLOSING.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(|| {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            running = DONE
+                .wait_timeout(running, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    });
 }
 
 fn changes_to_py<'py>(py: Python<'py>, change: &ConfigChange) -> PyResult<Bound<'py, PyList>> {
@@ -484,5 +540,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(default_prefix, module)?)?;
     module.add_function(wrap_pyfunction!(snake_case, module)?)?;
     module.add_function(wrap_pyfunction!(kind, module)?)?;
+    module.add_function(wrap_pyfunction!(shutdown, module)?)?;
     Ok(())
 }
