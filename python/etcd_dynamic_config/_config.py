@@ -27,13 +27,17 @@ class ConfigChange(NamedTuple):
 
 
 class Subscription:
-    """A registered `on_change` callback; `cancel()`, or leaving a `with` block, ends it."""
+    """A registered `on_change` callback: it stays registered until `cancel()` (or the
+    end of a `with` block), whether or not the subscription is kept."""
 
-    def __init__(self, native):
+    def __init__(self, native, registry: set):
         self._native = native
+        self._registry = registry
+        registry.add(self)
 
     def cancel(self) -> None:
         self._native.cancel()
+        self._registry.discard(self)
 
     def __enter__(self) -> "Subscription":
         return self
@@ -58,6 +62,7 @@ class EtcdConfig:
         self._lock = threading.RLock()
         self._cache: Dict[str, object] = {}
         self._logger = logger
+        self._subscriptions: set = set()
         self.start_report: Optional[dict] = None
         self.last_error: Optional[Exception] = None
 
@@ -148,7 +153,7 @@ class EtcdConfig:
     def on_change(self, callback: Callable[[ConfigChange], None]) -> Subscription:
         """Calls `callback(change)` after every revision that changed a value, in
         revision order, on a thread of its own: a slow or raising callback delays only
-        itself. Returns a `Subscription`; `cancel()` it to stop."""
+        itself. It stays registered until the returned `Subscription` is cancelled."""
         client = self._client
 
         def deliver(revision, changes):
@@ -159,4 +164,4 @@ class EtcdConfig:
                 ]
             callback(ConfigChange(revision, {name: (old, new) for name, old, new in changes}))
 
-        return Subscription(self._engine().on_change(deliver))
+        return Subscription(self._engine().on_change(deliver), self._subscriptions)

@@ -292,7 +292,9 @@ import asyncio, time
 import etcd_dynamic_config as edc
 config = edc.EtcdConfig()
 asyncio.run(config.start())
-config.on_change(lambda change: time.sleep(0.05))
+def slow(change):
+    time.sleep(0.05)
+config.on_change(slow)
 print("ready", flush=True)
 time.sleep(1.0)
 """
@@ -307,7 +309,7 @@ time.sleep(1.0)
     )
     assert process.stdout.readline() == "ready\n"
     # Changes keep arriving while the interpreter exits, without stop() or cancel().
-    for i in range(150):
+    for i in range(200):
         etcd.put(f"{prefix}/Level", str(i))
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
