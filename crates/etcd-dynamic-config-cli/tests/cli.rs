@@ -1148,3 +1148,109 @@ fn the_audit_trail_records_who_why_and_what_and_outlives_compaction() {
     assert!(trail[1].contains("INFO -> ERROR  by alice"), "{history}");
     assert!(trail[1].contains("(put): incident 42"), "{history}");
 }
+
+#[test]
+fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
+    use etcd_dynamic_config::announce::Announce;
+    use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
+
+    let mut setup = Setup::good();
+    let proxy = setup
+        .runtime
+        .block_on(testkit::FaultProxy::start(setup.etcd.client_port()));
+    let instances: Vec<EtcdConfig> = (0..3)
+        .map(|i| {
+            // pod-2 reaches etcd through a proxy, to be frozen.
+            let endpoint = if i == 2 {
+                proxy.endpoint()
+            } else {
+                setup.etcd.endpoint()
+            };
+            let settings = EtcdSettings::builder()
+                .endpoints(endpoint)
+                .root_key("/app")
+                .announce(Announce::new(format!("pod-{i}")).label("zone", "eu-1"))
+                .build()
+                .unwrap();
+            let config = EtcdConfig::builder()
+                .settings(settings)
+                .env(|_: &str| None)
+                .build()
+                .unwrap();
+            setup.runtime.block_on(config.start()).unwrap();
+            config
+        })
+        .collect();
+
+    let revision = revision_of(&mut setup);
+    let waited = stdout(setup.cli().args([
+        "status",
+        "--wait-rev",
+        &revision.to_string(),
+        "--timeout",
+        "10",
+    ]));
+    assert!(waited.contains("3 instance(s) hold revision"), "{waited}");
+    let table = stdout(setup.cli().arg("status"));
+    for i in 0..3 {
+        assert!(table.contains(&format!("pod-{i}")), "{table}");
+    }
+    assert!(
+        table.contains("zone=eu-1") && table.contains("synced"),
+        "{table}"
+    );
+
+    // A value the schema rejects: every instance names it, and status says so (exit 1).
+    setup.write("/app/Database/PoolSize", "many");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let document: serde_json::Value = loop {
+        let output = setup
+            .cli()
+            .args(["status", "--format", "json"])
+            .output()
+            .unwrap();
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let all = document["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|record| record["rejected"] == serde_json::json!(["database.pool_size"]));
+        if all {
+            assert_eq!(output.status.code(), Some(1));
+            break document;
+        }
+        assert!(Instant::now() < deadline, "{document:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!document.to_string().contains("many"), "never a value");
+    setup.write("/app/Database/PoolSize", "30");
+
+    // pod-2 cannot reach etcd: waiting for a new revision fails, naming it.
+    proxy.stall();
+    setup.write("/app/LogLevel", "DEBUG");
+    let revision = revision_of(&mut setup);
+    setup
+        .cli()
+        .args([
+            "status",
+            "--wait-rev",
+            &revision.to_string(),
+            "--timeout",
+            "2",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "1 of 3 instance(s) do not hold revision",
+        ))
+        .stderr(predicate::str::contains("pod-2 (at"));
+    proxy.restore();
+    for config in &instances {
+        setup.runtime.block_on(config.stop());
+    }
+    let empty = stdout(setup.cli().arg("status"));
+    assert!(
+        empty.contains("no instance announces itself on /app/"),
+        "{empty}"
+    );
+}

@@ -197,6 +197,49 @@ impl EtcdClient {
         Ok(records)
     }
 
+    /// The fleet: every instance of this prefix that announces itself (see
+    /// [`crate::announce`]), by id, with etcd's head and the latest revision that wrote
+    /// a key of the prefix.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub async fn fleet(&self) -> Result<Fleet> {
+        let status_dir = crate::announce::status_dir(self.prefix());
+        let prefix = self.prefix();
+        let (records, values) = self
+            .with_failover(async |connection| {
+                Ok((
+                    connection.list(&status_dir).await?,
+                    connection.list(prefix).await?,
+                ))
+            })
+            .await?;
+        let mut instances = Vec::with_capacity(records.kvs.len());
+        for kv in records.kvs {
+            match serde_json::from_slice::<crate::announce::InstanceRecord>(&kv.value) {
+                Ok(record) => instances.push(record),
+                Err(error) => tracing::warn!(
+                    event = events::INSTANCE_RECORD_IGNORED,
+                    key = %kv.key,
+                    error.message = %error,
+                    "an instance record does not read as one; it is left out"
+                ),
+            }
+        }
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Fleet {
+            head: values.header.revision,
+            last_write: values
+                .kvs
+                .iter()
+                .map(|kv| kv.mod_revision)
+                .max()
+                .unwrap_or(0),
+            instances,
+        })
+    }
+
     /// The audit record of a write, as the extra put of its transaction.
     fn audit_put(
         &self,
@@ -768,4 +811,17 @@ pub struct Loaded {
     pub problems: Vec<String>,
     /// Whether the required names and checks hold (rejected values aside).
     pub valid: bool,
+}
+
+/// What [`EtcdClient::fleet`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Fleet {
+    /// etcd's head revision when read.
+    pub head: i64,
+    /// The latest revision that wrote a key of the prefix (a deletion since is not
+    /// counted: instances confirm etcd's head within seconds, which covers it).
+    pub last_write: i64,
+    /// The instances, by id.
+    pub instances: Vec<crate::announce::InstanceRecord>,
 }

@@ -238,7 +238,26 @@ impl EtcdConfig {
             };
             let writer =
                 crate::cache::keep_written(cache, self.subscribe(), written, cancel.clone());
-            tasks.spawn(writer.instrument(span));
+            tasks.spawn(writer.instrument(span.clone()));
+        }
+        if let Some(announce) = inner.settings.announce() {
+            // Weak: the record must not keep a dropped configuration alive.
+            let weak = Arc::downgrade(&self.inner);
+            let observe: crate::announce::Observe = Arc::new(move || {
+                let config = EtcdConfig {
+                    inner: weak.upgrade()?,
+                };
+                Some((config.health(), config.snapshot()))
+            });
+            let announcer = crate::announce::keep_announced(
+                announce.clone(),
+                inner.settings.clone(),
+                inner.keys.prefix_dir().to_string(),
+                observe,
+                self.subscribe(),
+                cancel.clone(),
+            );
+            tasks.spawn(announcer.instrument(span));
         }
         Ok(report)
     }
@@ -422,6 +441,7 @@ impl EtcdConfig {
             invalid: status.rejected.clone(),
             rejected_revision: status.rejected_revision.clone(),
             last_error: status.last_error,
+            last_error_kind: status.last_error_kind.map(str::to_owned),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use secrecy::ExposeSecret;
 
@@ -295,6 +295,81 @@ impl Connection {
             }
         }
         Ok(found)
+    }
+
+    /// Grants a lease of `ttl` (whole seconds, at least one); its id.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn lease_grant(&mut self, ttl: Duration) -> Result<i64> {
+        let peer = self.peer();
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let granted = self
+            .client()
+            .await?
+            .lease_grant(seconds, None)
+            .await
+            .map_err(|error| classify(&peer, error))?;
+        Ok(granted.id())
+    }
+
+    /// Renews lease `id` once; the seconds it has left (0: it had expired, or etcd
+    /// does not know it).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn lease_renew(&mut self, id: i64) -> Result<i64> {
+        let peer = self.peer();
+        let mut client = self.client().await?;
+        let renewed = async {
+            let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(answers.message().await?.map(|answer| answer.ttl()))
+        };
+        match renewed.await {
+            Ok(Some(ttl)) => Ok(ttl),
+            Ok(None) => Err(self.stream_ended()),
+            Err(error) if lease_missing(&error) => Ok(0),
+            Err(error) => Err(classify(&peer, error)),
+        }
+    }
+
+    /// Revokes lease `id`: the keys written with it go at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn lease_revoke(&mut self, id: i64) -> Result<()> {
+        let peer = self.peer();
+        self.client()
+            .await?
+            .lease_revoke(id)
+            .await
+            .map_err(|error| classify(&peer, error))?;
+        Ok(())
+    }
+
+    /// Writes `key` attached to lease `lease`; the revision of the write, or `None` when
+    /// etcd does not know the lease (it expired).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub(crate) async fn put_leased(
+        &mut self,
+        key: &str,
+        value: &str,
+        lease: i64,
+    ) -> Result<Option<i64>> {
+        let peer = self.peer();
+        let options = PutOptions::new().with_lease(lease);
+        match self.client().await?.put(key, value, Some(options)).await {
+            Ok(written) => Ok(Some(written.header().map_or(0, |h| h.revision()))),
+            Err(error) if lease_missing(&error) => Ok(None),
+            Err(error) => Err(classify(&peer, error)),
+        }
     }
 
     /// Reads, at etcd's head, how many keys the prefix holds and whether one of them was
@@ -879,6 +954,17 @@ fn naming_prefix(error: Error, prefix_dir: &str) -> Error {
             }
         }
         other => other,
+    }
+}
+
+/// etcd's answer about a lease it does not know (expired or revoked).
+fn lease_missing(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::NotFound && status.message().contains("lease not found")
+        }
+        _ => false,
     }
 }
 

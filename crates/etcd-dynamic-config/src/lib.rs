@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+pub mod announce;
 pub mod audit;
 #[doc(hidden)]
 pub mod bench_support;
@@ -66,7 +67,7 @@ mod value;
 struct ReadmeDoctests;
 
 pub use binding::Binding;
-pub use client::{EtcdClient, History, HistoryEntry, Loaded, Rollback};
+pub use client::{EtcdClient, Fleet, History, HistoryEntry, Loaded, Rollback};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, etcd_config};
 pub use error::{Error, Result};
 pub use observe::health::{Health, HealthState, SYNC_BOUND};

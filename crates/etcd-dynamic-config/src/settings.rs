@@ -53,6 +53,16 @@ pub const CACHE_FILE: &str = "EtcdSettings__CacheFile";
 /// `EtcdSettings__CacheSecrets`
 pub const CACHE_SECRETS: &str = "EtcdSettings__CacheSecrets";
 
+/// `EtcdSettings__Instance`: the instance id; set, the configuration announces itself
+/// (see [`crate::announce`]).
+pub const INSTANCE: &str = "EtcdSettings__Instance";
+/// `EtcdSettings__InstanceLabels`: `key=value,key=value`.
+pub const INSTANCE_LABELS: &str = "EtcdSettings__InstanceLabels";
+/// `EtcdSettings__InstanceTtl`: how long the record outlives the instance (default 15 s).
+pub const INSTANCE_TTL: &str = "EtcdSettings__InstanceTtl";
+/// `EtcdSettings__InstanceApp`: the application's name, and version after a space.
+pub const INSTANCE_APP: &str = "EtcdSettings__InstanceApp";
+
 /// How long `start` waits for etcd when nothing says otherwise.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,6 +88,7 @@ pub struct EtcdSettings {
     fail_fast: bool,
     cache_file: Option<PathBuf>,
     cache_secrets: bool,
+    announce: Option<crate::announce::Announce>,
 }
 
 /// A CA bundle read from disk at build time, so an unreadable file fails early.
@@ -221,6 +232,11 @@ impl EtcdSettings {
         self.cache_secrets
     }
 
+    /// What this instance announces of itself, when it does.
+    pub fn announce(&self) -> Option<&crate::announce::Announce> {
+        self.announce.as_ref()
+    }
+
     pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
         self.user
             .as_ref()
@@ -257,6 +273,7 @@ impl fmt::Debug for EtcdSettings {
             .field("fail_fast", &self.fail_fast)
             .field("cache_file", &self.cache_file)
             .field("cache_secrets", &self.cache_secrets)
+            .field("announce", &self.announce)
             .finish()
     }
 }
@@ -277,6 +294,7 @@ pub struct EtcdSettingsBuilder {
     fail_fast: bool,
     cache_file: Option<PathBuf>,
     cache_secrets: bool,
+    announce: Option<crate::announce::Announce>,
 }
 
 impl fmt::Debug for EtcdSettingsBuilder {
@@ -295,6 +313,7 @@ impl fmt::Debug for EtcdSettingsBuilder {
             .field("fail_fast", &self.fail_fast)
             .field("cache_file", &self.cache_file)
             .field("cache_secrets", &self.cache_secrets)
+            .field("announce", &self.announce)
             .finish()
     }
 }
@@ -339,6 +358,17 @@ impl EtcdSettingsBuilder {
             cache_file: get(CACHE_FILE).map(PathBuf::from),
             cache_secrets: get(CACHE_SECRETS)
                 .map_or(Ok(false), |value| parse_flag(CACHE_SECRETS, &value))?,
+            announce: crate::announce::Announce::from_settings(
+                get(INSTANCE),
+                get(INSTANCE_LABELS).as_deref(),
+                get(INSTANCE_TTL)
+                    .map(|value| {
+                        crate::value::parse_duration(&value)
+                            .map_err(|reason| setting(INSTANCE_TTL, reason))
+                    })
+                    .transpose()?,
+                get(INSTANCE_APP).as_deref(),
+            )?,
         })
     }
 
@@ -424,6 +454,13 @@ impl EtcdSettingsBuilder {
         self
     }
 
+    /// Keeps a record of this instance in etcd while it runs (see [`crate::announce`]).
+    #[must_use]
+    pub fn announce(mut self, announce: crate::announce::Announce) -> Self {
+        self.announce = Some(announce);
+        self
+    }
+
     /// Checks every setting and reads the CA bundle.
     ///
     /// # Errors
@@ -500,6 +537,9 @@ impl EtcdSettingsBuilder {
                 ));
             }
         }
+        if let Some(announce) = &self.announce {
+            announce.validate()?;
+        }
         Ok(EtcdSettings {
             endpoints,
             user,
@@ -512,6 +552,7 @@ impl EtcdSettingsBuilder {
             fail_fast: self.fail_fast,
             cache_file: self.cache_file,
             cache_secrets: self.cache_secrets,
+            announce: self.announce,
         })
     }
 }

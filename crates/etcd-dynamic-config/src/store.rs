@@ -50,6 +50,8 @@ pub(crate) struct Status {
     pub(crate) last_sync: Option<std::time::Instant>,
     /// The last failure, with its causes.
     pub(crate) last_error: Option<String>,
+    /// The kind of that failure (`Error::kind_name`).
+    pub(crate) last_error_kind: Option<&'static str>,
     /// Where the served values come from; `None` before `start`.
     pub(crate) source: Option<StartSource>,
     /// Whether the engine runs (false before `start` and after `stop`).

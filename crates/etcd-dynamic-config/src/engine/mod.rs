@@ -188,6 +188,7 @@ impl Engine {
             self.writer.update_status(|status| {
                 status.connected = false;
                 status.last_error = Some(Chain(&error).to_string());
+                status.last_error_kind = Some(error.kind_name());
             });
             let delay = if error.is_retryable() {
                 let delay = backoff.next().unwrap_or(MAX_BACKOFF);
@@ -345,6 +346,7 @@ impl Engine {
                     status.rejected.clone_from(&report.rejected);
                     if let Some(error) = &report.etcd_error {
                         status.last_error = Some(error.clone());
+                        status.last_error_kind = Some("StartTimeout");
                     }
                 });
                 Ok(report)

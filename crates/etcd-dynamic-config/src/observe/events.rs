@@ -28,3 +28,6 @@ pub(crate) const LOG_LEVEL_REJECTED: &str = "log_level_rejected";
 pub(crate) const CALLBACK_PANICKED: &str = "callback_panicked";
 pub(crate) const AUDIT_RECORD_IGNORED: &str = "audit_record_ignored";
 pub(crate) const CONFIG_PROBLEM: &str = "config_problem";
+pub(crate) const ANNOUNCED: &str = "announced";
+pub(crate) const ANNOUNCE_FAILED: &str = "announce_failed";
+pub(crate) const INSTANCE_RECORD_IGNORED: &str = "instance_record_ignored";

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::report::{Rejection, RevisionRejection, StartSource};
 
 /// Where the configuration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HealthState {
@@ -76,6 +76,8 @@ pub struct Health {
     pub rejected_revision: Option<RevisionRejection>,
     /// The last failure talking to etcd, with its causes.
     pub last_error: Option<String>,
+    /// Its kind: `Unavailable`, `Refused`, `StartTimeout`, ...
+    pub last_error_kind: Option<String>,
 }
 
 impl Health {

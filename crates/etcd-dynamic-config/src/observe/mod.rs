@@ -31,6 +31,9 @@
 //! | `log_level_changed` / `log_level_rejected` | info / warn | `name`, `level` / `reason` |
 //! | `callback_panicked` | error | `revision`, `panic` |
 //! | `audit_record_ignored` | warn | `key`, `error.message` (`EtcdClient::audit_trail`) |
+//! | `announced` | debug | `key`, `revision` (the instance record was written) |
+//! | `announce_failed` | warn | `key`, `error.type`, `error.message` |
+//! | `instance_record_ignored` | warn | `key`, `error.message` (`EtcdClient::fleet`) |
 //! | `config_problem` | warn | `problem` (`EtcdClient::get_config`: a rejected value, colliding keys, a broken check) |
 
 #[cfg(feature = "ecs")]
