@@ -48,7 +48,7 @@ protoc_check() {
   out="$("$protoc" "${includes[@]}" --descriptor_set_out="$dir/probe.bin" "$dir/probe.proto" 2>&1)" || rc=$?
   rm -rf "$dir"
   if [ "$rc" -ne 0 ]; then
-    echo "$out" | sed -n 1,3p
+    echo "$out" | head -n 3
     return 1
   fi
 }

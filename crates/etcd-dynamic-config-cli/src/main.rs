@@ -266,8 +266,8 @@ enum Command {
         /// table or json
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Wait (up to --timeout) until every live instance holds this revision or a later
-        /// one; exit 1 naming those that do not
+        /// Wait (up to --timeout) until every live instance holds this revision (of a write
+        /// to the prefix, as `put` prints it) or a later one; exit 1 naming those that do not
         #[arg(long, value_name = "REVISION")]
         wait_rev: Option<i64>,
     },

@@ -1182,7 +1182,9 @@ fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
         })
         .collect();
 
-    let revision = revision_of(&mut setup);
+    // A deploy: put, then wait for the fleet to hold the put's revision.
+    setup.write("/app/Feature/NewCheckout", "off");
+    let revision = setup.etcd_value("/app/Feature/NewCheckout").unwrap().1;
     let waited = stdout(setup.cli().args([
         "status",
         "--wait-rev",
@@ -1192,6 +1194,7 @@ fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
     ]));
     assert!(waited.contains("3 instance(s) hold revision"), "{waited}");
     let table = stdout(setup.cli().arg("status"));
+    println!("{table}");
     for i in 0..3 {
         assert!(table.contains(&format!("pod-{i}")), "{table}");
     }
@@ -1223,12 +1226,15 @@ fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!document.to_string().contains("many"), "never a value");
+    let troubled = setup.cli().arg("status").output().unwrap();
+    assert_eq!(troubled.status.code(), Some(1));
+    println!("{}", String::from_utf8_lossy(&troubled.stdout));
     setup.write("/app/Database/PoolSize", "30");
 
     // pod-2 cannot reach etcd: waiting for a new revision fails, naming it.
     proxy.stall();
     setup.write("/app/LogLevel", "DEBUG");
-    let revision = revision_of(&mut setup);
+    let revision = setup.etcd_value("/app/LogLevel").unwrap().1;
     setup
         .cli()
         .args([

@@ -10,7 +10,9 @@
 //! by itself within the TTL; `stop` removes it at once. It says which revision the
 //! instance serves and what it rejects, never a value: the values' hash leaves secret
 //! values out (it covers where they came from instead). Renewals are lease keep-alives,
-//! not writes; the record is written again only when what it says changes.
+//! not writes; the record is written again only when what it says changes (the
+//! confirmed revision alone, which moves with every write anywhere in etcd, is not a
+//! change worth a write).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -330,7 +332,16 @@ pub(crate) async fn keep_announced(
                     id
                 }
             };
-            if written.as_ref() != Some(&current) {
+            // The confirmed revision moves with every write anywhere in etcd (the records
+            // included): alone, it is no reason to write.
+            let unconfirmed = |record: &InstanceRecord| InstanceRecord {
+                confirmed_revision: None,
+                ..record.clone()
+            };
+            let stale = written
+                .as_ref()
+                .is_none_or(|last| unconfirmed(last) != unconfirmed(&current));
+            if stale {
                 let changed = current.clone();
                 current.updated_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
