@@ -61,6 +61,7 @@ class EtcdConfig:
         self._started = False
         self._lock = threading.RLock()
         self._cache: Dict[str, object] = {}
+        self._revision = 0
         self._logger = logger
         self._subscriptions: set = set()
         self.start_report: Optional[dict] = None
@@ -122,7 +123,8 @@ class EtcdConfig:
         with self._lock:
             changed = self._engine().values_if_changed()
             if changed is not None:
-                self._cache = self._served(changed[1])
+                self._revision, values = changed
+                self._cache = self._served(values)
             return dict(self._cache)
 
     def _served(self, values: Dict[str, object]) -> Dict[str, object]:
@@ -136,10 +138,10 @@ class EtcdConfig:
         }
 
     def snapshot(self) -> Snapshot:
-        """Every value at one revision."""
+        """Every value at one revision (after `start()`)."""
         with self._lock:
             values = self._values()
-            return Snapshot(self._native.revision(), values)
+            return Snapshot(self._revision, values)
 
     def health(self) -> dict:
         """The health report: `state` (`synced`, `degraded`, ...), `reason`, revisions,
