@@ -136,7 +136,7 @@ class BaseEtcdClient:
 
     def _native(self):
         if self._native_client is None:
-            self._native_client = _native.Client(**self._native_args())
+            self._native_client = _native.Client(self._native_args())
         return self._native_client
 
     def _names(self, values: Dict[str, object]) -> Iterable[str]:

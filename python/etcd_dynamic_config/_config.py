@@ -73,7 +73,7 @@ class EtcdConfig:
     def _engine(self):
         with self._lock:
             if self._native is None:
-                self._native = _native.Config(**self._client._native_args())
+                self._native = _native.Config(self._client._native_args())
             return self._native
 
     async def start(self) -> bool:

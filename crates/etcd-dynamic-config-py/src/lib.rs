@@ -176,6 +176,21 @@ fn schema(
     builder.build().map_err(to_py)
 }
 
+/// What the Python client says of itself (`BaseEtcdClient._native_args()`): its prefix,
+/// keys (absolute key → name; `None`: discover), env vars (name → variable), whether its
+/// own hook reads text, whether it is the ControlUnit client, and its settings'
+/// variables (`None`: unset).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+struct Options {
+    prefix: Option<String>,
+    keys: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    raw: bool,
+    control_unit: bool,
+    settings: Option<HashMap<String, Option<String>>>,
+}
+
 /// Settings and schema of a Python client.
 struct Parts {
     settings: EtcdSettings,
@@ -183,14 +198,15 @@ struct Parts {
     overrides: Overrides,
 }
 
-fn parts(
-    prefix: Option<String>,
-    keys: Option<BTreeMap<String, String>>,
-    env_vars: Option<BTreeMap<String, String>>,
-    raw: bool,
-    control_unit: bool,
-    settings: Option<HashMap<String, Option<String>>>,
-) -> PyResult<Parts> {
+fn parts(options: Options) -> PyResult<Parts> {
+    let Options {
+        prefix,
+        keys,
+        env_vars,
+        raw,
+        control_unit,
+        settings,
+    } = options;
     let mut settings = settings.unwrap_or_default();
     if let Some(prefix) = prefix {
         // The client's prefix is final (`/dev` included when it wants it): it is the root
@@ -226,16 +242,8 @@ impl std::fmt::Debug for Config {
 #[pymethods]
 impl Config {
     #[new]
-    #[pyo3(signature = (prefix=None, *, keys=None, env_vars=None, raw=false, control_unit=false, settings=None))]
-    fn new(
-        prefix: Option<String>,
-        keys: Option<BTreeMap<String, String>>,
-        env_vars: Option<BTreeMap<String, String>>,
-        raw: bool,
-        control_unit: bool,
-        settings: Option<HashMap<String, Option<String>>>,
-    ) -> PyResult<Self> {
-        let parts = parts(prefix, keys, env_vars, raw, control_unit, settings)?;
+    fn new(options: Options) -> PyResult<Self> {
+        let parts = parts(options)?;
         let overrides = parts.overrides;
         let config = EtcdConfig::builder()
             .settings(parts.settings)
@@ -433,16 +441,8 @@ struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (prefix=None, *, keys=None, env_vars=None, raw=false, control_unit=false, settings=None))]
-    fn new(
-        prefix: Option<String>,
-        keys: Option<BTreeMap<String, String>>,
-        env_vars: Option<BTreeMap<String, String>>,
-        raw: bool,
-        control_unit: bool,
-        settings: Option<HashMap<String, Option<String>>>,
-    ) -> PyResult<Self> {
-        let parts = parts(prefix, keys, env_vars, raw, control_unit, settings)?;
+    fn new(options: Options) -> PyResult<Self> {
+        let parts = parts(options)?;
         let overrides = parts.overrides;
         let env = Arc::new(move |name: &str| lookup(&overrides, name));
         let client = EtcdClient::with_env(parts.settings, parts.schema, env).map_err(to_py)?;
