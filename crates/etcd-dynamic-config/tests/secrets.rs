@@ -48,9 +48,9 @@ fn schema() -> Schema {
         .unwrap()
 }
 
-// A current-thread runtime keeps every task of the engine on this thread, under the
-// thread's log subscriber.
-#[tokio::test]
+// The subscriber is the process's (this binary holds this one test): the engine's tasks
+// on every worker, the listener threads and the blocking pool all log into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_logs_debug_errors_health_reports_changes_or_the_cache() {
     let sink = Captured::default();
     let logs = sink.clone();
@@ -59,7 +59,7 @@ async fn no_secret_appears_in_logs_debug_errors_health_reports_changes_or_the_ca
         .with_ansi(false)
         .with_writer(move || logs.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
 
     let etcd = EtcdMember::start().await;
     let mut setup = etcd.client().await;
@@ -121,7 +121,15 @@ async fn no_secret_appears_in_logs_debug_errors_health_reports_changes_or_the_ca
 
     let revision = put(&mut root, "/app/Password", SECRETS[5]).await;
     wait_for_revision(&config, revision).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // the callback thread
+    // The listener's thread has told of the change (and logged what it logs).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sink.text().contains(&format!("revision: {revision}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener heard nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let health = config.health();
     sink.add("health", serde_json::to_string(&health).unwrap());
     sink.add("health debug", format!("{health:?}"));
