@@ -335,6 +335,23 @@ async fn reads_writes_and_watches_outlive_a_two_second_token_ttl() {
     put(&mut setup, "/app/Counter0", "start").await;
     testkit::add_reader(&mut setup, "app", "app-password", "/app/").await;
     testkit::enable_auth(&mut setup, "root-password").await;
+    // The premise: a token unused for the TTL is refused.
+    let mut unrefreshed = Client::connect(
+        [etcd.endpoint()],
+        Some(ConnectOptions::new().with_user("app", "app-password")),
+    )
+    .await
+    .unwrap();
+    unrefreshed
+        .get("/app/Counter0", None)
+        .await
+        .expect("a fresh token");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let expired = unrefreshed.get("/app/Counter0", None).await.unwrap_err();
+    assert!(
+        expired.to_string().contains("invalid auth token"),
+        "the token should have expired: {expired}"
+    );
     let root = Client::connect(
         [etcd.endpoint()],
         Some(ConnectOptions::new().with_user("root", "root-password")),
