@@ -484,17 +484,39 @@ async fn stop_keeps_the_last_snapshot_and_start_again_catches_up() {
     let mut client = etcd.client().await;
     put(&mut client, "/app/Mode", "a").await;
     let config = config(&[etcd.endpoint()], "/app");
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let _listener = config.on_change({
+        let heard = heard.clone();
+        move |change| heard.lock().unwrap().push(change.clone())
+    });
     config.start().await.expect("start");
     assert!(matches!(config.start().await, Err(Error::AlreadyStarted)));
     config.stop().await;
 
-    put(&mut client, "/app/Mode", "b").await;
+    let written = put(&mut client, "/app/Mode", "b").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(config.snapshot().get("mode").unwrap().as_str(), Some("a"));
+    assert!(
+        heard.lock().unwrap().is_empty(),
+        "nothing heard while stopped"
+    );
 
     let report = config.start().await.expect("start again");
     assert_eq!(config.snapshot().get("mode").unwrap().as_str(), Some("b"));
     assert_eq!(report.loaded, 1);
+    // What changed while stopped is told as one change, old to new, at the new revision.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heard.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the listener heard nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].revision >= written);
+    let change = &heard[0].changes[0];
+    assert_eq!(&*change.name, "mode");
+    assert_eq!(change.old.as_ref().and_then(Value::as_str), Some("a"));
+    assert_eq!(change.new.as_ref().and_then(Value::as_str), Some("b"));
     config.stop().await;
 }
 
