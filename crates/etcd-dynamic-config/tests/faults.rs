@@ -267,9 +267,11 @@ async fn a_cluster_survives_losing_and_freezing_the_member_in_use() {
     .print();
     assert!(lost.is_empty(), "lost {lost:?}");
     assert!(matches);
+    // The README's bound is 4 s (a watch silent 4 s is dropped; an HTTP/2 ping unanswered
+    // for 2 s after 2 s also drops the connection); twice that for a loaded machine.
     assert!(
-        froze < Duration::from_secs(20),
-        "a frozen member is left within seconds"
+        frozen_switch < Duration::from_secs(8),
+        "a frozen member is left within 4 s: {frozen_switch:?}"
     );
     config.stop().await;
 }
