@@ -4,11 +4,22 @@ use std::time::Duration;
 
 use testkit::{EtcdCluster, EtcdMember, FaultProxy};
 
+/// Whether the member answers a read within a second: a frozen or killed one never does.
 async fn answers(client: &mut etcd_client::Client) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), client.get("probe", None)).await,
         Ok(Ok(_))
     )
+}
+
+/// Whether the member answers again within 10 s (a loaded machine may take a while).
+async fn answers_again(client: &mut etcd_client::Client) -> bool {
+    for _ in 0..10 {
+        if answers(client).await {
+            return true;
+        }
+    }
+    false
 }
 
 #[tokio::test]
@@ -25,7 +36,10 @@ async fn a_member_can_be_frozen_killed_and_restarted_with_its_data() {
         "a frozen member answers nothing"
     );
     etcd.thaw();
-    assert!(answers(&mut client).await, "a thawed member answers again");
+    assert!(
+        answers_again(&mut client).await,
+        "a thawed member answers again"
+    );
 
     etcd.kill();
     assert!(!etcd.is_running());
@@ -91,19 +105,11 @@ async fn the_fault_proxy_cuts_and_restores() {
     let etcd = EtcdMember::start().await;
     let proxy = FaultProxy::start(etcd.client_port()).await;
     let mut client = testkit::connect(&[proxy.endpoint()]).await;
-    assert!(answers(&mut client).await);
+    assert!(answers_again(&mut client).await);
     proxy.cut();
     assert!(!answers(&mut client).await, "cut off");
     proxy.restore();
-    let mut recovered = false;
-    for _ in 0..20 {
-        if answers(&mut client).await {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "restored");
+    assert!(answers_again(&mut client).await, "restored");
 }
 
 #[tokio::test]
@@ -111,7 +117,7 @@ async fn the_fault_proxy_stalls_and_slows() {
     let etcd = EtcdMember::start().await;
     let proxy = FaultProxy::start(etcd.client_port()).await;
     let mut client = testkit::connect(&[proxy.endpoint()]).await;
-    assert!(answers(&mut client).await);
+    assert!(answers_again(&mut client).await);
 
     proxy.stall();
     assert!(
@@ -124,5 +130,5 @@ async fn the_fault_proxy_stalls_and_slows() {
     assert!(matches!(slow, Ok(Ok(_))), "held bytes flow once slowed");
     assert!(started.elapsed() >= Duration::from_millis(300), "and late");
     proxy.restore();
-    assert!(answers(&mut client).await);
+    assert!(answers_again(&mut client).await);
 }
