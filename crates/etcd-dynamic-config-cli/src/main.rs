@@ -345,9 +345,11 @@ struct Context {
 
 impl Context {
     fn new(cli: &Cli) -> Result<Self> {
+        // The CLI reads a configuration; it is not one of its instances.
         let mut builder = EtcdSettingsBuilder::from_env()?
             .start_timeout(cli.timeout)
-            .fail_fast(true);
+            .fail_fast(true)
+            .no_announce();
         if let Some(endpoints) = &cli.endpoints {
             builder = builder.endpoints(endpoints);
         }

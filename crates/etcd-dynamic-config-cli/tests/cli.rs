@@ -1254,7 +1254,26 @@ fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
     for config in &instances {
         setup.runtime.block_on(config.stop());
     }
+    // The CLI's own configuration (here a running watch) is never an instance, whatever
+    // EtcdSettings__Instance says.
+    let mut watching =
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("etcd-dynamic-config"))
+            .env_clear()
+            .env("EtcdSettings__HostName", setup.etcd.endpoint())
+            .env("EtcdSettings__Instance", "the-cli")
+            .args(["--schema", &setup.schema(), "watch", "--max-changes", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut first = String::new();
+    BufReader::new(watching.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("watching /app/"), "{first}");
+    std::thread::sleep(Duration::from_millis(500)); // a record would be written within ms
     let empty = stdout(setup.cli().arg("status"));
+    setup.write("/app/LogLevel", "ERROR");
+    assert!(watching.wait().unwrap().success());
     assert!(
         empty.contains("no instance announces itself on /app/"),
         "{empty}"

@@ -461,6 +461,14 @@ impl EtcdSettingsBuilder {
         self
     }
 
+    /// Keeps no record, whatever `EtcdSettings__Instance` says: for tools that read a
+    /// configuration without being one of its instances.
+    #[must_use]
+    pub fn no_announce(mut self) -> Self {
+        self.announce = None;
+        self
+    }
+
     /// Checks every setting and reads the CA bundle.
     ///
     /// # Errors
