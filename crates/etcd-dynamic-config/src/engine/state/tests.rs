@@ -1790,3 +1790,19 @@ fn a_revision_that_contradicts_the_cache_changes_nothing_before_the_re_list() {
     };
     assert!(state.step(probe).is_empty());
 }
+
+#[test]
+fn the_engine_reads_whether_a_list_was_applied_and_the_schema_of_the_prefix() {
+    let mut state = declared_state();
+    assert!(!state.is_listed(), "an attempt dropped now lists again");
+    state.step(listed_at(vec![kv("/app/Token", "t", 2)], 2));
+    assert!(state.is_listed(), "an attempt dropped now watches on");
+    // The cache file is read through the prefix's own schema (its declared names).
+    assert!(
+        state
+            .schema()
+            .declared("token")
+            .is_some_and(|name| name.is_secret())
+    );
+    assert!(state.schema().declared("level").is_some());
+}
