@@ -258,12 +258,6 @@ impl Config {
         })
     }
 
-    /// The prefix, with a trailing `/`.
-    #[getter]
-    fn prefix(&self) -> String {
-        self.config.as_async().prefix().to_owned()
-    }
-
     /// Loads the prefix and starts the watch; the start report as JSON.
     fn start(&self, py: Python<'_>) -> PyResult<String> {
         let report = py.detach(|| self.config.start()).map_err(to_py)?;
@@ -275,14 +269,8 @@ impl Config {
         py.detach(|| self.config.stop());
     }
 
-    /// `(revision, {name: value})` of the snapshot served now.
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<(i64, Bound<'py, PyDict>)> {
-        let snapshot = self.config.snapshot();
-        Ok((snapshot.revision(), snapshot_to_py(py, &snapshot)?))
-    }
-
-    /// As `values`, or `None` when the snapshot served is the one this call returned
-    /// last time.
+    /// `(revision, {name: value})` of the snapshot served now, or `None` when it is the
+    /// one this call returned last time.
     fn values_if_changed<'py>(
         &self,
         py: Python<'py>,
@@ -299,11 +287,6 @@ impl Config {
             *handed = Some(snapshot.clone());
         }
         Ok(Some((snapshot.revision(), snapshot_to_py(py, &snapshot)?)))
-    }
-
-    /// The revision of the snapshot served now.
-    fn revision(&self) -> i64 {
-        self.config.snapshot().revision()
     }
 
     /// The health report as JSON.
@@ -449,12 +432,6 @@ impl Client {
         Ok(Self { client })
     }
 
-    /// The prefix, with a trailing `/`.
-    #[getter]
-    fn prefix(&self) -> String {
-        self.client.prefix().to_owned()
-    }
-
     /// `({name: value}, problems, valid, {etcd key: name})`: the configuration read
     /// once, with every problem in plain words (rejected values are left out).
     fn load<'py>(&self, py: Python<'py>) -> PyResult<LoadedPy<'py>> {
@@ -519,12 +496,6 @@ fn kind(name: &str) -> String {
     format!("{:?}", etcd_dynamic_config::schema::Kind::infer(name)).to_lowercase()
 }
 
-/// A CamelCase key segment in snake_case, as the original names keys.
-#[pyfunction]
-fn snake_case(segment: &str) -> String {
-    etcd_dynamic_config::schema::naming::snake_case(segment)
-}
-
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
@@ -538,7 +509,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("InvalidError", py.get_type::<InvalidError>())?;
     module.add_function(wrap_pyfunction!(coerce, module)?)?;
     module.add_function(wrap_pyfunction!(default_prefix, module)?)?;
-    module.add_function(wrap_pyfunction!(snake_case, module)?)?;
     module.add_function(wrap_pyfunction!(kind, module)?)?;
     module.add_function(wrap_pyfunction!(shutdown, module)?)?;
     Ok(())

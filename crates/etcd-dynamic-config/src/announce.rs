@@ -257,6 +257,7 @@ fn host() -> String {
 
 fn record(
     announce: &Announce,
+    host: &str,
     prefix_dir: &str,
     health: &Health,
     snapshot: &Snapshot,
@@ -264,7 +265,7 @@ fn record(
     InstanceRecord {
         id: announce.id.clone(),
         labels: announce.labels.clone(),
-        host: host(),
+        host: host.to_owned(),
         pid: std::process::id(),
         library: concat!("etcd-dynamic-config ", env!("CARGO_PKG_VERSION")).to_owned(),
         app: announce.app.clone(),
@@ -290,6 +291,7 @@ pub(crate) async fn keep_announced(
     cancel: CancellationToken,
 ) {
     let key = format!("{}{}", status_dir(&prefix_dir), announce.id);
+    let host = host();
     let mut connection = Connection::new(&settings);
     let mut lease: Option<i64> = None;
     let mut written: Option<InstanceRecord> = None;
@@ -315,7 +317,7 @@ pub(crate) async fn keep_announced(
         let Some((health, snapshot)) = observe() else {
             break;
         };
-        let mut current = record(&announce, &prefix_dir, &health, &snapshot);
+        let mut current = record(&announce, &host, &prefix_dir, &health, &snapshot);
         let attempt = async {
             if renew
                 && let Some(id) = lease
