@@ -205,6 +205,12 @@ pub struct InstanceRecord {
     pub rejected: Vec<String>,
     /// The kind of its last failure talking to etcd (`Unavailable`, `Refused`, ...).
     pub last_error: Option<String>,
+    /// The [rollouts](crate::rollout) it serves.
+    #[serde(default)]
+    pub rollouts: Vec<String>,
+    /// The rollouts that target it and that it does not serve, and why.
+    #[serde(default)]
+    pub rejected_rollouts: Vec<crate::rollout::RolloutRejection>,
     /// When the record was written, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }
@@ -277,6 +283,8 @@ fn record(
         state: health.state,
         rejected: health.invalid.iter().map(|r| r.name.to_string()).collect(),
         last_error: health.last_error_kind.clone(),
+        rollouts: snapshot.rollouts().iter().map(|r| r.to_string()).collect(),
+        rejected_rollouts: health.rejected_rollouts.clone(),
         updated_ms: 0,
     }
 }

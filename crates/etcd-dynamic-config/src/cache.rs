@@ -143,7 +143,11 @@ impl CacheFile {
             .iter()
             .filter(|(_, entry)| self.include_secrets || !entry.is_secret())
             .filter_map(|(name, entry)| match entry.source() {
-                Source::Etcd { key, mod_revision } => Some((
+                // A rollout's value is what the instance served from etcd.
+                Source::Etcd { key, mod_revision }
+                | Source::Rollout {
+                    key, mod_revision, ..
+                } => Some((
                     name.to_owned(),
                     Cached {
                         key: key.to_string(),

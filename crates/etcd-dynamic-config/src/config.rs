@@ -187,6 +187,7 @@ impl EtcdConfig {
 
         let mut state = State::new(inner.keys.clone(), fallback)
             .with_fallback_rejections(rejected)
+            .member(inner.settings.announce().cloned())
             .starting(Start {
                 fail_fast: inner.settings.fail_fast(),
                 resumed: previous
@@ -399,7 +400,10 @@ impl EtcdConfig {
     pub fn health(&self) -> Health {
         let status = self.inner.store.status();
         let started = self.inner.lock_running().is_some();
-        let revision = self.inner.store.with(Snapshot::revision);
+        let (revision, rollouts) = self.inner.store.with(|snapshot| {
+            let rollouts = snapshot.rollouts().iter().map(|r| r.to_string()).collect();
+            (snapshot.revision(), rollouts)
+        });
         let since_confirmed = status.confirmed.map(|(_, at)| at.elapsed());
         let (state, reason) = match status.source {
             Some(StartSource::Local) => (HealthState::Local, None),
@@ -440,6 +444,8 @@ impl EtcdConfig {
             token_refreshes: status.token_refreshes,
             invalid: status.rejected.clone(),
             rejected_revision: status.rejected_revision.clone(),
+            rollouts,
+            rejected_rollouts: status.rejected_rollouts.clone(),
             last_error: status.last_error,
             last_error_kind: status.last_error_kind.map(str::to_owned),
         }

@@ -55,6 +55,7 @@ mod engine;
 mod error;
 pub mod observe;
 mod report;
+pub mod rollout;
 pub mod schema;
 pub mod settings;
 mod snapshot;

@@ -101,11 +101,27 @@ pub(crate) type Entries = imbl::GenericHashMap<
 pub struct Snapshot {
     revision: i64,
     entries: Entries,
+    rollouts: Arc<[Arc<str>]>,
 }
 
 impl Snapshot {
     pub(crate) fn new(revision: i64, entries: Entries) -> Self {
-        Self { revision, entries }
+        Self {
+            revision,
+            entries,
+            rollouts: Arc::new([]),
+        }
+    }
+
+    /// The same snapshot, serving these rollouts.
+    pub(crate) fn with_rollouts(mut self, rollouts: Vec<Arc<str>>) -> Self {
+        self.rollouts = rollouts.into();
+        self
+    }
+
+    /// The [rollouts](crate::rollout) laid over the base in this snapshot, in name order.
+    pub fn rollouts(&self) -> &[Arc<str>] {
+        &self.rollouts
     }
 
     /// The etcd revision this snapshot reflects (0 when nothing came from etcd).
@@ -224,6 +240,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("revision", &self.revision)
             .field("len", &self.entries.len())
+            .field("rollouts", &self.rollouts)
             .finish_non_exhaustive()
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Status {
     pub(crate) rejected: Vec<Rejection>,
     /// The latest revision that broke a check, while no valid one followed.
     pub(crate) rejected_revision: Option<RevisionRejection>,
+    /// The rollouts that target the instance and are not served, and why.
+    pub(crate) rejected_rollouts: Vec<crate::rollout::RolloutRejection>,
     /// Whether the last request to etcd succeeded.
     pub(crate) connected: bool,
     /// The endpoint in use.

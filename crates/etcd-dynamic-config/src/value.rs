@@ -36,6 +36,16 @@ pub enum Source {
         /// The absolute etcd key.
         key: Arc<str>,
     },
+    /// A staged rollout this instance is in (see [`crate::rollout`]), in place of what
+    /// the base holds at the key.
+    Rollout {
+        /// The rollout's name.
+        rollout: Arc<str>,
+        /// The etcd key the rollout changes.
+        key: Arc<str>,
+        /// The revision that last wrote the rollout.
+        mod_revision: i64,
+    },
 }
 
 /// Serialized as its text, e.g. `"etcd key /app/Port @ rev 812"`.
@@ -55,6 +65,14 @@ impl fmt::Display for Source {
             }
             Self::Default => f.write_str("default"),
             Self::Write { key } => write!(f, "to be written to etcd key {key}"),
+            Self::Rollout {
+                rollout,
+                key,
+                mod_revision,
+            } => write!(
+                f,
+                "rollout {rollout} of etcd key {key} @ rev {mod_revision}"
+            ),
         }
     }
 }

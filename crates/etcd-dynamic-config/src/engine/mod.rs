@@ -638,15 +638,20 @@ impl Engine {
         let status_changed = outputs.iter().any(|output| {
             matches!(
                 output,
-                Output::Publish(_) | Output::Reject(_) | Output::RejectRevision(_)
+                Output::Publish(_)
+                    | Output::Reject(_)
+                    | Output::RejectRevision(_)
+                    | Output::RejectRollout(_)
             )
         });
         if status_changed {
             let rejected = self.state.rejections().cloned().collect();
             let rejected_revision = self.state.rejected_revision().cloned();
+            let rejected_rollouts = self.state.rollout_rejections().to_vec();
             self.writer.update_status(|status| {
                 status.rejected = rejected;
                 status.rejected_revision = rejected_revision;
+                status.rejected_rollouts = rejected_rollouts;
             });
         }
         for output in outputs {
@@ -680,6 +685,12 @@ impl Engine {
                     "a revision breaks the schema's checks; the last good snapshot keeps serving"
                     );
                 }
+                Output::RejectRollout(rejection) => tracing::warn!(
+                    event = events::ROLLOUT_REJECTED,
+                    rollout = %rejection.rollout,
+                    reason = %rejection.reason,
+                    "a rollout that targets this instance is not served; the base is"
+                ),
                 Output::Collide { name, keys } => tracing::warn!(
                     event = events::NAME_COLLISION,
                     name = %name,

@@ -51,14 +51,16 @@
 //! the sum of the [`fingerprint`]s of its keys at the applied revision must be the
 //! state's, which events keep up to date from each key's previous value.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use imbl::OrdMap;
 
+use crate::announce::Announce;
 use crate::cache::Loaded;
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
+use crate::rollout::{Rollout, RolloutRejection};
 use crate::schema::KeyMap;
 use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
 
@@ -262,6 +264,8 @@ pub(crate) enum Output {
     Reject(Rejection),
     /// A whole revision was rejected.
     RejectRevision(RevisionRejection),
+    /// A rollout that targets this instance is not served (newly so).
+    RejectRollout(RolloutRejection),
     /// Several keys map to one name; the first key (in key order) wins.
     Collide { name: Arc<str>, keys: Vec<Arc<str>> },
     /// The state equals etcd's prefix at its head `revision`, as etcd said `at` that
@@ -297,6 +301,25 @@ struct Shadowed {
     name: Arc<str>,
     mod_revision: i64,
     value: Result<Value, String>,
+}
+
+/// A rollout etcd holds under the prefix.
+#[derive(Debug, Clone)]
+struct Staged {
+    mod_revision: i64,
+    /// The rollout, or why its document does not read.
+    rollout: Result<Arc<Rollout>, String>,
+}
+
+/// The base with the rollouts that target this instance laid over it.
+struct Overlay {
+    entries: Entries,
+    /// The rollouts laid, in name order.
+    served: Vec<Arc<str>>,
+    /// The names they change.
+    names: BTreeSet<Arc<str>>,
+    /// The targeted rollouts left out, and why.
+    rejected: Vec<RolloutRejection>,
 }
 
 /// The cache: the current entries plus what is needed to apply the next event.
@@ -336,6 +359,14 @@ pub(crate) struct State {
     targets: VecDeque<(i64, Instant)>,
     /// How to answer `start()`, until it is answered.
     start: Option<Start>,
+    /// Rollout key → the rollout etcd holds there, at `revision`.
+    rollouts: OrdMap<Arc<str>, Staged>,
+    /// Who this instance is, for the rollouts' targets; `None`: it is in none.
+    member: Option<Announce>,
+    /// The names the rollouts change in the published snapshot.
+    overlaid: BTreeSet<Arc<str>>,
+    /// The rollouts that target this instance and are not served, and why.
+    rollout_rejections: Vec<RolloutRejection>,
 }
 
 /// How many unreached heads are remembered (the newest win).
@@ -345,6 +376,7 @@ const MAX_TARGETS: usize = 8;
 /// Persistent maps make taking one O(1).
 struct Checkpoint {
     entries: Entries,
+    rollouts: OrdMap<Arc<str>, Staged>,
     rejected: OrdMap<Arc<str>, Rejection>,
     shadowed: OrdMap<Arc<str>, Shadowed>,
     key_count: i64,
@@ -376,6 +408,26 @@ impl Pending {
                 .entry(name.clone())
                 .and_modify(|(_, last)| last.clone_from(&new))
                 .or_insert((old, new));
+        }
+    }
+
+    /// Each name changed, and each of `also`, from its value in `old` to its value in
+    /// `new`: for names a rollout changes, whose base values are not the ones served.
+    fn rebase<'a>(
+        &mut self,
+        also: impl IntoIterator<Item = &'a Arc<str>>,
+        old: &Entries,
+        new: &Entries,
+    ) {
+        let Some(changes) = &mut self.0 else {
+            return;
+        };
+        let mut names: Vec<Arc<str>> = also.into_iter().cloned().collect();
+        names.extend(changes.keys().cloned());
+        let value = |entries: &Entries, name: &str| entries.get(name).map(|e| e.value().clone());
+        for name in names {
+            let pair = (value(old, &name), value(new, &name));
+            changes.insert(name, pair);
         }
     }
 
@@ -424,7 +476,22 @@ impl State {
             digest: Some(0),
             targets: VecDeque::new(),
             start: None,
+            rollouts: OrdMap::new(),
+            member: None,
+            overlaid: BTreeSet::new(),
+            rollout_rejections: Vec::new(),
         }
+    }
+
+    /// The same state, for an instance that takes part in rollouts as `member` says.
+    pub(crate) fn member(mut self, member: Option<Announce>) -> Self {
+        self.member = member;
+        self
+    }
+
+    /// The rollouts that target this instance and are not served, and why.
+    pub(crate) fn rollout_rejections(&self) -> &[RolloutRejection] {
+        &self.rollout_rejections
     }
 
     /// The same state, answering `start()` as `start` says.
@@ -466,10 +533,29 @@ impl State {
         let candidate = Arc::new(Snapshot::new(self.revision, self.entries.clone()));
         match self.keys.schema().validate(&candidate) {
             Ok(()) => {
-                self.published = self.entries.clone();
+                let mut changes = std::mem::take(&mut self.unpublished);
+                let candidate = if self.rollouts.is_empty() && self.overlaid.is_empty() {
+                    self.rollout_rejections.clear();
+                    candidate
+                } else {
+                    let overlay = self.overlay();
+                    for rejection in &overlay.rejected {
+                        if !self.rollout_rejections.contains(rejection) {
+                            outputs.push(Output::RejectRollout(rejection.clone()));
+                        }
+                    }
+                    self.rollout_rejections = overlay.rejected;
+                    if self.served {
+                        let also = self.overlaid.iter().chain(&overlay.names);
+                        changes.rebase(also, &self.published, &overlay.entries);
+                    }
+                    self.overlaid = overlay.names;
+                    let snapshot = Snapshot::new(self.revision, overlay.entries);
+                    Arc::new(snapshot.with_rollouts(overlay.served))
+                };
+                self.published = candidate.entries().clone();
                 self.served = true;
                 self.rejected_revision = None;
-                let changes = std::mem::take(&mut self.unpublished);
                 if let Some(change) = changes.into_change(self.revision, &self.keys) {
                     outputs.push(Output::Notify(change));
                 }
@@ -485,6 +571,102 @@ impl State {
                 None
             }
         }
+    }
+
+    /// The base with every rollout that targets this instance laid over it, in name
+    /// order; a rollout that cannot be laid is left out, with why.
+    fn overlay(&self) -> Overlay {
+        let mut overlay = Overlay {
+            entries: self.entries.clone(),
+            served: Vec::new(),
+            names: BTreeSet::new(),
+            rejected: Vec::new(),
+        };
+        let Some(member) = &self.member else {
+            return overlay;
+        };
+        for (key, staged) in &self.rollouts {
+            let name: Arc<str> = Arc::from(self.keys.rollout_of(key).unwrap_or_default());
+            let laid = match &staged.rollout {
+                Ok(rollout) if !rollout.targets(member.id(), member.labels()) => continue,
+                Ok(rollout) => self.lay(rollout, &name, staged.mod_revision, &overlay.entries),
+                // Whom it targets is unknown: every member says it cannot serve it.
+                Err(reason) => Err(reason.clone()),
+            };
+            match laid {
+                Ok((entries, names)) => {
+                    overlay.entries = entries;
+                    overlay.names.extend(names);
+                    overlay.served.push(name);
+                }
+                Err(reason) => overlay.rejected.push(RolloutRejection {
+                    rollout: name,
+                    reason,
+                }),
+            }
+        }
+        overlay
+    }
+
+    /// `entries` with `rollout`'s changes, and the names they change, if every value
+    /// passes the schema and the result its checks.
+    fn lay(
+        &self,
+        rollout: &Rollout,
+        name: &Arc<str>,
+        mod_revision: i64,
+        entries: &Entries,
+    ) -> Result<(Entries, Vec<Arc<str>>), String> {
+        let schema = self.keys.schema();
+        let mut entries = entries.clone();
+        let mut names = Vec::new();
+        let named = |key: &str| {
+            self.name_for(key)
+                .ok_or_else(|| format!("{key} names no value of the configuration"))
+        };
+        for (key, text) in &rollout.put {
+            let target = named(key)?;
+            let value = schema
+                .coerce(&target, text.as_bytes())
+                .map_err(|reason| format!("{target}: {reason}"))?;
+            let source = Source::Rollout {
+                rollout: name.clone(),
+                key: Arc::from(key.as_str()),
+                mod_revision,
+            };
+            let entry = Entry::new(value, source, schema.is_secret(&target));
+            entries.insert(target.clone(), entry);
+            names.push(target);
+        }
+        for key in &rollout.delete {
+            let target = named(key)?;
+            match self.fallback.get(&target) {
+                Some(fallback) => entries.insert(target.clone(), fallback.clone()),
+                None => entries.remove(&target),
+            };
+            names.push(target);
+        }
+        schema
+            .validate(&Snapshot::new(self.revision, entries.clone()))
+            .map_err(|reasons| reasons.join("; "))?;
+        Ok((entries, names))
+    }
+
+    /// Records what etcd holds at a rollout key (`None`: nothing).
+    fn stage(&mut self, key: &Arc<str>, mod_revision: i64, value: Option<&[u8]>) {
+        let Some(bytes) = value else {
+            self.rollouts.remove(key);
+            return;
+        };
+        let name = self.keys.rollout_of(key).unwrap_or_default();
+        let rollout = crate::rollout::check_name(name)
+            .and_then(|()| Rollout::parse(name, mod_revision, bytes))
+            .map(Arc::new);
+        let staged = Staged {
+            mod_revision,
+            rollout,
+        };
+        self.rollouts.insert(key.clone(), staged);
     }
 
     /// The revision of the current snapshot.
@@ -764,6 +946,7 @@ impl State {
         let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
         self.rejected.clear();
         self.shadowed.clear();
+        self.rollouts.clear();
         // etcd lists in key order; sort only what did not come from it.
         if !kvs.is_sorted_by(|a, b| a.key <= b.key) {
             kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
@@ -771,7 +954,9 @@ impl State {
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
         for kv in kvs {
-            if let Some(name) = self.name_for(&kv.key) {
+            if self.keys.rollout_of(&kv.key).is_some() {
+                self.stage(&kv.key, kv.mod_revision, Some(&kv.value));
+            } else if let Some(name) = self.name_for(&kv.key) {
                 let write = Write {
                     value: self.keys.schema().coerce(&name, &kv.value),
                     key: kv.key,
@@ -922,6 +1107,7 @@ impl State {
     fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             entries: self.entries.clone(),
+            rollouts: self.rollouts.clone(),
             rejected: self.rejected.clone(),
             shadowed: self.shadowed.clone(),
             key_count: self.key_count,
@@ -931,6 +1117,7 @@ impl State {
 
     fn restore(&mut self, checkpoint: Checkpoint) {
         self.entries = checkpoint.entries;
+        self.rollouts = checkpoint.rollouts;
         self.rejected = checkpoint.rejected;
         self.shadowed = checkpoint.shadowed;
         self.key_count = checkpoint.key_count;
@@ -962,6 +1149,22 @@ impl State {
                 .digest
                 .zip(removed)
                 .map(|(sum, removed)| sum.wrapping_sub(removed).wrapping_add(added));
+        }
+        if self.keys.rollout_of(&event.key).is_some() {
+            let tracked = self
+                .rollouts
+                .get(&event.key)
+                .map(|staged| staged.mod_revision);
+            if event
+                .prev_mod_revision
+                .is_some_and(|prev| Some(prev) != tracked)
+            {
+                return Err(ListReason::Diverged {
+                    key_revision: event.mod_revision,
+                });
+            }
+            self.stage(&event.key, event.mod_revision, event.value.as_deref());
+            return Ok(());
         }
         let Some(name) = self.name_for(&event.key) else {
             return Ok(());

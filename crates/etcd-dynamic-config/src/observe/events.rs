@@ -31,3 +31,4 @@ pub(crate) const CONFIG_PROBLEM: &str = "config_problem";
 pub(crate) const ANNOUNCED: &str = "announced";
 pub(crate) const ANNOUNCE_FAILED: &str = "announce_failed";
 pub(crate) const INSTANCE_RECORD_IGNORED: &str = "instance_record_ignored";
+pub(crate) const ROLLOUT_REJECTED: &str = "rollout_rejected";

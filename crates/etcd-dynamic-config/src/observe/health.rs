@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::report::{Rejection, RevisionRejection, StartSource};
+use crate::rollout::RolloutRejection;
 
 /// Where the configuration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -74,6 +75,10 @@ pub struct Health {
     pub invalid: Vec<Rejection>,
     /// A revision held back because it broke a check.
     pub rejected_revision: Option<RevisionRejection>,
+    /// The [rollouts](crate::rollout) laid over the base in the snapshot served.
+    pub rollouts: Vec<String>,
+    /// The rollouts that target this instance and are not served, and why.
+    pub rejected_rollouts: Vec<RolloutRejection>,
     /// The last failure talking to etcd, with its causes.
     pub last_error: Option<String>,
     /// Its kind: `Unavailable`, `Refused`, `StartTimeout`, ...

@@ -34,6 +34,7 @@
 //! | `announced` | debug | `key`, `revision` (the instance record was written) |
 //! | `announce_failed` | warn | `key`, `error.type`, `error.message` |
 //! | `instance_record_ignored` | warn | `key`, `error.message` (`EtcdClient::fleet`) |
+//! | `rollout_rejected` | warn | `rollout`, `reason` (a rollout that targets the instance is not served) |
 //! | `config_problem` | warn | `problem` (`EtcdClient::get_config`: a rejected value, colliding keys, a broken check) |
 
 #[cfg(feature = "ecs")]

@@ -536,7 +536,7 @@ impl Schema {
     ///
     /// # Errors
     ///
-    /// [`Error::Schema`] for an explicit key outside the prefix.
+    /// [`Error::Schema`] for an explicit key outside the prefix, or among its rollouts.
     pub(crate) fn bind(self: &Arc<Self>, prefix: &str) -> Result<KeyMap> {
         let prefix_dir: Arc<str> = Arc::from(format!("{}/", prefix.trim_end_matches('/')));
         let mut by_key = HashMap::new();
@@ -547,6 +547,15 @@ impl Schema {
                     what: format!("key {key}"),
                     reason: format!(
                         "it is outside the prefix {prefix_dir}, which is all that is read"
+                    ),
+                });
+            }
+            if key[prefix_dir.len()..].starts_with(crate::rollout::DIR) {
+                return Err(Error::Schema {
+                    what: format!("key {key}"),
+                    reason: format!(
+                        "{prefix_dir}{} holds rollouts, not values",
+                        crate::rollout::DIR
                     ),
                 });
             }
@@ -582,6 +591,12 @@ impl KeyMap {
         &self.prefix_dir
     }
 
+    /// The rollout `key` holds (its name), if it is a rollout key.
+    pub(crate) fn rollout_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&*self.prefix_dir)?
+            .strip_prefix(crate::rollout::DIR)
+    }
+
     pub(crate) fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -600,6 +615,9 @@ impl KeyMap {
             return None;
         }
         let relative = key.strip_prefix(&*self.prefix_dir)?;
+        if relative.starts_with(crate::rollout::DIR) {
+            return None; // a rollout, not a value
+        }
         let name = naming::name_from_path(relative)?;
         // A declared name keeps its one Arc; others get their own.
         match self.schema.names.get_key_value(name.as_str()) {

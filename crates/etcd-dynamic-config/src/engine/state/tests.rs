@@ -1806,3 +1806,269 @@ fn the_engine_reads_whether_a_list_was_applied_and_the_schema_of_the_prefix() {
     );
     assert!(state.schema().declared("level").is_some());
 }
+
+/// The rollout document at `/app/_rollout/<name>`.
+fn rollout_doc(
+    percent: u8,
+    labels: &[(&str, &str)],
+    put: &[(&str, &str)],
+    delete: &[&str],
+) -> String {
+    serde_json::json!({
+        "percent": percent,
+        "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "put": put.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "delete": delete,
+    })
+    .to_string()
+}
+
+/// `state()` for the instance `pod-1` in zone `eu`.
+fn member_state() -> State {
+    state().member(Some(Announce::new("pod-1").label("zone", "eu")))
+}
+
+fn rollout_rejections(outputs: &[Output]) -> Vec<RolloutRejection> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::RejectRollout(rejection) => Some(rejection.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_targeted_instance_serves_base_and_rollout_at_one_revision_and_hears_the_change() {
+    let doc = rollout_doc(100, &[("zone", "eu")], &[("/app/LogLevel", "DEBUG")], &[]);
+    let base = vec![
+        kv("/app/LogLevel", "INFO", 7),
+        kv("/app/Db/Name", "5432", 9),
+    ];
+    let mut targeted = member_state();
+    let mut outsider = state().member(Some(Announce::new("pod-2").label("zone", "us")));
+    let mut anonymous = state();
+    for state in [&mut targeted, &mut outsider, &mut anonymous] {
+        state.step(listed_at(base.clone(), 10));
+    }
+    let start = watched(vec![put("/app/_rollout/canary", &doc, 11, None)]);
+
+    let outputs = targeted.step(start.clone());
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(snapshot.revision(), 11);
+    assert_eq!(
+        values(&snapshot),
+        map(&[("log_level", "DEBUG"), ("db.name", "5432")]),
+        "no name for the rollout key itself"
+    );
+    assert_eq!(snapshot.rollouts(), [Arc::from("canary")]);
+    assert_eq!(
+        snapshot.entry("log_level").unwrap().source().to_string(),
+        "rollout canary of etcd key /app/LogLevel @ rev 11"
+    );
+    assert_eq!(
+        notifications(&outputs)[0],
+        ConfigChange {
+            revision: 11,
+            changes: vec![change("log_level", Some("INFO"), Some("DEBUG"))]
+        }
+    );
+
+    for other in [&mut outsider, &mut anonymous] {
+        let outputs = other.step(start.clone());
+        let snapshot = published(&outputs).unwrap();
+        assert_eq!(snapshot.revision(), 11);
+        assert_eq!(
+            values(&snapshot),
+            map(&[("log_level", "INFO"), ("db.name", "5432")])
+        );
+        assert!(snapshot.rollouts().is_empty());
+        assert!(notifications(&outputs).is_empty());
+        assert!(rollout_rejections(&outputs).is_empty());
+    }
+
+    // The base moves on under the rollout: the rolled-out name keeps the rollout's
+    // value, the others follow, and only they are notified.
+    let outputs = targeted.step(watched(vec![
+        put("/app/LogLevel", "WARN", 12, Some(7)),
+        put("/app/Db/Name", "6000", 12, Some(9)),
+    ]));
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(
+        values(&snapshot),
+        map(&[("log_level", "DEBUG"), ("db.name", "6000")])
+    );
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        [change("db.name", Some("5432"), Some("6000"))]
+    );
+
+    // Aborted: back to the base as it is now.
+    let outputs = targeted.step(watched(vec![del("/app/_rollout/canary", 13, 11)]));
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(
+        values(&snapshot),
+        map(&[("log_level", "WARN"), ("db.name", "6000")])
+    );
+    assert!(snapshot.rollouts().is_empty());
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        [change("log_level", Some("DEBUG"), Some("WARN"))]
+    );
+}
+
+#[test]
+fn promotion_in_one_revision_changes_nothing_the_targeted_instance_serves() {
+    let doc = rollout_doc(100, &[], &[("/app/LogLevel", "DEBUG")], &["/app/Db/Name"]);
+    let base = vec![
+        kv("/app/LogLevel", "INFO", 7),
+        kv("/app/Db/Name", "5432", 9),
+        kv("/app/_rollout/canary", &doc, 10),
+    ];
+    let mut targeted = member_state();
+    let mut anonymous = state();
+    let first = published(&targeted.step(listed_at(base.clone(), 10))).unwrap();
+    assert_eq!(
+        values(&first),
+        map(&[("log_level", "DEBUG")]),
+        "the delete too"
+    );
+    published(&anonymous.step(listed_at(base, 10))).unwrap();
+
+    let promote = watched(vec![
+        put("/app/LogLevel", "DEBUG", 11, Some(7)),
+        del("/app/Db/Name", 11, 9),
+        del("/app/_rollout/canary", 11, 10),
+    ]);
+    let outputs = targeted.step(promote.clone());
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(values(&snapshot), values(&first));
+    assert_eq!(snapshot.revision(), 11);
+    assert!(snapshot.rollouts().is_empty());
+    assert!(
+        notifications(&outputs).is_empty(),
+        "{:?}",
+        notifications(&outputs)
+    );
+
+    let outputs = anonymous.step(promote);
+    assert_eq!(values(&published(&outputs).unwrap()), values(&first));
+    assert_eq!(
+        notifications(&outputs)[0].changes,
+        [
+            change("db.name", Some("5432"), None),
+            change("log_level", Some("INFO"), Some("DEBUG")),
+        ]
+    );
+}
+
+#[test]
+fn widening_brings_the_instance_in_at_its_bucket() {
+    let bucket = crate::rollout::bucket("canary", "pod-1");
+    let at = |percent: u8| rollout_doc(percent, &[], &[("/app/LogLevel", "DEBUG")], &[]);
+    let mut state = member_state();
+    let outputs = state.step(listed_at(
+        vec![
+            kv("/app/LogLevel", "INFO", 7),
+            kv("/app/_rollout/canary", &at(bucket), 8),
+        ],
+        8,
+    ));
+    assert_eq!(
+        values(&published(&outputs).unwrap()),
+        map(&[("log_level", "INFO")])
+    );
+    let outputs = state.step(watched(vec![put(
+        "/app/_rollout/canary",
+        &at(bucket + 1),
+        9,
+        Some(8),
+    )]));
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(values(&snapshot), map(&[("log_level", "DEBUG")]));
+    assert_eq!(snapshot.rollouts(), [Arc::from("canary")]);
+}
+
+#[test]
+fn a_rollout_the_instance_cannot_serve_is_rejected_once_and_the_base_serves() {
+    let mut state = declared_state().member(Some(Announce::new("pod-1")));
+    state.step(listed_at(
+        vec![
+            kv("/app/Token", "t", 2),
+            kv("/app/MinPool", "1", 3),
+            kv("/app/MaxPool", "5", 4),
+        ],
+        4,
+    ));
+    let cases = [
+        ("{", "not a rollout document"),
+        (
+            &*rollout_doc(100, &[], &[("/app/MinPool", "9")], &[]),
+            "min_pool <= max_pool does not hold",
+        ),
+        (
+            &*rollout_doc(100, &[], &[], &["/app/Token"]),
+            "required name token has no value",
+        ),
+        (
+            &*rollout_doc(100, &[], &[("/other/Key", "1")], &[]),
+            "/other/Key names no value",
+        ),
+    ];
+    let mut revision = 4;
+    let mut prev = None;
+    for (doc, why) in cases {
+        revision += 1;
+        let outputs = state.step(watched(vec![put("/app/_rollout/bad", doc, revision, prev)]));
+        prev = Some(revision);
+        let snapshot = published(&outputs).unwrap();
+        assert_eq!(snapshot.get("min_pool"), Some(&Value::from("1")), "{why}");
+        assert!(snapshot.rollouts().is_empty());
+        assert!(notifications(&outputs).is_empty());
+        let rejected = rollout_rejections(&outputs);
+        assert_eq!(rejected.len(), 1, "{why}: {outputs:?}");
+        assert_eq!(&*rejected[0].rollout, "bad");
+        assert!(rejected[0].reason.contains(why), "{}", rejected[0].reason);
+        assert_eq!(state.rollout_rejections(), rejected);
+    }
+    // Said once: the next revision keeps it rejected without saying it again.
+    let outputs = state.step(watched(vec![put("/app/MaxPool", "6", 20, Some(4))]));
+    assert!(rollout_rejections(&outputs).is_empty());
+    assert_eq!(state.rollout_rejections().len(), 1);
+    // Gone: nothing is rejected.
+    state.step(watched(vec![del("/app/_rollout/bad", 21, prev.unwrap())]));
+    assert!(state.rollout_rejections().is_empty());
+}
+
+#[test]
+fn rollouts_survive_a_relist_and_a_contradicting_rollout_event_relists() {
+    let doc = rollout_doc(100, &[], &[("/app/LogLevel", "DEBUG")], &[]);
+    let mut state = member_state();
+    state.step(listed_at(
+        vec![
+            kv("/app/LogLevel", "INFO", 7),
+            kv("/app/_rollout/canary", &doc, 8),
+        ],
+        8,
+    ));
+    // etcd says the rollout key was at revision 5 before: this cache never saw that.
+    let outputs = state.step(watched(vec![put("/app/_rollout/canary", &doc, 9, Some(5))]));
+    assert_eq!(control(&outputs), ["List(Diverged { key_revision: 9 })"]);
+    let outputs = state.step(listed_at(
+        vec![
+            kv("/app/LogLevel", "INFO", 7),
+            kv("/app/_rollout/canary", &doc, 9),
+        ],
+        9,
+    ));
+    let snapshot = published(&outputs).unwrap();
+    assert_eq!(values(&snapshot), map(&[("log_level", "DEBUG")]));
+    assert_eq!(
+        snapshot.entry("log_level").unwrap().source().to_string(),
+        "rollout canary of etcd key /app/LogLevel @ rev 9"
+    );
+    assert!(
+        notifications(&outputs).is_empty(),
+        "it served DEBUG already"
+    );
+}
