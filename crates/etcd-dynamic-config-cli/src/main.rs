@@ -66,6 +66,8 @@ fn os_user() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+mod rollout;
+
 /// Exit codes, as documented in `--help`.
 mod exit {
     /// A check found problems, health is not synced, or a name is not set.
@@ -258,6 +260,12 @@ enum Command {
         /// table or json
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Staged rollouts: changes some instances serve before all do (see the README's
+    /// "Fleet and rollouts")
+    Rollout {
+        #[command(subcommand)]
+        action: rollout::Action,
     },
     /// One line per instance that announces itself on the prefix (EtcdSettings__Instance):
     /// the revision it holds, how far behind it is, its state, the names it rejects.
@@ -468,6 +476,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Health { format } => health(&context, format).await,
         Command::Status { format, wait_rev } => status(&context, format, wait_rev).await,
+        Command::Rollout { action } => rollout::run(&context, action).await,
     }
 }
 
@@ -707,6 +716,18 @@ fn parse_import(
     file: &std::path::Path,
     text: &str,
 ) -> Result<BTreeMap<String, String>> {
+    Ok(parse_changes(context, file, text)?
+        .into_iter()
+        .map(|(name, value)| (name, value.unwrap_or_else(|| "null".to_owned())))
+        .collect())
+}
+
+/// The names and values of a .env or JSON file; in JSON, `null` is `None`.
+fn parse_changes(
+    context: &Context,
+    file: &std::path::Path,
+    text: &str,
+) -> Result<BTreeMap<String, Option<String>>> {
     let is_json =
         file.extension().is_some_and(|ext| ext == "json") || text.trim_start().starts_with('{');
     if is_json {
@@ -718,8 +739,9 @@ fn parse_import(
             .into_iter()
             .map(|(name, value)| {
                 let text = match value {
-                    serde_json::Value::String(text) => text,
-                    other => other.to_string(),
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(text) => Some(text),
+                    other => Some(other.to_string()),
                 };
                 (name, text)
             })
@@ -747,7 +769,7 @@ fn parse_import(
                 key.to_lowercase().replace("__", ".")
             }
         });
-        values.insert(name, value);
+        values.insert(name, Some(value));
     }
     Ok(values)
 }

@@ -1279,3 +1279,228 @@ fn status_lists_the_instances_and_waits_for_the_fleet_to_reach_a_revision() {
         "{empty}"
     );
 }
+
+#[test]
+fn rollouts_start_show_widen_promote_and_abort_from_the_command_line() {
+    use etcd_dynamic_config::announce::Announce;
+    use etcd_dynamic_config::{EtcdConfig, EtcdSettings};
+
+    let mut setup = Setup::good();
+    let instances: Vec<EtcdConfig> = (0..4)
+        .map(|i| {
+            let zone = if i % 2 == 0 { "eu-1" } else { "eu-2" };
+            let settings = EtcdSettings::builder()
+                .endpoints(setup.etcd.endpoint())
+                .root_key("/app")
+                .announce(Announce::new(format!("pod-{i}")).label("zone", zone))
+                .build()
+                .unwrap();
+            let config = EtcdConfig::builder()
+                .settings(settings)
+                .schema(etcd_dynamic_config::Schema::from_toml_str(SCHEMA).unwrap())
+                .env(|_: &str| None)
+                .build()
+                .unwrap();
+            setup.runtime.block_on(config.start()).unwrap();
+            config
+        })
+        .collect();
+    let file = setup.dir.path().join("canary.json");
+    std::fs::write(
+        &file,
+        r#"{"log_level": "DEBUG", "db_password": "rolled-secret", "feature.new_checkout": null}"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let start = |extra: &[&str]| {
+        let mut command = setup.cli();
+        command.args(["rollout", "start", "canary", &file, "--percent", "100"]);
+        command.args(["--labels", "zone=eu-1"]).args(extra);
+        command
+    };
+
+    // A dry run shows the changes (secrets masked) and whom they would reach.
+    let dry = stdout(start(&["--dry-run"]).arg("--timeout").arg("5"));
+    println!("{dry}");
+    assert!(dry.contains("~ log_level: INFO -> DEBUG"), "{dry}");
+    assert!(dry.contains("~ db_password: ******** -> ********"), "{dry}");
+    assert!(dry.contains("- feature.new_checkout"), "{dry}");
+    assert!(
+        dry.contains("2 of 4 live instance(s) in the target (100% of zone=eu-1): pod-0, pod-2"),
+        "{dry}"
+    );
+    assert!(dry.ends_with("dry run: nothing written\n"), "{dry}");
+    assert!(
+        !dry.contains("rolled-secret") && !dry.contains("hunter2"),
+        "{dry}"
+    );
+    assert_eq!(
+        stdout(setup.cli().args(["rollout", "status"])),
+        "no rollout under /app/\n"
+    );
+
+    let started = stdout(&mut start(&[]));
+    let revision: i64 = started
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    setup
+        .cli()
+        .args([
+            "status",
+            "--wait-rev",
+            &revision.to_string(),
+            "--timeout",
+            "10",
+        ])
+        .assert()
+        .success();
+    for (i, config) in instances.iter().enumerate() {
+        let level = config.snapshot().get("log_level").unwrap().to_string();
+        assert_eq!(level, if i % 2 == 0 { "DEBUG" } else { "INFO" }, "pod-{i}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let table = stdout(setup.cli().args(["rollout", "status", "canary"]));
+        if table.contains("2 serving, 0 pending, 0 rejecting, 2 outside") {
+            break table;
+        }
+        assert!(Instant::now() < deadline, "{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("{table}");
+    assert!(
+        table.starts_with(
+            "rollout canary: 100% of zone=eu-1, changes +db_password,+log_level,-feature.new_checkout"
+        ),
+        "{table}"
+    );
+    let document: serde_json::Value = serde_json::from_str(&stdout(
+        setup
+            .cli()
+            .args(["rollout", "status", "canary", "--format", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(document["instances"][0]["id"], "pod-0");
+    assert_eq!(document["instances"][0]["state"], "serving");
+    assert_eq!(document["instances"][1]["state"], "outside");
+    assert!(
+        !document.to_string().contains("rolled-secret"),
+        "{document}"
+    );
+    let list = stdout(setup.cli().args(["rollout", "status"]));
+    assert!(
+        list.contains("canary") && list.contains("100% of zone=eu-1"),
+        "{list}"
+    );
+
+    // Refused, writing nothing: narrowing, a second start, a value the schema rejects.
+    setup
+        .cli()
+        .args(["rollout", "widen", "canary", "--percent", "10"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("never narrows"));
+    start(&[])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("running already"));
+    let bad = setup.dir.path().join("bad.env");
+    std::fs::write(&bad, "POOL_SIZE=500\n").unwrap();
+    setup
+        .cli()
+        .args(["rollout", "start", "big-pool"])
+        .arg(&bad)
+        .args(["--percent", "5"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("pool_size"));
+
+    // A rollout written by hand that instances cannot serve: status names the reason
+    // (never the value) and exits 1.
+    setup.write(
+        "/app/_rollout/by-hand",
+        r#"{"percent": 100, "put": {"/app/Database/PoolSize": "500"}}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = setup
+            .cli()
+            .args(["rollout", "status", "by-hand"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if text.contains("0 serving, 0 pending, 4 rejecting") {
+            println!("{text}");
+            assert_eq!(output.status.code(), Some(1));
+            assert!(text.contains("rejected  pool_size:"), "{text}");
+            assert!(!text.contains("500"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stdout(setup.cli().args(["rollout", "abort", "by-hand"]));
+
+    // Promoted: every instance serves the changes, and the rollout is gone.
+    let promoted = stdout(setup.cli().args(["rollout", "promote", "canary"]));
+    assert!(
+        promoted.starts_with("rollout canary promoted at revision"),
+        "{promoted}"
+    );
+    assert_eq!(stdout(setup.cli().args(["get", "log_level"])), "DEBUG\n");
+    assert_eq!(
+        setup.etcd_value("/app/Database/Password").unwrap().0,
+        "rolled-secret"
+    );
+    assert!(setup.etcd_value("/app/Feature/NewCheckout").is_none());
+    assert!(setup.etcd_value("/app/_rollout/canary").is_none());
+    assert_eq!(
+        stdout(setup.cli().args(["rollout", "status"])),
+        "no rollout under /app/\n"
+    );
+
+    // Aborted: back to the base.
+    std::fs::write(setup.dir.path().join("quiet.env"), "LOG_LEVEL=ERROR\n").unwrap();
+    stdout(
+        setup
+            .cli()
+            .args(["rollout", "start", "quiet"])
+            .arg(setup.dir.path().join("quiet.env"))
+            .args(["--percent", "100"]),
+    );
+    let aborted = stdout(setup.cli().args(["rollout", "abort", "quiet"]));
+    let revision: i64 = aborted
+        .split_whitespace()
+        .nth(5)
+        .and_then(|word| word.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("{aborted}"));
+    setup
+        .cli()
+        .args([
+            "status",
+            "--wait-rev",
+            &revision.to_string(),
+            "--timeout",
+            "10",
+        ])
+        .assert()
+        .success();
+    for config in &instances {
+        assert_eq!(
+            config.snapshot().get("log_level").unwrap().to_string(),
+            "DEBUG"
+        );
+        setup.runtime.block_on(config.stop());
+    }
+    setup
+        .cli()
+        .args(["rollout", "abort", "quiet"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains(
+            "rollout quiet: there is no such rollout",
+        ));
+}

@@ -135,6 +135,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A staged rollout cannot be read, started or changed so (see [`crate::rollout`]).
+    #[error("rollout {name}: {reason}")]
+    Rollout {
+        /// The rollout.
+        name: String,
+        /// Why, e.g. `there is no such rollout`.
+        reason: String,
+    },
+
     /// The configuration cannot run here (e.g. the blocking facade could not create its
     /// runtime).
     #[error("the configuration cannot run here: its runtime could not be created")]
@@ -158,6 +167,7 @@ impl Error {
             Self::Stopped => "Stopped",
             Self::TooLarge { .. } => "TooLarge",
             Self::Conflict { .. } => "Conflict",
+            Self::Rollout { .. } => "Rollout",
             Self::Runtime(_) => "Runtime",
         }
     }

@@ -68,7 +68,9 @@ mod value;
 struct ReadmeDoctests;
 
 pub use binding::Binding;
-pub use client::{EtcdClient, Fleet, History, HistoryEntry, Loaded, Rollback};
+pub use client::{
+    EtcdClient, Fleet, History, HistoryEntry, Loaded, Rollback, RolloutStatus, Standing,
+};
 pub use config::{EnvLookup, EtcdConfig, EtcdConfigBuilder, etcd_config};
 pub use error::{Error, Result};
 pub use observe::health::{Health, HealthState, SYNC_BOUND};

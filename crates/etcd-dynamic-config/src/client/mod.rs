@@ -18,6 +18,9 @@ use crate::settings::EtcdSettings;
 use crate::snapshot::{Snapshot, Source};
 use crate::value::Value;
 
+mod rollout;
+pub use rollout::{RolloutStatus, Standing};
+
 /// One-off reads from etcd with a schema's names and coercion; no watch, no cache.
 ///
 /// `EtcdClient::control_unit()` is the Python `EtcdClient()`. For configuration that
@@ -462,35 +465,10 @@ impl EtcdClient {
         deletes: &[String],
         expect_revision: Option<i64>,
     ) -> Result<i64> {
-        let schema = self.keys.schema();
         let current = self.load().await?.snapshot;
         let mut writes = Vec::with_capacity(puts.len());
         for (name, text) in puts {
-            let key = self.key_of(&current, name)?;
-            // A name that would not read back as itself is refused: no reader would see it.
-            let reads_as = self.keys.name_for(&key);
-            if reads_as.as_deref() != Some(name.as_str()) {
-                return Err(Error::Value {
-                    name: name.clone(),
-                    reason: match reads_as {
-                        Some(other) => format!("would read back as {other}, not as itself"),
-                        None => "names no value a reader would see".to_owned(),
-                    },
-                    origin: Source::Write {
-                        key: Arc::from(key.as_str()),
-                    },
-                });
-            }
-            schema
-                .coerce(name, text.as_bytes())
-                .map_err(|reason| Error::Value {
-                    name: name.clone(),
-                    reason,
-                    origin: Source::Write {
-                        key: Arc::from(key.as_str()),
-                    },
-                })?;
-            writes.push((key, text.clone()));
+            writes.push((self.checked_key(&current, name, text)?, text.clone()));
         }
         let delete_keys = deletes
             .iter()
@@ -535,6 +513,31 @@ impl EtcdClient {
                 .await
         })
         .await
+    }
+
+    /// The key to write `text` to for `name`, once the schema accepts it there.
+    fn checked_key(&self, current: &Snapshot, name: &str, text: &str) -> Result<String> {
+        let key = self.key_of(current, name)?;
+        let refused = |reason| Error::Value {
+            name: name.to_owned(),
+            reason,
+            origin: Source::Write {
+                key: Arc::from(key.as_str()),
+            },
+        };
+        // A name that would not read back as itself is refused: no reader would see it.
+        let reads_as = self.keys.name_for(&key);
+        if reads_as.as_deref() != Some(name) {
+            return Err(refused(match reads_as {
+                Some(other) => format!("would read back as {other}, not as itself"),
+                None => "names no value a reader would see".to_owned(),
+            }));
+        }
+        self.keys
+            .schema()
+            .coerce(name, text.as_bytes())
+            .map_err(refused)?;
+        Ok(key)
     }
 
     /// Checks that the prefix now holds the keys it held at `revision`, at the same mod
