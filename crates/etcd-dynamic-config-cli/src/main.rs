@@ -909,14 +909,20 @@ async fn rollback(
     let client = context.client()?;
     let plan = client.plan_rollback(to_rev).await?;
     let name_of = |key: &str| client.name_of_key(key).unwrap_or_else(|| key.to_owned());
+    let rollouts = format!("{}{}", client.prefix(), etcd_dynamic_config::rollout::DIR);
     for (key, value) in &plan.puts {
         let name = name_of(key);
+        // A rollout's document may hold secret values: never shown.
+        let value = if key.starts_with(&rollouts) {
+            "(a rollout document)".to_owned()
+        } else {
+            shown(context, &name, Some(value))
+        };
         outln!(
-            "{} {} ({}) = {}",
+            "{} {} ({}) = {value}",
             context.style.changed("~"),
             output::printable(&name),
             output::printable(key),
-            shown(context, &name, Some(value))
         );
     }
     for key in &plan.deletes {

@@ -1461,6 +1461,16 @@ fn rollouts_start_show_widen_promote_and_abort_from_the_command_line() {
         stdout(setup.cli().args(["rollout", "status"])),
         "no rollout under /app/\n"
     );
+    // A rollback that would bring the rollout back shows no value of its document.
+    let back = stdout(setup.cli().args([
+        "rollback",
+        "--to-rev",
+        &revision.to_string(),
+        "--dry-run",
+        "--show-secrets",
+    ]));
+    assert!(back.contains("/app/_rollout/canary) = (a rollout document)"), "{back}");
+    assert!(!back.contains("rolled-secret\""), "{back}");
 
     // Aborted: back to the base.
     std::fs::write(setup.dir.path().join("quiet.env"), "LOG_LEVEL=ERROR\n").unwrap();

@@ -460,3 +460,55 @@ async fn bad_rollouts_are_refused_before_anything_is_written() {
     let head = put(&mut etcd_client, "/elsewhere", "x").await;
     assert_eq!(head, before + 1, "nothing was written under the prefix");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_is_pending_then_catches_up_after_a_compaction() {
+    let etcd = EtcdMember::start().await;
+    let mut etcd_client = etcd.client().await;
+    put(&mut etcd_client, "/roll/LogLevel", "INFO").await;
+    let proxy = testkit::FaultProxy::start(etcd.client_port()).await;
+    let config = instance(&proxy.endpoint(), Some("pod-x"), "a");
+    config.start().await.expect("start");
+    let operator = client(&etcd.endpoint());
+    records_until(&operator, "pod-x's record", |records| records.len() == 1).await;
+
+    proxy.stall();
+    let plan = operator
+        .plan_rollout(
+            "all",
+            100,
+            BTreeMap::new(),
+            &[("log_level".into(), "DEBUG".into())],
+            &[],
+        )
+        .await
+        .unwrap();
+    let started = operator.start_rollout(&plan).await.unwrap();
+    let status = operator.rollout_status("all").await.unwrap();
+    assert_eq!(
+        status.instances.len(),
+        1,
+        "the record outlives a short stall"
+    );
+    assert_eq!(status.instances[0].1, Standing::Pending);
+    assert_eq!(
+        config.snapshot().get("log_level").unwrap().to_string(),
+        "INFO"
+    );
+
+    // While it is away, the base moves on and etcd compacts: it lists again on return.
+    let head = put(&mut etcd_client, "/roll/Feature", "on").await;
+    etcd_client.compact(head, None).await.unwrap();
+    proxy.restore();
+    let snapshot = wait_for_revision(&config, head).await;
+    let (expected_values, served) = expected(&mut etcd_client, head, Some(("pod-x", "a"))).await;
+    assert_eq!(values(&snapshot), expected_values);
+    assert_eq!(served, ["all"]);
+    assert_eq!(snapshot.rollouts(), [Arc::from("all")]);
+    assert!(started < head);
+    records_until(&operator, "pod-x serving", |records| {
+        records.iter().all(|r| r.rollouts == ["all"])
+    })
+    .await;
+    config.stop().await;
+}
