@@ -223,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_those_put_then_those_deleted_and_rejections_read_as_words() {
+        let text = r#"{"percent": 5, "put": {"/a/B": "1"}, "delete": ["/a/A"]}"#;
+        let rollout = Rollout::parse("r", 1, text.as_bytes()).unwrap();
+        assert_eq!(rollout.keys().collect::<Vec<_>>(), ["/a/B", "/a/A"]);
+        let rejection = RolloutRejection {
+            rollout: Arc::from("r"),
+            reason: "level: not one of DEBUG, INFO".to_owned(),
+        };
+        assert_eq!(
+            rejection.to_string(),
+            "rollout r: level: not one of DEBUG, INFO"
+        );
+    }
+
+    #[test]
     fn debug_shows_no_value() {
         let shown = format!("{:?}", rollout(5, &[]));
         assert!(shown.contains("/app/Level"), "{shown}");
