@@ -1469,7 +1469,10 @@ fn rollouts_start_show_widen_promote_and_abort_from_the_command_line() {
         "--dry-run",
         "--show-secrets",
     ]));
-    assert!(back.contains("/app/_rollout/canary) = (a rollout document)"), "{back}");
+    assert!(
+        back.contains("/app/_rollout/canary) = (a rollout document)"),
+        "{back}"
+    );
     assert!(!back.contains("rolled-secret\""), "{back}");
 
     // Aborted: back to the base.
