@@ -6,6 +6,7 @@
 //! - a burst of 10,000 puts: last put returned → snapshot at its revision;
 //! - heap held at 100,000 keys vs the raw bytes of keys and values;
 //! - heap held by a blocked listener behind 100,000 puts of 1 KiB vs its stated bound;
+//! - put → visible at 100,000 keys with three typed bindings in use vs none;
 //! - the Python original on the same etcd (cold start, `get_all_configs()`, put →
 //!   visible), installed by `bench/setup-python-original.sh`: the full run fails when it
 //!   cannot be (`E2E_ONLY=latency|cold|burst|memory` runs a part without it).
@@ -59,6 +60,8 @@ struct Sizes {
     memory: usize,
     listener_puts: usize,
     python_puts: usize,
+    binding_keys: usize,
+    binding_puts: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -68,6 +71,8 @@ const FULL: Sizes = Sizes {
     memory: 100_000,
     listener_puts: 100_000,
     python_puts: 50,
+    binding_keys: 100_000,
+    binding_puts: 40,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -77,6 +82,8 @@ const SMOKE: Sizes = Sizes {
     memory: 1_000,
     listener_puts: 10_000,
     python_puts: 0,
+    binding_keys: 1_000,
+    binding_puts: 4,
 };
 
 fn main() {
@@ -189,6 +196,20 @@ async fn run(sizes: &Sizes, full: bool) {
             format!("{:.1} MiB vs bound {:.1} MiB", mib(held), mib(bound)),
             held as f64 / bound as f64,
             held <= bound,
+        ));
+    }
+
+    if wants("bindings") {
+        let (none, three) = bindings(&etcd, client.clone(), sizes).await;
+        rows.push(row(
+            &format!(
+                "put → visible, p50, {} keys, three bindings loaded every ms",
+                sizes.binding_keys
+            ),
+            "≤ 1.2× no binding",
+            format!("{} vs none {}", ms(three), ms(none)),
+            ratio(three, none),
+            ratio(three, none) <= 1.2,
         ));
     }
 
@@ -351,6 +372,69 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
     raw.abort();
     config.stop().await;
     (ours, theirs)
+}
+
+/// Put → visible (p50) at `sizes.binding_keys` keys, without a binding and with three
+/// that a reader thread loads every millisecond (as requests would), in five
+/// interleaved rounds.
+async fn bindings(etcd: &EtcdMember, client: Client, sizes: &Sizes) -> (Duration, Duration) {
+    type Tree = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+    let prefix = "/bind";
+    seed(client.clone(), prefix, sizes.binding_keys).await;
+    let config = config(etcd, prefix);
+    config.start().await.expect("start");
+    let mut writer = client;
+    let (mut none, mut three) = (Vec::new(), Vec::new());
+    let mut value = 0;
+    for _ in 0..5 {
+        for with_bindings in [false, true] {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = with_bindings.then(|| {
+                let bound: Vec<_> = (0..3)
+                    .map(|_| config.bind::<Tree>().expect("binds"))
+                    .collect();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for binding in &bound {
+                            std::hint::black_box(binding.load());
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            });
+            let mut subscription = config.subscribe();
+            for _ in 0..sizes.binding_puts {
+                value += 1;
+                let started = Instant::now();
+                let revision = writer
+                    .put(
+                        format!("{prefix}/Service000/Key000000"),
+                        format!("v{value}"),
+                        None,
+                    )
+                    .await
+                    .expect("put")
+                    .header()
+                    .expect("header")
+                    .revision();
+                subscription
+                    .wait_for(|snapshot| snapshot.revision() >= revision)
+                    .await
+                    .expect("alive");
+                let samples = if with_bindings { &mut three } else { &mut none };
+                samples.push(started.elapsed());
+                // Room for the readers to read the revision, as between requests.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.store(true, Ordering::Relaxed);
+            if let Some(reader) = reader {
+                reader.join().expect("reader");
+            }
+        }
+    }
+    config.stop().await;
+    (percentile(&none, 0.5), percentile(&three, 0.5))
 }
 
 /// The median of three starts, and of three raw paginated ranges, of `prefix`.

@@ -1,16 +1,23 @@
-//! Typed bindings: the configuration read into a serde struct, rebuilt on every
-//! published snapshot, loaded lock-free.
+//! Typed bindings: the configuration read into a serde struct, read again on the first
+//! load after each publish, loaded lock-free in between.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
 
 use crate::observe::events;
-use crate::snapshot::Snapshot;
+use crate::store::Current;
 
-/// The configuration as a `T`, rebuilt on each applied revision.
+/// The configuration as a `T`, as of the latest applied revision.
+///
+/// A publish costs a binding nothing but a counter increment: the first
+/// [`load`](Self::load) after it reads the new snapshot as `T` on the caller's thread
+/// (the others wait for that read, then share it); until the next publish, `load` is
+/// two atomic loads. So updates cost O(1) however large the configuration, and a
+/// binding no one loads costs nothing.
 ///
 /// A revision that does not read as `T` keeps the previous value; the failure is logged
 /// (`bind_rejected`) and kept in [`last_error`](Self::last_error) until a revision reads
@@ -20,7 +27,11 @@ pub struct Binding<T> {
 }
 
 struct Shared<T> {
-    current: ArcSwap<T>,
+    store: Arc<Current>,
+    value: ArcSwap<T>,
+    /// The store generation `value` was read from (or failed to read from).
+    read_at: AtomicU64,
+    /// Why that generation did not read as `T`; held while a reader reads again.
     last_error: Mutex<Option<String>>,
 }
 
@@ -34,60 +45,73 @@ impl<T> Clone for Binding<T> {
 
 impl<T> fmt::Debug for Binding<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last_error = self
+            .shared
+            .last_error
+            .try_lock()
+            .map(|error| error.clone())
+            .unwrap_or_default();
         f.debug_struct("Binding")
             .field("type", &std::any::type_name::<T>())
-            .field("last_error", &self.last_error())
-            .finish()
-    }
-}
-
-impl<T> Binding<T> {
-    /// Why the latest revision did not read as `T`, while it does not.
-    pub fn last_error(&self) -> Option<String> {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .field("last_error", &last_error)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
-    pub(crate) fn new(initial: T) -> Self {
-        Self {
+    /// A binding of the store's snapshots, reading the current one now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`](crate::Error::Bind) when the current snapshot does not read as `T`.
+    pub(crate) fn new(store: Arc<Current>) -> crate::Result<Self> {
+        let read_at = store.generation();
+        let value = store.load().deserialize::<T>()?;
+        Ok(Self {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(initial),
+                store,
+                value: ArcSwap::from_pointee(value),
+                read_at: AtomicU64::new(read_at),
                 last_error: Mutex::new(None),
             }),
-        }
-    }
-
-    /// The latest value: one atomic load, no lock.
-    pub fn load(&self) -> Arc<T> {
-        self.shared.current.load_full()
-    }
-
-    /// What rebuilds this binding on each publish: holds it weakly, and says `false`
-    /// once every handle is dropped, so the store forgets it.
-    pub(crate) fn rebuilder(&self) -> crate::store::Rebuild {
-        let shared = Arc::downgrade(&self.shared);
-        Box::new(move |snapshot| match shared.upgrade() {
-            Some(shared) => {
-                Binding { shared }.rebuild(snapshot);
-                true
-            }
-            None => false,
         })
     }
 
-    /// Reads `snapshot` as `T`; keeps the previous value when it does not read (or the
-    /// deserializer panics).
-    pub(crate) fn rebuild(&self, snapshot: &Snapshot) {
-        let mut last_error = self
-            .shared
+    /// The latest value: the snapshot published last, read as `T` (see the type's docs
+    /// for the cost).
+    pub fn load(&self) -> Arc<T> {
+        self.refresh();
+        self.shared.value.load_full()
+    }
+
+    /// Why the latest revision did not read as `T`, while it does not.
+    pub fn last_error(&self) -> Option<String> {
+        self.refresh();
+        self.lock_error().clone()
+    }
+
+    fn lock_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.shared
             .last_error
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the latest snapshot as `T` if a newer one was published since the last
+    /// read; keeps the previous value when it does not read (or the deserializer
+    /// panics).
+    fn refresh(&self) {
+        let shared = &*self.shared;
+        if shared.read_at.load(Ordering::Acquire) == shared.store.generation() {
+            return;
+        }
+        let mut last_error = self.lock_error();
+        // Another reader may have read it while this one waited.
+        let generation = shared.store.generation();
+        if shared.read_at.load(Ordering::Acquire) == generation {
+            return;
+        }
+        let snapshot = shared.store.load();
         let read =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.deserialize::<T>()))
                 .unwrap_or_else(|panic| {
@@ -103,7 +127,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
                 });
         match read {
             Ok(value) => {
-                self.shared.current.store(Arc::new(value));
+                shared.value.store(Arc::new(value));
                 *last_error = None;
             }
             Err(error) => {
@@ -117,5 +141,98 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
                 *last_error = Some(error.to_string());
             }
         }
+        shared.read_at.store(generation, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::snapshot::{Entries, Entry, Snapshot, Source};
+    use crate::store::Store;
+    use crate::value::Value;
+
+    /// How many times a `Counted` was deserialized.
+    static READS: AtomicUsize = AtomicUsize::new(0);
+
+    /// `{ level }`, counting its reads; `level = "boom"` panics.
+    struct Counted {
+        level: String,
+    }
+
+    impl<'de> serde::Deserialize<'de> for Counted {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            #[derive(serde::Deserialize)]
+            struct Plain {
+                level: String,
+            }
+            READS.fetch_add(1, Ordering::SeqCst);
+            let plain = Plain::deserialize(deserializer)?;
+            assert!(plain.level != "boom", "a deserializer that panics");
+            Ok(Self { level: plain.level })
+        }
+    }
+
+    fn snapshot(revision: i64, level: &str) -> Arc<Snapshot> {
+        let mut entries = Entries::default();
+        let entry = Entry::new(Value::from(level), Source::Default, false);
+        entries.insert(Arc::from("level"), entry);
+        Arc::new(Snapshot::new(revision, entries))
+    }
+
+    #[test]
+    fn publishes_cost_nothing_until_a_load_reads_the_latest_once() {
+        let store = Store::new();
+        let writer = store.begin_run();
+        writer.publish(snapshot(1, "INFO"));
+        let binding = Binding::<Counted>::new(store.current()).unwrap();
+        assert_eq!(READS.load(Ordering::SeqCst), 1);
+        for revision in 2..=1000 {
+            writer.publish(snapshot(revision, &format!("L{revision}")));
+        }
+        assert_eq!(READS.load(Ordering::SeqCst), 1, "no read per publish");
+        assert_eq!(binding.load().level, "L1000");
+        assert_eq!(binding.clone().load().level, "L1000");
+        assert_eq!(READS.load(Ordering::SeqCst), 2, "one read for the latest");
+
+        // A read that panics keeps the value and says why, once per publish.
+        writer.publish(snapshot(1001, "boom"));
+        assert_eq!(binding.load().level, "L1000");
+        assert!(
+            binding
+                .last_error()
+                .unwrap()
+                .contains("the deserializer panicked")
+        );
+        assert!(format!("{binding:?}").contains("panicked"));
+        assert_eq!(READS.load(Ordering::SeqCst), 3);
+        writer.publish(snapshot(1002, "DEBUG"));
+        assert_eq!(binding.load().level, "DEBUG");
+        assert_eq!(binding.last_error(), None);
+        assert_eq!(READS.load(Ordering::SeqCst), 4);
+
+        // Readers racing a writer: at most one read per publish, and each reader sees
+        // the revisions in order.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let binding = binding.clone();
+                scope.spawn(move || {
+                    let mut last = 0;
+                    for _ in 0..2_000 {
+                        let level = binding.load().level.clone();
+                        let revision = level.trim_start_matches('L').parse().unwrap_or(0);
+                        assert!(revision >= last, "{revision} after {last}");
+                        last = revision;
+                    }
+                });
+            }
+            for revision in 2000..2100 {
+                writer.publish(snapshot(revision, &format!("L{revision}")));
+            }
+        });
+        assert_eq!(binding.load().level, "L2099");
+        assert!(READS.load(Ordering::SeqCst) <= 4 + 100, "{READS:?}");
     }
 }

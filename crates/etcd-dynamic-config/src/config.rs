@@ -377,19 +377,16 @@ impl EtcdConfig {
         self.inner.store.snapshots()
     }
 
-    /// The configuration read as `T` (names split at `.` into nested structs), rebuilt on
-    /// every applied revision; [`Binding::load`] is one atomic load.
+    /// The configuration read as `T` (names split at `.` into nested structs), read again
+    /// on the first [`Binding::load`] after each applied revision; two atomic loads in
+    /// between.
     ///
     /// # Errors
     ///
     /// [`Error::Bind`] when the current snapshot does not read as `T` (call it after
     /// [`start`](Self::start), or give `T` defaults).
     pub fn bind<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Binding<T>> {
-        let binding = Binding::new(self.snapshot().deserialize::<T>()?);
-        self.inner.store.on_publish(binding.rebuilder());
-        // A revision published between the first read and the registration is not missed.
-        binding.rebuild(&self.snapshot());
-        Ok(binding)
+        Binding::new(self.inner.store.current())
     }
 
     /// A health report for readiness and liveness endpoints (never holds a value).

@@ -3,8 +3,9 @@
 //! Readers load the current snapshot with one atomic operation (`arc-swap`), wait for the
 //! next one through a [`Subscription`] or the [`Snapshots`] stream, or get every change
 //! through a [`Listener`] (a callback on a thread of its own) or the [`Changes`] stream,
-//! each behind a bounded mailbox, so a slow or panicking reader never stalls the engine. Typed bindings are rebuilt on a thread of their own
-//! too, from the latest snapshot.
+//! each behind a bounded mailbox, so a slow or panicking reader never stalls the engine.
+//! Typed bindings read the latest snapshot when they are loaded after a publish, on the
+//! reader's thread: a publish costs them one counter increment.
 //!
 //! # Bounds
 //!
@@ -12,13 +13,13 @@
 //! difference; past that, everything queued is folded into one net difference (each
 //! name's first old value and last new value), which holds at most one entry per name.
 //! Every change holds at least one value change, so the queue's length is bounded too. A slow listener so gets the net
-//! difference it missed, and every change's `old` is the `new` it saw before. The
-//! binding worker holds only the latest snapshot.
+//! difference it missed, and every change's `old` is the `new` it saw before.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -70,9 +71,6 @@ pub(crate) struct Status {
     pub(crate) busy_since: Option<std::time::Instant>,
 }
 
-/// A typed binding's rebuild; `false` once the binding is dropped.
-pub(crate) type Rebuild = Box<dyn Fn(&Snapshot) -> bool + Send + Sync + 'static>;
-
 /// Most value changes a listener's mailbox queues beyond one folded difference, before
 /// it folds everything queued into one: room for the bursts of a resumed watch (etcd
 /// batches up to about a thousand revisions in one response), so only a listener that
@@ -81,24 +79,46 @@ pub const MAILBOX_VALUES: usize = 4096;
 
 /// The published state, shared by the engine and every handle.
 pub(crate) struct Store {
-    current: ArcSwap<Snapshot>,
+    current: Arc<Current>,
     latest: watch::Sender<Arc<Snapshot>>,
     /// The listeners' mailboxes; a dropped [`Listener`] closes its own.
     listeners: Mutex<Vec<Weak<Mailbox>>>,
     status: Mutex<Status>,
     /// The metric handles, from `start` on (they bind to the recorder installed then).
     metrics: ArcSwapOption<Metrics>,
-    /// Typed bindings and their worker, started with the first binding.
-    bindings: OnceLock<Arc<Bindings>>,
+}
+
+/// The snapshot being served, and how many have been published: what a typed binding
+/// needs of the store (it holds this, not the store, so that dropping the configuration
+/// still ends its streams).
+#[derive(Debug)]
+pub(crate) struct Current {
+    snapshot: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+}
+
+impl Current {
+    /// The current snapshot: one atomic load.
+    pub(crate) fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// How many snapshots have been published; read before [`load`](Self::load), it
+    /// names a snapshot no newer than the one loaded.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         for mailbox in lock(&self.listeners).iter().filter_map(Weak::upgrade) {
             mailbox.close();
-        }
-        if let Some(bindings) = self.bindings.get() {
-            bindings.close();
         }
     }
 }
@@ -112,7 +132,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("current", &self.current.load())
+            .field("current", &self.current.snapshot.load())
             .finish_non_exhaustive()
     }
 }
@@ -121,10 +141,12 @@ impl Store {
     pub(crate) fn new() -> Arc<Self> {
         let empty = Arc::new(Snapshot::default());
         Arc::new(Self {
-            current: ArcSwap::new(empty.clone()),
+            current: Arc::new(Current {
+                snapshot: ArcSwap::new(empty.clone()),
+                generation: AtomicU64::new(0),
+            }),
             latest: watch::Sender::new(empty),
             listeners: Mutex::default(),
-            bindings: OnceLock::new(),
             status: Mutex::default(),
             metrics: ArcSwapOption::empty(),
         })
@@ -132,12 +154,12 @@ impl Store {
 
     /// The current snapshot: one atomic load, no lock.
     pub(crate) fn load(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.current.load()
     }
 
     /// Calls `f` with the current snapshot without touching its reference count.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
-        f(&self.current.load())
+        f(&self.current.snapshot.load())
     }
 
     pub(crate) fn subscribe(&self) -> Subscription {
@@ -194,19 +216,9 @@ impl Store {
         }
     }
 
-    /// Runs `rebuild` on the latest snapshot after each publish, on the binding worker,
-    /// until it returns `false`.
-    pub(crate) fn on_publish(&self, rebuild: Rebuild) {
-        let bindings = self.bindings.get_or_init(|| {
-            let bindings = Arc::new(Bindings::default());
-            let worker = bindings.clone();
-            std::thread::Builder::new()
-                .name("etcd-config-bindings".into())
-                .spawn(move || worker.run())
-                .expect("spawn the binding thread");
-            bindings
-        });
-        lock(&bindings.rebuilds).push(rebuild);
+    /// The current snapshot and its generation, for a typed binding.
+    pub(crate) fn current(&self) -> Arc<Current> {
+        self.current.clone()
     }
 
     /// A stream of changes, fed by a bounded mailbox.
@@ -399,48 +411,6 @@ impl Mailbox {
     }
 }
 
-/// The typed bindings and the latest snapshot for them to read.
-#[derive(Default)]
-struct Bindings {
-    rebuilds: Mutex<Vec<Rebuild>>,
-    /// The latest snapshot not yet read, and whether the store is gone.
-    latest: Mutex<(Option<Arc<Snapshot>>, bool)>,
-    ready: Condvar,
-}
-
-impl Bindings {
-    fn offer(&self, snapshot: Arc<Snapshot>) {
-        lock(&self.latest).0 = Some(snapshot);
-        self.ready.notify_one();
-    }
-
-    fn close(&self) {
-        lock(&self.latest).1 = true;
-        self.ready.notify_one();
-    }
-
-    fn run(&self) {
-        loop {
-            let snapshot = {
-                let mut latest = lock(&self.latest);
-                loop {
-                    if latest.1 {
-                        return;
-                    }
-                    if let Some(snapshot) = latest.0.take() {
-                        break snapshot;
-                    }
-                    latest = self
-                        .ready
-                        .wait(latest)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                }
-            };
-            lock(&self.rebuilds).retain(|rebuild| rebuild(&snapshot));
-        }
-    }
-}
-
 /// The engine's handle on the store: the only one that publishes. Not `Clone`.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -458,10 +428,7 @@ impl Writer {
             metrics.revision.set(snapshot.revision() as f64);
             metrics.keys.set(snapshot.len() as f64);
         }
-        self.store.current.store(snapshot.clone());
-        if let Some(bindings) = self.store.bindings.get() {
-            bindings.offer(snapshot.clone());
-        }
+        self.store.current.publish(snapshot.clone());
         self.store.latest.send_replace(snapshot);
     }
 
