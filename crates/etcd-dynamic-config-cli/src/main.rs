@@ -4,6 +4,7 @@
 mod output;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -296,8 +297,7 @@ enum ExportFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -495,11 +495,12 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
     let snapshot = &loaded.snapshot;
     let mut names: Vec<&str> = snapshot.iter().map(|(name, _)| name).collect();
     names.sort_unstable();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
         Format::Table => {
-            let rows: Vec<[String; 3]> = names
-                .iter()
-                .map(|name| {
+            let rows = || {
+                names.iter().map(|name| {
                     let entry = snapshot.entry(name).expect("listed name");
                     [
                         (*name).to_owned(),
@@ -507,70 +508,70 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                         entry.source().to_string(),
                     ]
                 })
-                .collect();
-            out!(
-                "{}",
-                context.style.table(&["NAME", "VALUE", "SOURCE"], &rows)
-            );
-            outln!("revision {}", loaded.revision);
+            };
+            context
+                .style
+                .write_table(&mut out, &["NAME", "VALUE", "SOURCE"], rows)?;
+            writeln!(out, "revision {}", loaded.revision)?;
         }
         Format::Json => {
-            let values: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .map(|name| {
-                    let entry = snapshot.entry(name).expect("listed name");
-                    let value = serde_json::json!({
-                        "value": context.masking.json(entry),
-                        "source": entry.source().to_string(),
-                        "secret": entry.is_secret(),
-                    });
-                    ((*name).to_owned(), value)
-                })
-                .collect();
-            let document = serde_json::json!({
-                "prefix": context.prefix()?,
-                "revision": loaded.revision,
-                "values": values,
-                "problems": loaded.problems,
-            });
-            outln!("{}", serde_json::to_string_pretty(&document)?);
+            let document = output::DumpDocument {
+                prefix: context.prefix()?,
+                problems: &loaded.problems,
+                revision: loaded.revision,
+                values: output::Values {
+                    names: &names,
+                    snapshot,
+                    masking: context.masking,
+                },
+            };
+            serde_json::to_writer_pretty(&mut out, &document)?;
+            writeln!(out)?;
         }
-        Format::Env => out!("{}", env_lines(context, &loaded, &names)),
+        Format::Env => write_env(&mut out, context, &loaded, &names)?,
     }
+    out.flush()?;
     Ok(0)
 }
 
-fn env_lines(context: &Context, loaded: &Loaded, names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|name| {
-            let entry = loaded.snapshot.entry(name).expect("listed name");
-            format!(
-                "{}={}\n",
-                context.schema.env_var(name),
-                output::env_quote(&context.masking.text(entry))
-            )
-        })
-        .collect()
+/// `NAME=value` lines (env var names), written as they are made.
+fn write_env(
+    out: &mut impl std::io::Write,
+    context: &Context,
+    loaded: &Loaded,
+    names: &[&str],
+) -> std::io::Result<()> {
+    for name in names {
+        let entry = loaded.snapshot.entry(name).expect("listed name");
+        writeln!(
+            out,
+            "{}={}",
+            context.schema.env_var(name),
+            output::env_quote(&context.masking.text(entry))
+        )?;
+    }
+    Ok(())
 }
 
 async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
     let loaded = context.load().await?;
     let mut names: Vec<&str> = loaded.snapshot.iter().map(|(name, _)| name).collect();
     names.sort_unstable();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
-        ExportFormat::Env => out!("{}", env_lines(context, &loaded, &names)),
+        ExportFormat::Env => write_env(&mut out, context, &loaded, &names)?,
         ExportFormat::Json => {
-            let values: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .map(|name| {
-                    let entry = loaded.snapshot.entry(name).expect("listed name");
-                    ((*name).to_owned(), context.masking.text(entry).into())
-                })
-                .collect();
-            outln!("{}", serde_json::to_string_pretty(&values)?);
+            let values = output::Texts {
+                names: &names,
+                snapshot: &loaded.snapshot,
+                masking: context.masking,
+            };
+            serde_json::to_writer_pretty(&mut out, &values)?;
+            writeln!(out)?;
         }
     }
+    out.flush()?;
     Ok(0)
 }
 
@@ -682,33 +683,43 @@ async fn put_in_batches(context: &Context, writes: &[(String, String)], size: us
     let client = context.client()?;
     let batches = writes.len().div_ceil(size);
     let mut written = 0;
-    for (index, chunk) in writes.chunks(size).enumerate() {
-        match client.put_values(chunk, &[]).await {
-            Ok(revision) => {
-                written += chunk.len();
-                outln!(
-                    "wrote batch {}/{batches}: {} value(s) at revision {revision}",
-                    index + 1,
-                    chunk.len()
-                );
-            }
-            Err(error) => {
-                let rest: Vec<&str> = writes[written..]
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .collect();
-                return Err(anyhow::Error::new(error).context(format!(
-                    "stopped at batch {}/{batches}: {written} value(s) written before it, {} not written: {}",
-                    index + 1,
-                    rest.len(),
-                    output::printable(&rest.join(", "))
-                )));
-            }
+    let mut index = 0;
+    let result = client
+        .put_values_batched(writes, size, |count, revision| {
+            written += count;
+            index += 1;
+            // As it goes; a closed output shows at the summary line below.
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "wrote batch {index}/{batches}: {count} value(s) at revision {revision}"
+            );
+        })
+        .await;
+    if let Err(error) = result {
+        let rest = &writes[written..];
+        // The first few names; a file of 100,000 must not print them all.
+        let mut named: Vec<&str> = rest
+            .iter()
+            .take(SHOWN_NAMES)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let more = format!("and {} more", rest.len().saturating_sub(SHOWN_NAMES));
+        if rest.len() > SHOWN_NAMES {
+            named.push(&more);
         }
+        return Err(anyhow::Error::new(error).context(format!(
+            "stopped at batch {}/{batches}: {written} value(s) written before it, {} not written: {}",
+            index + 1,
+            rest.len(),
+            output::printable(&named.join(", "))
+        )));
     }
     outln!("wrote {written} value(s) in {batches} transaction(s)");
     Ok(0)
 }
+
+/// How many names an error lists before it counts the rest.
+const SHOWN_NAMES: usize = 10;
 
 /// Name → value from a .env or JSON file.
 fn parse_import(

@@ -107,42 +107,99 @@ impl Style {
     /// Rows under a header, columns padded to the widest cell (an empty header row is
     /// left out).
     pub(crate) fn table<const N: usize>(self, header: &[&str; N], rows: &[[String; N]]) -> String {
-        let rows: Vec<[String; N]> = rows
-            .iter()
-            .map(|row| row.clone().map(|cell| printable(&cell).into_owned()))
-            .collect();
-        let rows = rows.as_slice();
-        let mut widths = [0usize; N];
-        for (column, width) in widths.iter_mut().enumerate() {
-            *width = rows
-                .iter()
-                .map(|row| row[column].chars().count())
-                .chain([header[column].len()])
-                .max()
-                .unwrap_or(0);
+        let mut out = Vec::new();
+        self.write_table(&mut out, header, || rows.iter().cloned())
+            .expect("writing to memory");
+        String::from_utf8(out).expect("the cells are text")
+    }
+
+    /// [`table`](Self::table), written to `out` as it goes: `rows` is called twice, to
+    /// measure the columns and then to write them, so no row is held.
+    pub(crate) fn write_table<const N: usize, I: Iterator<Item = [String; N]>>(
+        self,
+        out: &mut impl std::io::Write,
+        header: &[&str; N],
+        rows: impl Fn() -> I,
+    ) -> std::io::Result<()> {
+        let mut widths = header.map(str::len);
+        for row in rows() {
+            for (width, cell) in widths.iter_mut().zip(&row) {
+                *width = (*width).max(printable(cell).chars().count());
+            }
         }
-        let line = |cells: Vec<&str>| {
+        let line = |cells: [&str; N]| {
             let mut text = String::new();
             for (column, cell) in cells.iter().enumerate() {
-                if column + 1 == N {
-                    text.push_str(cell);
-                } else {
+                text.push_str(cell);
+                if column + 1 < N {
                     let pad = widths[column] - cell.chars().count();
-                    text.push_str(cell);
                     text.push_str(&" ".repeat(pad + 2));
                 }
             }
-            text.trim_end().to_owned() + "\n"
+            text.truncate(text.trim_end().len());
+            text
         };
-        let mut out = String::new();
         if header.iter().any(|cell| !cell.is_empty()) {
-            out.push_str(&self.paint("1", line(header.to_vec()).trim_end()));
-            out.push('\n');
+            writeln!(out, "{}", self.paint("1", &line(*header)))?;
         }
-        for row in rows {
-            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        for row in rows() {
+            let row = row.map(|cell| printable(&cell).into_owned());
+            writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
         }
-        out
+        Ok(())
+    }
+}
+
+/// `dump --format json`, serialized as it is written: no document is built in memory.
+#[derive(serde::Serialize)]
+pub(crate) struct DumpDocument<'a> {
+    pub(crate) prefix: String,
+    pub(crate) problems: &'a [String],
+    pub(crate) revision: i64,
+    pub(crate) values: Values<'a>,
+}
+
+/// Each name (in order) with its value, source and secrecy.
+pub(crate) struct Values<'a> {
+    pub(crate) names: &'a [&'a str],
+    pub(crate) snapshot: &'a etcd_dynamic_config::Snapshot,
+    pub(crate) masking: Masking,
+}
+
+impl serde::Serialize for Values<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Shown<'e> {
+            secret: bool,
+            /// Serialized as its text.
+            source: &'e etcd_dynamic_config::Source,
+            value: serde_json::Value,
+        }
+        serializer.collect_map(self.names.iter().map(|name| {
+            let entry = self.snapshot.entry(name).expect("listed name");
+            let shown = Shown {
+                secret: entry.is_secret(),
+                source: entry.source(),
+                value: self.masking.json(entry),
+            };
+            (name, shown)
+        }))
+    }
+}
+
+/// `export --format json`: each name (in order) with its value's text.
+pub(crate) struct Texts<'a> {
+    pub(crate) names: &'a [&'a str],
+    pub(crate) snapshot: &'a etcd_dynamic_config::Snapshot,
+    pub(crate) masking: Masking,
+}
+
+impl serde::Serialize for Texts<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.names.iter().map(|name| {
+            let entry = self.snapshot.entry(name).expect("listed name");
+            (name, self.masking.text(entry))
+        }))
     }
 }
 

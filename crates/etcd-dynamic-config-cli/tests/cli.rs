@@ -730,6 +730,35 @@ fn an_import_too_large_for_one_transaction_writes_nothing_unless_batched() {
         ));
     assert_eq!(setup.etcd_value("/app/AFirst").unwrap().0, "1");
     assert_eq!(setup.etcd_value("/app/ZBig"), None);
+
+    // A value the schema rejects, in the last batch: nothing is written at all.
+    let late = setup.dir.path().join("late.env");
+    std::fs::write(&late, "A_LATE=1\nB_LATE=2\nPOOL_SIZE=500\n").unwrap();
+    setup
+        .cli()
+        .args(["import", &late.display().to_string(), "--batch", "1"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("pool_size: out of range"));
+    assert_eq!(setup.etcd_value("/app/ALate"), None);
+
+    // One that stops before a thousand names lists ten and counts the rest.
+    let many = setup.dir.path().join("many.env");
+    let lines: String = (0..1000).map(|i| format!("MANY_{i:04}=v\n")).collect();
+    std::fs::write(&many, lines).unwrap();
+    let output = setup
+        .cli()
+        .args(["import", &many.display().to_string(), "--batch", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("1000 not written: many_0000, many_0001,")
+            && stderr.contains("many_0009, and 990 more:"),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 2_000, "{stderr}");
 }
 
 #[test]

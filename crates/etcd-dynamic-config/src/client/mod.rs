@@ -466,13 +466,67 @@ impl EtcdClient {
         expect_revision: Option<i64>,
     ) -> Result<i64> {
         let current = self.load().await?.snapshot;
-        let mut writes = Vec::with_capacity(puts.len());
+        let (writes, deletes) = self.prepared(&current, puts, deletes)?;
+        let Some(expected) = expect_revision else {
+            // Writing the same values again after a write that may have landed leaves the
+            // same values: a retry on the next endpoint is safe.
+            return self
+                .with_failover(async |connection| connection.write(&writes, &deletes).await)
+                .await;
+        };
+        let guards = self.unchanged_since(expected).await?;
+        let prefix = self.prefix();
+        self.with_failover(async |connection| {
+            connection
+                .write_guarded(&writes, &deletes, &guards, Some((prefix, expected)))
+                .await
+        })
+        .await
+    }
+
+    /// As [`put_values`](Self::put_values), in transactions of at most `batch` values,
+    /// for imports larger than etcd takes at once: not atomic. Every value is checked
+    /// first, against one read of the prefix, and nothing is written if one is
+    /// rejected; then `written(values, revision)` is called after each transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_values`](Self::put_values); a failed transaction stops the import (the
+    /// ones before it stay written).
+    pub async fn put_values_batched(
+        &self,
+        puts: &[(String, String)],
+        batch: usize,
+        mut written: impl FnMut(usize, i64),
+    ) -> Result<()> {
+        let current = self.load().await?.snapshot;
+        self.prepared(&current, puts, &[])?;
+        for chunk in puts.chunks(batch.max(1)) {
+            let (writes, _) = self.prepared(&current, chunk, &[])?;
+            let revision = self
+                .with_failover(async |connection| connection.write(&writes, &[]).await)
+                .await?;
+            written(chunk.len(), revision);
+        }
+        Ok(())
+    }
+
+    /// The keys and values a write of `puts` and `deletes` makes, checked against the
+    /// schema and placed as `current` holds them, with its audit record when the client
+    /// keeps them.
+    fn prepared(
+        &self,
+        current: &Snapshot,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(Vec<(String, String)>, Vec<String>)> {
+        let mut writes = Vec::with_capacity(puts.len() + 1);
         for (name, text) in puts {
-            writes.push((self.checked_key(&current, name, text)?, text.clone()));
+            writes.push((self.checked_key(current, name, text)?, text.clone()));
         }
         let delete_keys = deletes
             .iter()
-            .map(|name| self.key_of(&current, name))
+            .map(|name| self.key_of(current, name))
             .collect::<Result<Vec<_>>>()?;
         // What etcd holds for a name now: its entry, when it came from etcd (at the key
         // `key_of` gave).
@@ -497,22 +551,7 @@ impl EtcdClient {
                 .collect()
         });
         writes.extend(record);
-        let deletes = delete_keys;
-        let Some(expected) = expect_revision else {
-            // Writing the same values again after a write that may have landed leaves the
-            // same values: a retry on the next endpoint is safe.
-            return self
-                .with_failover(async |connection| connection.write(&writes, &deletes).await)
-                .await;
-        };
-        let guards = self.unchanged_since(expected).await?;
-        let prefix = self.prefix();
-        self.with_failover(async |connection| {
-            connection
-                .write_guarded(&writes, &deletes, &guards, Some((prefix, expected)))
-                .await
-        })
-        .await
+        Ok((writes, delete_keys))
     }
 
     /// The key to write `text` to for `name`, once the schema accepts it there.
