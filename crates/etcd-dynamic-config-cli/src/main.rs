@@ -492,26 +492,30 @@ async fn get(context: &Context, name: &str) -> Result<u8> {
 
 async fn dump(context: &Context, format: Format) -> Result<u8> {
     let loaded = context.load().await?;
-    let snapshot = &loaded.snapshot;
-    let mut names: Vec<&str> = snapshot.iter().map(|(name, _)| name).collect();
-    names.sort_unstable();
+    let entries = output::sorted(&loaded.snapshot);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
         Format::Table => {
-            let rows = || {
-                names.iter().map(|name| {
-                    let entry = snapshot.entry(name).expect("listed name");
-                    [
-                        (*name).to_owned(),
-                        context.masking.text(entry),
-                        entry.source().to_string(),
-                    ]
-                })
-            };
-            context
-                .style
-                .write_table(&mut out, &["NAME", "VALUE", "SOURCE"], rows)?;
+            // Measured without making the cells, then written row by row.
+            let mut widths = [0; 3];
+            for (name, entry) in &entries {
+                let row = [
+                    output::shown_width(name),
+                    output::shown_width(context.masking.shown(entry)),
+                    output::shown_width(entry.source()),
+                ];
+                for (width, cell) in widths.iter_mut().zip(row) {
+                    *width = (*width).max(cell);
+                }
+            }
+            let mut table =
+                context
+                    .style
+                    .start_table(&mut out, &["NAME", "VALUE", "SOURCE"], widths)?;
+            for (name, entry) in &entries {
+                table.row([name, context.masking.shown(entry), entry.source()])?;
+            }
             writeln!(out, "revision {}", loaded.revision)?;
         }
         Format::Json => {
@@ -520,29 +524,34 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                 problems: &loaded.problems,
                 revision: loaded.revision,
                 values: output::Values {
-                    names: &names,
-                    snapshot,
+                    entries: &entries,
                     masking: context.masking,
                 },
             };
             serde_json::to_writer_pretty(&mut out, &document)?;
             writeln!(out)?;
         }
-        Format::Env => write_env(&mut out, context, &loaded, &names)?,
+        Format::Env => write_env(&mut out, context, &entries)?,
     }
     out.flush()?;
+    drop(entries);
+    exiting(loaded);
     Ok(0)
+}
+
+/// Lets go of a large configuration read once, without freeing it piece by piece: the
+/// process ends right after (at 100,000 keys freeing took a quarter of `dump`'s time).
+fn exiting(loaded: Loaded) {
+    std::mem::forget(loaded);
 }
 
 /// `NAME=value` lines (env var names), written as they are made.
 fn write_env(
     out: &mut impl std::io::Write,
     context: &Context,
-    loaded: &Loaded,
-    names: &[&str],
+    entries: &[(&str, &etcd_dynamic_config::Entry)],
 ) -> std::io::Result<()> {
-    for name in names {
-        let entry = loaded.snapshot.entry(name).expect("listed name");
+    for (name, entry) in entries {
         writeln!(
             out,
             "{}={}",
@@ -555,16 +564,14 @@ fn write_env(
 
 async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
     let loaded = context.load().await?;
-    let mut names: Vec<&str> = loaded.snapshot.iter().map(|(name, _)| name).collect();
-    names.sort_unstable();
+    let entries = output::sorted(&loaded.snapshot);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
-        ExportFormat::Env => write_env(&mut out, context, &loaded, &names)?,
+        ExportFormat::Env => write_env(&mut out, context, &entries)?,
         ExportFormat::Json => {
             let values = output::Texts {
-                names: &names,
-                snapshot: &loaded.snapshot,
+                entries: &entries,
                 masking: context.masking,
             };
             serde_json::to_writer_pretty(&mut out, &values)?;
@@ -572,6 +579,8 @@ async fn export(context: &Context, format: ExportFormat) -> Result<u8> {
         }
     }
     out.flush()?;
+    drop(entries);
+    exiting(loaded);
     Ok(0)
 }
 

@@ -20,10 +20,15 @@ impl Masking {
 
     /// The value's text, or the mask.
     pub(crate) fn text(self, entry: &Entry) -> String {
+        self.shown(entry).to_string()
+    }
+
+    /// The value, or the mask, to format.
+    pub(crate) fn shown(self, entry: &Entry) -> &dyn std::fmt::Display {
         if self.hides(entry) {
-            MASK.to_owned()
+            &MASK
         } else {
-            entry.value().to_string()
+            entry.value()
         }
     }
 
@@ -49,10 +54,6 @@ impl Masking {
 /// Rust-style escapes (`\n`, `\u{1b}`), so a value cannot add table rows, hide text
 /// or drive the terminal. `export` and `dump --format json` keep the exact text.
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-    };
     if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -65,6 +66,36 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(shown)
+}
+
+/// Whether [`printable`] escapes `c`.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// How many characters `shown` takes once [`printable`], counted as it is formatted,
+/// without making the text.
+pub(crate) fn shown_width(shown: impl std::fmt::Display) -> usize {
+    struct Width(usize);
+    impl std::fmt::Write for Width {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.0 += text
+                .chars()
+                .map(|c| {
+                    if hidden(c) {
+                        c.escape_default().count()
+                    } else {
+                        1
+                    }
+                })
+                .sum::<usize>();
+            Ok(())
+        }
+    }
+    let mut width = Width(0);
+    std::fmt::write(&mut width, format_args!("{shown}")).expect("counting never fails");
+    width.0
 }
 
 /// Terminal styling: colour only when stdout is a terminal and `NO_COLOR` is unset.
@@ -121,33 +152,86 @@ impl Style {
         header: &[&str; N],
         rows: impl Fn() -> I,
     ) -> std::io::Result<()> {
-        let mut widths = header.map(str::len);
+        let mut widths = [0; N];
         for row in rows() {
             for (width, cell) in widths.iter_mut().zip(&row) {
-                *width = (*width).max(printable(cell).chars().count());
+                *width = (*width).max(shown_width(cell));
             }
         }
-        let line = |cells: [&str; N]| {
-            let mut text = String::new();
-            for (column, cell) in cells.iter().enumerate() {
-                text.push_str(cell);
-                if column + 1 < N {
-                    let pad = widths[column] - cell.chars().count();
-                    text.push_str(&" ".repeat(pad + 2));
-                }
-            }
-            text.truncate(text.trim_end().len());
-            text
-        };
-        if header.iter().any(|cell| !cell.is_empty()) {
-            writeln!(out, "{}", self.paint("1", &line(*header)))?;
-        }
+        let mut table = self.start_table(out, header, widths)?;
         for row in rows() {
-            let row = row.map(|cell| printable(&cell).into_owned());
-            writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+            table.row(row.each_ref().map(|cell| cell as &dyn std::fmt::Display))?;
         }
         Ok(())
     }
+
+    /// A table written row by row to `out`, for rows whose widest cells (as
+    /// [`shown_width`] counts them) are known; the header is written now.
+    pub(crate) fn start_table<'o, const N: usize, W: std::io::Write>(
+        self,
+        out: &'o mut W,
+        header: &[&str; N],
+        widths: [usize; N],
+    ) -> std::io::Result<Table<'o, W, N>> {
+        let mut table = Table {
+            out,
+            widths,
+            cells: std::array::from_fn(|_| String::new()),
+        };
+        for (width, cell) in table.widths.iter_mut().zip(header) {
+            *width = (*width).max(cell.len());
+        }
+        if header.iter().any(|cell| !cell.is_empty()) {
+            let mut text = Vec::new();
+            table.line(&mut text, header.map(str::to_owned))?;
+            let text = String::from_utf8(text).expect("the header is text");
+            writeln!(table.out, "{}", self.paint("1", text.trim_end()))?;
+        }
+        Ok(table)
+    }
+}
+
+/// Rows being written under a header, cells padded to their column.
+pub(crate) struct Table<'o, W, const N: usize> {
+    out: &'o mut W,
+    widths: [usize; N],
+    /// Each cell's text, kept between rows so that a row allocates nothing.
+    cells: [String; N],
+}
+
+impl<W: std::io::Write, const N: usize> Table<'_, W, N> {
+    /// Writes a row, each cell [`printable`].
+    pub(crate) fn row(&mut self, cells: [&dyn std::fmt::Display; N]) -> std::io::Result<()> {
+        for (text, cell) in self.cells.iter_mut().zip(cells) {
+            use std::fmt::Write as _;
+            text.clear();
+            write!(text, "{cell}").expect("formatting into a string");
+            if text.chars().any(hidden) {
+                *text = printable(text).into_owned();
+            }
+        }
+        write_line(self.out, &self.widths, &self.cells)
+    }
+
+    fn line(&self, out: &mut impl std::io::Write, cells: [String; N]) -> std::io::Result<()> {
+        write_line(out, &self.widths, &cells)
+    }
+}
+
+/// Cells padded to their column, the line's trailing blanks left out.
+fn write_line<const N: usize>(
+    out: &mut impl std::io::Write,
+    widths: &[usize; N],
+    cells: &[String; N],
+) -> std::io::Result<()> {
+    let Some(last) = cells.iter().rposition(|cell| !cell.trim_end().is_empty()) else {
+        return writeln!(out);
+    };
+    for (column, cell) in cells.iter().enumerate().take(last) {
+        let pad = widths[column] - cell.chars().count() + 2;
+        write!(out, "{cell}{:pad$}", "")?;
+    }
+    writeln!(out, "{}", cells[last].trim_end())
 }
 
 /// `dump --format json`, serialized as it is written: no document is built in memory.
@@ -159,10 +243,16 @@ pub(crate) struct DumpDocument<'a> {
     pub(crate) values: Values<'a>,
 }
 
+/// A snapshot's names with their entries, in name order.
+pub(crate) fn sorted(snapshot: &etcd_dynamic_config::Snapshot) -> Vec<(&str, &Entry)> {
+    let mut entries: Vec<(&str, &Entry)> = snapshot.iter().collect();
+    entries.sort_unstable_by_key(|(name, _)| *name);
+    entries
+}
+
 /// Each name (in order) with its value, source and secrecy.
 pub(crate) struct Values<'a> {
-    pub(crate) names: &'a [&'a str],
-    pub(crate) snapshot: &'a etcd_dynamic_config::Snapshot,
+    pub(crate) entries: &'a [(&'a str, &'a Entry)],
     pub(crate) masking: Masking,
 }
 
@@ -175,8 +265,7 @@ impl serde::Serialize for Values<'_> {
             source: &'e etcd_dynamic_config::Source,
             value: serde_json::Value,
         }
-        serializer.collect_map(self.names.iter().map(|name| {
-            let entry = self.snapshot.entry(name).expect("listed name");
+        serializer.collect_map(self.entries.iter().map(|(name, entry)| {
             let shown = Shown {
                 secret: entry.is_secret(),
                 source: entry.source(),
@@ -189,17 +278,17 @@ impl serde::Serialize for Values<'_> {
 
 /// `export --format json`: each name (in order) with its value's text.
 pub(crate) struct Texts<'a> {
-    pub(crate) names: &'a [&'a str],
-    pub(crate) snapshot: &'a etcd_dynamic_config::Snapshot,
+    pub(crate) entries: &'a [(&'a str, &'a Entry)],
     pub(crate) masking: Masking,
 }
 
 impl serde::Serialize for Texts<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.names.iter().map(|name| {
-            let entry = self.snapshot.entry(name).expect("listed name");
-            (name, self.masking.text(entry))
-        }))
+        serializer.collect_map(
+            self.entries
+                .iter()
+                .map(|(name, entry)| (name, self.masking.text(entry))),
+        )
     }
 }
 

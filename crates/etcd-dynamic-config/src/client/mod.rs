@@ -519,7 +519,7 @@ impl EtcdClient {
         current: &Snapshot,
         puts: &[(String, String)],
         deletes: &[String],
-    ) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    ) -> Result<(Puts, Vec<String>)> {
         let mut writes = Vec::with_capacity(puts.len() + 1);
         for (name, text) in puts {
             writes.push((self.checked_key(current, name, text)?, text.clone()));
@@ -760,6 +760,9 @@ impl EtcdClient {
         .await
     }
 }
+
+/// Keys and the values to put there.
+type Puts = Vec<(String, String)>;
 
 /// How many keys a guarded write checks inside its transaction (etcd's default limit is
 /// 128 compares).
