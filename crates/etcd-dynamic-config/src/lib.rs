@@ -79,3 +79,57 @@ pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
 pub use store::{Changes, Listener, MAILBOX_VALUES, Snapshots, Subscription};
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every file under `dir` whose name ends with one of `extensions`.
+    fn files(dir: &Path, extensions: &[&str], found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                files(&path, extensions, found);
+            } else if extensions.iter().any(|ext| name.ends_with(ext)) {
+                found.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn the_guarantees_table_names_tests_that_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let start = readme
+            .find("## Guarantees")
+            .expect("the guarantees section");
+        let table = &readme[start..];
+        let table = &table[..table[3..].find("\n## ").map_or(table.len(), |end| end + 3)];
+        let mut sources = Vec::new();
+        files(&root.join("crates"), &[".rs"], &mut sources);
+        files(&root.join("python/tests"), &[".py"], &mut sources);
+        let names: Vec<&str> = table
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| {
+                word.len() >= 12
+                    && word.contains('_')
+                    && word
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect();
+        assert!(names.len() > 50, "{names:?}");
+        for name in names {
+            let defined = sources.iter().any(|source| {
+                source.contains(&format!("fn {name}(")) || source.contains(&format!("def {name}("))
+            });
+            assert!(
+                defined,
+                "the README's guarantees table names {name}, which no test defines"
+            );
+        }
+    }
+}

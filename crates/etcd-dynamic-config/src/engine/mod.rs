@@ -765,3 +765,25 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
         .without_max_times()
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_50_ms_to_5_s_with_jitter() {
+        let delays: Vec<Duration> = new_backoff().take(40).collect();
+        // Each delay is the exponential step (50 ms doubling, at most 5 s) plus a random
+        // jitter below that step.
+        assert!(
+            (Duration::from_millis(50)..Duration::from_millis(100)).contains(&delays[0]),
+            "{delays:?}"
+        );
+        assert!(delays.iter().all(|d| *d < MAX_BACKOFF * 2), "{delays:?}");
+        assert!(delays[20..].iter().all(|d| *d >= MAX_BACKOFF), "{delays:?}");
+        assert!(delays[1] >= Duration::from_millis(100), "{delays:?}");
+        // Two engines retrying together do not retry in step.
+        let other: Vec<Duration> = new_backoff().take(40).collect();
+        assert_ne!(delays, other);
+    }
+}
