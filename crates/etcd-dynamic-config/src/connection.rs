@@ -684,6 +684,12 @@ impl Connection {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision)
+            // Each event's previous key-value: the engine checks it against the key it
+            // holds (a diverged cache re-lists) and keeps the prefix's fingerprint up to
+            // date with it, which lets a resumed watch verify etcd's history without a
+            // re-list. Measured (E2E_ONLY=latency, three runs each, 2026-11-27): put ->
+            // visible p50 was 1.07-1.10x a raw watch without it and 1.08x with it: no
+            // cost to see, so it stays; nothing cheaper gives the same two checks.
             .with_prev_key()
             .with_progress_notify();
         let stream = self
