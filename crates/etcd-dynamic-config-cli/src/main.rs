@@ -206,7 +206,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Write in transactions of at most N values instead of one, for imports larger
-        /// than etcd takes at once: not atomic; if it stops midway, it says what was written
+        /// than etcd takes at once: every value is checked first, then the writes are not
+        /// atomic; if it stops midway, it says what was written
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "expect_rev")]
         batch: Option<u16>,
         /// Refuse (exit 5) if anything under the prefix changed after this revision
