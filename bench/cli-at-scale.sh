@@ -17,7 +17,10 @@ cli=target/release/etcd-dynamic-config
 
 dir=$(mktemp -d)
 cleanup() {
-  [ -n "${etcd_pid:-}" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  if [ -n "${etcd_pid:-}" ]; then
+    kill "$etcd_pid" 2>/dev/null || true
+    wait "$etcd_pid" 2>/dev/null || true
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT

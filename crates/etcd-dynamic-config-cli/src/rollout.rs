@@ -183,22 +183,23 @@ fn changes(client: &EtcdClient, rollout: &Rollout) -> String {
     output::printable(&puts.chain(deletes).collect::<Vec<_>>().join(",")).into_owned()
 }
 
+/// A rollout as JSON: its name, revision, target and the keys it changes (never a
+/// value).
+fn described(rollout: &Rollout) -> serde_json::Value {
+    serde_json::json!({
+        "name": rollout.name,
+        "revision": rollout.mod_revision,
+        "percent": rollout.percent,
+        "labels": rollout.labels,
+        "put": rollout.put.keys().collect::<Vec<_>>(),
+        "delete": rollout.delete,
+    })
+}
+
 async fn list(context: &Context, client: &EtcdClient, format: Format) -> Result<u8> {
     let rollouts = client.rollouts().await?;
     if format == Format::Json {
-        let document: Vec<serde_json::Value> = rollouts
-            .iter()
-            .map(|rollout| {
-                serde_json::json!({
-                    "name": rollout.name,
-                    "revision": rollout.mod_revision,
-                    "percent": rollout.percent,
-                    "labels": rollout.labels,
-                    "put": rollout.put.keys().collect::<Vec<_>>(),
-                    "delete": rollout.delete,
-                })
-            })
-            .collect();
+        let document: Vec<serde_json::Value> = rollouts.iter().map(described).collect();
         outln!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(0);
     }
@@ -248,15 +249,8 @@ async fn status(context: &Context, client: &EtcdClient, name: &str, format: Form
                 value
             })
             .collect();
-        let document = serde_json::json!({
-            "name": rollout.name,
-            "revision": rollout.mod_revision,
-            "percent": rollout.percent,
-            "labels": rollout.labels,
-            "put": rollout.put.keys().collect::<Vec<_>>(),
-            "delete": rollout.delete,
-            "instances": instances,
-        });
+        let mut document = described(rollout);
+        document["instances"] = instances.into();
         outln!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         outln!(

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{put, wait_for_revision};
-use etcd_dynamic_config::announce::{Announce, InstanceRecord};
+use common::{fleet_until, put, wait_for_revision};
+use etcd_dynamic_config::announce::Announce;
 use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettings, HealthState, Schema};
 use testkit::{EtcdMember, FaultProxy};
 
@@ -41,23 +41,6 @@ fn client(endpoint: &str) -> EtcdClient {
         .build()
         .unwrap();
     EtcdClient::new(settings, Schema::auto_discover()).unwrap()
-}
-
-/// Polls the fleet until `done` holds of it (at most 10 s).
-async fn fleet_until(
-    client: &EtcdClient,
-    what: &str,
-    done: impl Fn(&[InstanceRecord]) -> bool,
-) -> Vec<InstanceRecord> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let fleet = client.fleet().await.expect("fleet");
-        if done(&fleet.instances) {
-            return fleet.instances;
-        }
-        assert!(Instant::now() < deadline, "{what}: {:#?}", fleet.instances);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

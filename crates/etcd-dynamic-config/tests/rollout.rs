@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{put, values, wait_for_revision};
+use common::{fleet_until, put, values, wait_for_revision};
 use etcd_client::{Client, GetOptions};
-use etcd_dynamic_config::announce::{Announce, InstanceRecord};
+use etcd_dynamic_config::announce::Announce;
 use etcd_dynamic_config::schema::naming::name_from_path;
 use etcd_dynamic_config::{
     ConfigChange, Error, EtcdClient, EtcdConfig, EtcdSettings, Schema, Standing,
@@ -172,23 +172,6 @@ impl Fleet {
     }
 }
 
-/// Polls the records until `done` holds of them (at most 10 s).
-async fn records_until(
-    client: &EtcdClient,
-    what: &str,
-    done: impl Fn(&[InstanceRecord]) -> bool,
-) -> Vec<InstanceRecord> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let fleet = client.fleet().await.expect("fleet");
-        if done(&fleet.instances) {
-            return fleet.instances;
-        }
-        assert!(Instant::now() < deadline, "{what}: {:#?}", fleet.instances);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts_reach_the_hashed_set_widen_promote_and_abort_at_one_revision() {
     let etcd = EtcdMember::start().await;
@@ -222,7 +205,7 @@ async fn rollouts_reach_the_hashed_set_widen_promote_and_abort_at_one_revision()
         _listeners: listeners,
     };
     let operator = client(&etcd.endpoint());
-    records_until(&operator, "20 records", |records| records.len() == 20).await;
+    fleet_until(&operator, "20 records", |records| records.len() == 20).await;
 
     // A 25 % rollout that puts two values and deletes one.
     let plan = operator
@@ -272,7 +255,7 @@ async fn rollouts_reach_the_hashed_set_widen_promote_and_abort_at_one_revision()
     }
 
     // The records and the status say who serves it.
-    records_until(&operator, "the canary in the records", |records| {
+    fleet_until(&operator, "the canary in the records", |records| {
         records
             .iter()
             .all(|r| r.rollouts.contains(&"canary".to_owned()) == canary.contains(&r.id))
@@ -342,7 +325,7 @@ async fn rollouts_reach_the_hashed_set_widen_promote_and_abort_at_one_revision()
     )
     .await;
     fleet.all_serve(bad).await;
-    let records = records_until(&operator, "the bad rollout rejected", |records| {
+    let records = fleet_until(&operator, "the bad rollout rejected", |records| {
         records
             .iter()
             .all(|r| r.rejected_rollouts.iter().any(|x| &*x.rollout == "bad"))
@@ -470,7 +453,7 @@ async fn a_frozen_instance_is_pending_then_catches_up_after_a_compaction() {
     let config = instance(&proxy.endpoint(), Some("pod-x"), "a");
     config.start().await.expect("start");
     let operator = client(&etcd.endpoint());
-    records_until(&operator, "pod-x's record", |records| records.len() == 1).await;
+    fleet_until(&operator, "pod-x's record", |records| records.len() == 1).await;
 
     proxy.stall();
     let plan = operator
@@ -506,7 +489,7 @@ async fn a_frozen_instance_is_pending_then_catches_up_after_a_compaction() {
     assert_eq!(served, ["all"]);
     assert_eq!(snapshot.rollouts(), [Arc::from("all")]);
     assert!(started < head);
-    records_until(&operator, "pod-x serving", |records| {
+    fleet_until(&operator, "pod-x serving", |records| {
         records.iter().all(|r| r.rollouts == ["all"])
     })
     .await;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::EtcdClient;
 use crate::announce::InstanceRecord;
+use crate::engine::state::Kv;
 use crate::error::{Error, Result};
 use crate::rollout::{self, Rollout};
 
@@ -76,18 +77,23 @@ impl EtcdClient {
     ///
     /// [`Error::Rollout`] when there is none, or its document does not read.
     pub async fn rollout(&self, name: &str) -> Result<Rollout> {
+        let kv = self.rollout_kv(name).await?;
+        Rollout::parse(name, kv.mod_revision, &kv.value)
+            .map_err(|reason| rollout_error(name, reason))
+    }
+
+    /// What etcd holds at the key of the rollout `name`.
+    async fn rollout_kv(&self, name: &str) -> Result<Kv> {
         rollout::check_name(name).map_err(|reason| rollout_error(name, reason))?;
         let key = self.rollout_key(name);
         let listing = self
             .with_failover(async |connection| connection.list(&key).await)
             .await?;
-        let kv = listing
+        listing
             .kvs
-            .iter()
+            .into_iter()
             .find(|kv| *kv.key == *key)
-            .ok_or_else(|| rollout_error(name, "there is no such rollout".to_owned()))?;
-        Rollout::parse(name, kv.mod_revision, &kv.value)
-            .map_err(|reason| rollout_error(name, reason))
+            .ok_or_else(|| rollout_error(name, "there is no such rollout".to_owned()))
     }
 
     /// A rollout of the given changes (names to values, names to delete), checked
@@ -282,17 +288,8 @@ impl EtcdClient {
     /// [`Error::Rollout`] when there is no such rollout; [`Error::Conflict`] when it
     /// changed while being aborted; etcd's errors.
     pub async fn abort_rollout(&self, name: &str) -> Result<i64> {
-        rollout::check_name(name).map_err(|reason| rollout_error(name, reason))?;
+        let mod_revision = self.rollout_kv(name).await?.mod_revision;
         let key = self.rollout_key(name);
-        let listing = self
-            .with_failover(async |connection| connection.list(&key).await)
-            .await?;
-        let mod_revision = listing
-            .kvs
-            .iter()
-            .find(|kv| *kv.key == *key)
-            .map(|kv| kv.mod_revision)
-            .ok_or_else(|| rollout_error(name, "there is no such rollout".to_owned()))?;
         let mut puts = Vec::new();
         puts.extend(self.audit_put(format!("rollout {name} aborted"), Vec::new));
         let guards = [(key.clone(), mod_revision)];

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
+use etcd_dynamic_config::announce::InstanceRecord;
 use etcd_dynamic_config::schema::naming::name_from_path;
-use etcd_dynamic_config::{EtcdConfig, EtcdSettings, Snapshot};
+use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettings, Snapshot};
 
 /// How long a test waits for the configuration to catch up before it fails.
 pub const CATCH_UP: Duration = Duration::from_secs(30);
@@ -192,4 +193,29 @@ pub async fn http_get(port: u16, path: &str) -> String {
     .expect("etcd answers within 10 s")
     .expect("read");
     response
+}
+
+/// Polls the fleet's records until `done` holds of them.
+///
+/// # Panics
+///
+/// After 10 s, saying `what` it waited for, with the records.
+pub async fn fleet_until(
+    client: &EtcdClient,
+    what: &str,
+    done: impl Fn(&[InstanceRecord]) -> bool,
+) -> Vec<InstanceRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fleet = client.fleet().await.expect("fleet");
+        if done(&fleet.instances) {
+            return fleet.instances;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:#?}",
+            fleet.instances
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
