@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh >&2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+work=target/bench-report   # each bench's own output, kept for reading
+mkdir -p "$work"
 
 echo "in process (criterion) ..." >&2
 cargo bench -q -p etcd-dynamic-config --bench snapshot -- --noplot >"$work/snapshot.log" 2>&1
@@ -19,8 +19,8 @@ E2E_COLD=${E2E_COLD:-1000,10000,100000} \
 echo "the CLI at scale ..." >&2
 bench/cli-at-scale.sh >"$work/cli.log" 2>&1
 echo "the Python package against the original ..." >&2
-scripts/ensure-pytest.sh >&2
-.venv-etcd35/bin/maturin develop -q --release >&2
+scripts/ensure-pytest.sh >/dev/null
+VIRTUAL_ENV="$(pwd)/.venv-etcd35" .venv-etcd35/bin/maturin develop --quiet --release >&2
 .venv-etcd35/bin/python python/bench.py >"$work/python.log" 2>&1
 
 python3 - "$work" <<'EOF'
