@@ -65,7 +65,8 @@ def table(log):
 
 def etcd_version():
     out = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else "unknown"
+    first = out.splitlines()[0] if out else "unknown"
+    return "etcd " + first.split(":", 1)[-1].strip()
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
