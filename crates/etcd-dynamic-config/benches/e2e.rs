@@ -1,7 +1,8 @@
 //! End-to-end figures against a real etcd started by the test kit, printed as ratios
 //! measured side by side in one run (SPEC section 9):
 //!
-//! - put → visible in the snapshot vs a raw `etcd-client` watch's put → event;
+//! - put → visible in the snapshot vs a raw `etcd-client` watch's put → event, the raw
+//!   watch in a process and runtime of its own;
 //! - cold start with 1,000 / 10,000 / 100,000 keys vs a raw paginated range;
 //! - a burst of 10,000 puts: last put returned → snapshot at its revision;
 //! - heap held at 100,000 keys vs the raw bytes of keys and values;
@@ -87,6 +88,10 @@ const SMOKE: Sizes = Sizes {
 };
 
 fn main() {
+    if let Ok(spec) = std::env::var("E2E_RAW_WATCH") {
+        raw_watch(&spec);
+        return;
+    }
     let full = std::env::args().any(|arg| arg == "--bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -325,30 +330,42 @@ async fn seed(client: Client, prefix: &str, keys: usize) {
 async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duration>, Vec<Duration>) {
     let config = config(etcd, "/latency");
     config.start().await.expect("start");
-    let arrivals: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let mut watcher = client.clone();
-    let stream = watcher
-        .watch("/latency/", Some(WatchOptions::new().with_prefix()))
-        .await
-        .expect("raw watch");
+    // The raw watch runs in a process of its own, on a runtime of its own: it shares
+    // neither with the library. Arrivals are wall-clock times, the same clock as the puts'.
+    let arrivals: Arc<Mutex<HashMap<i64, u128>>> = Arc::default();
+    let mut raw = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .env("E2E_RAW_WATCH", format!("{} /latency/", etcd.endpoint()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the raw watch process");
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let output = raw.stdout.take().expect("piped");
     let sink = arrivals.clone();
-    let raw = tokio::spawn(async move {
-        let mut stream = stream;
-        while let Ok(Some(response)) = stream.message().await {
-            let now = Instant::now();
-            for event in response.events() {
-                if event.event_type() == EventType::Put {
-                    let revision = event.kv().map_or(0, |kv| kv.mod_revision());
-                    sink.lock().unwrap().insert(revision, now);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(output)
+            .lines()
+            .map_while(Result::ok)
+        {
+            match line.split_once(' ') {
+                Some((revision, at)) => {
+                    let (revision, at) = (revision.parse().unwrap(), at.parse().unwrap());
+                    sink.lock().unwrap().insert(revision, at);
+                }
+                None => {
+                    let _ = ready.send(());
                 }
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    is_ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the raw watch is ready");
     let mut writer = client;
     let mut subscription = config.subscribe();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for i in 0..puts {
+        let wall = unix_nanos();
         let started = Instant::now();
         let revision = writer
             .put("/latency/Probe", format!("v{i}"), None)
@@ -365,20 +382,66 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(at) = arrivals.lock().unwrap().get(&revision) {
-                theirs.push(*at - started);
+                theirs.push(Duration::from_nanos((at.saturating_sub(wall)) as u64));
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "the raw watch saw revision {revision}"
             );
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_micros(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    raw.abort();
+    let _ = raw.kill();
+    let _ = raw.wait();
     config.stop().await;
     (ours, theirs)
+}
+
+/// Nanoseconds since the Unix epoch: a clock both processes read.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
+}
+
+/// The raw baseline, run as `E2E_RAW_WATCH="<endpoint> <prefix>" <this bench>`: a plain
+/// `etcd-client` watch on a current-thread runtime of its own, printing `ready`, then
+/// `<revision> <unix nanos>` for each put it sees.
+fn raw_watch(spec: &str) {
+    use std::io::Write as _;
+    let (endpoint, prefix) = spec
+        .split_once(' ')
+        .expect("E2E_RAW_WATCH: endpoint prefix");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut client = Client::connect([endpoint], None).await.expect("connect");
+        let mut stream = client
+            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("raw watch");
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")
+            .and_then(|()| out.flush())
+            .expect("stdout");
+        while let Ok(Some(response)) = stream.message().await {
+            let at = unix_nanos();
+            for event in response.events() {
+                if event.event_type() == EventType::Put {
+                    let revision = event.kv().map_or(0, |kv| kv.mod_revision());
+                    writeln!(out, "{revision} {at}").expect("stdout");
+                }
+            }
+            if out.flush().is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Put → visible (p50) at `sizes.binding_keys` keys, without a binding and with three
