@@ -298,6 +298,63 @@ mod tests {
         Snapshot::new(9, entries)
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_written_once_after_half_a_second_and_stop_writes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheFile::new(&dir.path().join("cache.json"), "/app/", false);
+        let store = crate::store::Store::new();
+        let writer = store.begin_run();
+        let at = |revision| Arc::new(Snapshot::new(revision, snapshot().entries().clone()));
+        let written = || cache.read(&schema()).unwrap().map(|loaded| loaded.revision);
+        // Polls (in paused time, so each poll moves the clock 10 ms) until `revision` is
+        // in the file; returns the time it took.
+        let until = async |revision| {
+            let started = tokio::time::Instant::now();
+            for _ in 0..200 {
+                if written() == Some(revision) {
+                    return started.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "revision {revision} never written; the file holds {:?}",
+                written()
+            );
+        };
+        writer.publish(at(1));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_written(
+            cache.clone(),
+            store.subscribe(),
+            0,
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for revision in 2..=50 {
+            writer.publish(at(revision));
+        }
+        // The served snapshot waits its half second; the burst after it is one write.
+        let waited = until(50).await;
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+
+        writer.publish(at(51));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(written(), Some(50), "not before half a second");
+        let waited = until(51).await;
+        assert!(
+            waited >= DEBOUNCE - Duration::from_millis(110),
+            "{waited:?}"
+        );
+
+        // Stopping writes what is served without waiting.
+        writer.publish(at(52));
+        let stopped = tokio::time::Instant::now();
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(written(), Some(52));
+        assert!(stopped.elapsed() < DEBOUNCE, "{:?}", stopped.elapsed());
+    }
+
     #[cfg(unix)]
     #[test]
     fn links_planted_beside_the_cache_file_are_never_followed() {
