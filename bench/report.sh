@@ -48,7 +48,8 @@ for n in (1000, 100000):
     row(f"`snapshot().get`, names in a scattered order, {n:,} names, vs an `arc-swap` load and a `HashMap` lookup of the same names",
         "≤ 2× bare", f"{ns(ours)} vs {ns(bare)}: {ratio:.2f}×", "yes" if ratio <= 2 else "**no**")
 load = estimate("read", "binding_load")
-row("typed struct `binding.load()`", "≤ 20 ns", ns(load), "yes" if load <= 20 else "**no**")
+row("typed struct `binding.load()` (a borrow)", "≤ 20 ns", ns(load), "yes" if load <= 20 else "**no**")
+row("typed struct `binding.load_full()` (an `Arc` to keep)", "(reported)", ns(estimate("read", "binding_load_full")), "-")
 for n in (1000, 100000):
     put = estimate("update", f"one_put/{n}")
     row(f"apply one put and publish, {n:,} names", "≤ 50 µs, no O(n) copy", ns(put), "yes" if put <= 50_000 else "**no**")

@@ -3,7 +3,8 @@
 //! - `read/*`: `config.snapshot()` then `get(name)`, the way an application reads a value
 //!   (SPEC target: ≤ 50 ns median), for one name and for names in a scattered order,
 //!   beside an `arc-swap` load and a `HashMap` lookup of the same names (target ≤ 2×);
-//!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns).
+//!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns), and
+//!   `read/binding_load_full`, the same as an `Arc` to keep.
 //! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
 //!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
 //!   copy). `update/copy_whole_map` is the cost an O(n) design would pay per update,
@@ -96,6 +97,7 @@ fn read(c: &mut Criterion) {
         .expect("published");
     let binding = config_with(snapshot).bind::<Bound>().expect("binds");
     group.bench_function("binding_load", |b| b.iter(|| binding.load()));
+    group.bench_function("binding_load_full", |b| b.iter(|| binding.load_full()));
     group.finish();
 }
 

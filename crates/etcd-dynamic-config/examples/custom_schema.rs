@@ -109,7 +109,7 @@ pub async fn run(config: &EtcdConfig) -> Result<Arc<MyApp>, Error> {
             .map(|entry| entry.source().to_string());
         println!("{name:<14} {shown:<22} {}", source.unwrap_or_default());
     }
-    let app = config.bind::<MyApp>()?.load();
+    let app = config.bind::<MyApp>()?.load_full();
     println!("typed: {app:?}");
     println!("\n{}", config.schema().markdown_table("/myapp/production"));
     Ok(app)

@@ -16,8 +16,9 @@ use crate::store::Current;
 /// A publish costs a binding nothing but a counter increment: the first
 /// [`load`](Self::load) after it reads the new snapshot as `T` on the caller's thread
 /// (the others wait for that read, then share it); until the next publish, `load` is
-/// two atomic loads. So updates cost O(1) however large the configuration, and a
-/// binding no one loads costs nothing.
+/// two atomic loads and a borrow of the value that leaves its reference count alone.
+/// So updates cost O(1) however large the configuration, and a binding no one loads
+/// costs nothing.
 ///
 /// A revision that does not read as `T` keeps the previous value; the failure is logged
 /// (`bind_rejected`) and kept in [`last_error`](Self::last_error) until a revision reads
@@ -58,6 +59,30 @@ impl<T> fmt::Debug for Binding<T> {
     }
 }
 
+/// A borrowed [`Binding`] value: derefs to `T`.
+pub struct BindingGuard<T>(arc_swap::Guard<Arc<T>>);
+
+impl<T> BindingGuard<T> {
+    /// The value as an `Arc` to keep.
+    pub fn into_arc(self) -> Arc<T> {
+        arc_swap::Guard::into_inner(self.0)
+    }
+}
+
+impl<T> std::ops::Deref for BindingGuard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for BindingGuard<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        T::fmt(self, f)
+    }
+}
+
 impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     /// A binding of the store's snapshots, reading the current one now.
     ///
@@ -78,8 +103,17 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     }
 
     /// The latest value: the snapshot published last, read as `T` (see the type's docs
-    /// for the cost).
-    pub fn load(&self) -> Arc<T> {
+    /// for the cost). Use it and let it go, as a request would; a thread holding many
+    /// at once makes each further load slower ([`load_full`](Self::load_full) keeps
+    /// one).
+    pub fn load(&self) -> BindingGuard<T> {
+        self.refresh();
+        BindingGuard(self.shared.value.load())
+    }
+
+    /// The latest value, as [`load`](Self::load), as an `Arc` to keep (one more
+    /// reference count to change).
+    pub fn load_full(&self) -> Arc<T> {
         self.refresh();
         self.shared.value.load_full()
     }
@@ -194,7 +228,8 @@ mod tests {
         }
         assert_eq!(READS.load(Ordering::SeqCst), 1, "no read per publish");
         assert_eq!(binding.load().level, "L1000");
-        assert_eq!(binding.clone().load().level, "L1000");
+        assert_eq!(binding.clone().load_full().level, "L1000");
+        let kept = binding.load().into_arc();
         assert_eq!(READS.load(Ordering::SeqCst), 2, "one read for the latest");
 
         // A read that panics keeps the value and says why, once per publish.
@@ -210,6 +245,7 @@ mod tests {
         assert_eq!(READS.load(Ordering::SeqCst), 3);
         writer.publish(snapshot(1002, "DEBUG"));
         assert_eq!(binding.load().level, "DEBUG");
+        assert_eq!(kept.level, "L1000", "a value kept stays as it was");
         assert_eq!(binding.last_error(), None);
         assert_eq!(READS.load(Ordering::SeqCst), 4);
 

@@ -67,7 +67,7 @@ mod value;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-pub use binding::Binding;
+pub use binding::{Binding, BindingGuard};
 pub use client::{
     EtcdClient, Fleet, History, HistoryEntry, Loaded, Rollback, RolloutStatus, Standing,
 };
