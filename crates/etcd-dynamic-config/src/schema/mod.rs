@@ -539,7 +539,7 @@ impl Schema {
     /// [`Error::Schema`] for an explicit key outside the prefix, or among its rollouts.
     pub(crate) fn bind(self: &Arc<Self>, prefix: &str) -> Result<KeyMap> {
         let prefix_dir: Arc<str> = Arc::from(format!("{}/", prefix.trim_end_matches('/')));
-        let mut by_key = HashMap::new();
+        let mut by_key = HashMap::default();
         for (key, name) in &self.keys {
             let key = absolute(prefix.trim_end_matches('/'), key);
             if !key.starts_with(&*prefix_dir) {
@@ -582,7 +582,8 @@ fn absolute(prefix: &str, key: &str) -> String {
 pub(crate) struct KeyMap {
     schema: Arc<Schema>,
     prefix_dir: Arc<str>,
-    by_key: HashMap<Arc<str>, Arc<str>>,
+    /// foldhash: read once per listed key, where SipHash cost more than the lookup.
+    by_key: HashMap<Arc<str>, Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl KeyMap {

@@ -8,10 +8,16 @@
 /// digit, or that starts a capitalised word after an acronym. Existing separators are
 /// kept and never doubled.
 pub fn snake_case(segment: &str) -> String {
-    if segment.is_ascii() {
-        return snake_case_ascii(segment.as_bytes());
-    }
     let mut out = String::with_capacity(segment.len() + 4);
+    push_snake_case(segment, &mut out);
+    out
+}
+
+/// [`snake_case`], appended to `out` (one allocation for a whole name).
+fn push_snake_case(segment: &str, out: &mut String) {
+    if segment.is_ascii() {
+        return push_snake_case_ascii(segment.as_bytes(), out);
+    }
     let mut chars = segment.chars().peekable();
     let mut prev: Option<char> = None;
     while let Some(c) = chars.next() {
@@ -29,12 +35,10 @@ pub fn snake_case(segment: &str) -> String {
         out.extend(c.to_lowercase());
         prev = Some(c);
     }
-    out
 }
 
-/// [`snake_case`] for ASCII text, byte by byte.
-fn snake_case_ascii(segment: &[u8]) -> String {
-    let mut out = String::with_capacity(segment.len() + 4);
+/// [`push_snake_case`] for ASCII text, byte by byte.
+fn push_snake_case_ascii(segment: &[u8], out: &mut String) {
     for (i, &c) in segment.iter().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {
             let prev = segment[i - 1];
@@ -48,7 +52,6 @@ fn snake_case_ascii(segment: &[u8]) -> String {
         }
         out.push(char::from(c.to_ascii_lowercase()));
     }
-    out
 }
 
 /// The auto-discovered name of a key path relative to the prefix: each `/`-separated
@@ -70,7 +73,7 @@ pub fn name_from_path(relative: &str) -> Option<String> {
         {
             name.push_str(segment); // already snake_case
         } else {
-            name.push_str(&snake_case(segment));
+            push_snake_case(segment, &mut name);
         }
     }
     Some(name)
