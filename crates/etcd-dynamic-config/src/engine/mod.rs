@@ -414,12 +414,15 @@ impl Engine {
     async fn perform(&mut self, action: Action) -> Outcome {
         match action {
             Action::List(reason) => {
-                tracing::info!(
-                    event = events::RELIST,
-                    ?reason,
-                    "reading the whole prefix again"
-                );
-                self.count(|metrics| metrics.relists.increment(1));
+                // The first read of the prefix is not a re-read.
+                if reason != ListReason::Initial {
+                    tracing::info!(
+                        event = events::RELIST,
+                        ?reason,
+                        "reading the whole prefix again"
+                    );
+                    self.count(|metrics| metrics.relists.increment(1));
+                }
                 match self.load().await {
                     Ok(next) => Outcome {
                         next,
