@@ -8,6 +8,9 @@
 //! - heap held at 100,000 keys vs the raw bytes of keys and values;
 //! - heap held by a blocked listener behind 100,000 puts of 1 KiB vs its stated bound;
 //! - put → visible at 100,000 keys with three typed bindings in use vs none;
+//! - the closest Rust peer, `dynamic-config-etcd` 0.10, on the same etcd at the 500 keys
+//!   it supports (cold start, put → visible, heap per key), each run in a process of its
+//!   own, and its refusal above 512 keys;
 //! - the Python original on the same etcd (cold start, `get_all_configs()`, put →
 //!   visible), installed by `bench/setup-python-original.sh`: the full run fails when it
 //!   cannot be (`E2E_ONLY=latency|cold|burst|memory` runs a part without it).
@@ -56,6 +59,7 @@ static ALLOCATOR: Counting = Counting;
 
 struct Sizes {
     latency_puts: usize,
+    peer_puts: usize,
     cold: &'static [usize],
     burst: usize,
     memory: usize,
@@ -67,6 +71,7 @@ struct Sizes {
 
 const FULL: Sizes = Sizes {
     latency_puts: 1_000,
+    peer_puts: 100,
     cold: &[1_000, 10_000, 100_000],
     burst: 10_000,
     memory: 100_000,
@@ -78,6 +83,7 @@ const FULL: Sizes = Sizes {
 
 const SMOKE: Sizes = Sizes {
     latency_puts: 20,
+    peer_puts: 5,
     cold: &[1_000],
     burst: 200,
     memory: 1_000,
@@ -90,6 +96,10 @@ const SMOKE: Sizes = Sizes {
 fn main() {
     if let Ok(spec) = std::env::var("E2E_RAW_WATCH") {
         raw_watch(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("E2E_PEER") {
+        peer::run(&spec);
         return;
     }
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -216,6 +226,10 @@ async fn run(sizes: &Sizes, full: bool) {
             ratio(three, none),
             ratio(three, none) <= 1.2,
         ));
+    }
+
+    if wants("peer") {
+        peer::compare(&etcd, client.clone(), sizes.peer_puts, &mut rows).await;
     }
 
     if full && sizes.python_puts > 0 && wants("python") {
@@ -813,4 +827,290 @@ async fn python(
         ratio(theirs50, ours.0),
         true,
     ));
+}
+
+/// `dynamic-config-etcd` 0.10 (with `dynamic-config` 0.10), the closest Rust peer, on the
+/// same etcd. It folds a prefix of at most 512 keys into one document whose keys are
+/// disjoint parts of sections, and reads the whole prefix again at every watch event.
+mod peer {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use dynamic_config::{Format, dynamic_config};
+    use dynamic_config_etcd::{Etcd, Keys};
+    use etcd_client::Client;
+    use testkit::EtcdMember;
+
+    use super::{LIVE, Row, ms, percentile, ratio, row};
+
+    /// How long the heap is left to settle before it is weighed.
+    const SETTLE: Duration = Duration::from_millis(300);
+
+    /// The keys the peer supports; one more is refused.
+    const KEYS: usize = 500;
+    const LIMIT: usize = 512;
+
+    /// Every key is one part of the section `peer`: `{"peer": {"k007": "value-7"}}`.
+    #[dynamic_config]
+    #[derive(Debug, serde::Deserialize)]
+    struct PeerConfig {
+        #[serde(flatten)]
+        values: BTreeMap<String, String>,
+    }
+
+    fn document(i: usize, value: &str) -> String {
+        format!("{{\"peer\":{{\"k{i:03}\":\"{value}\"}}}}")
+    }
+
+    async fn write(client: &mut Client, prefix: &str, keys: usize) {
+        for i in 0..keys {
+            let value = format!("value-{i}");
+            client
+                .put(format!("{prefix}/K{i:03}"), document(i, &value), None)
+                .await
+                .expect("seed");
+        }
+    }
+
+    /// What one run of the peer measured.
+    struct Run {
+        cold: Duration,
+        held: usize,
+        visible: Vec<Duration>,
+    }
+
+    /// Runs the peer in a process of its own (this bench again, with `E2E_PEER`) on the
+    /// `keys` keys of `prefix`.
+    fn spawn(endpoint: &str, prefix: &str, keys: usize, puts: usize) -> Result<Run, String> {
+        let output = std::process::Command::new(std::env::current_exe().expect("this bench"))
+            .env("E2E_PEER", format!("{endpoint} {prefix} {keys} {puts}"))
+            .output()
+            .expect("the peer process");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut lines = stdout.lines();
+        match lines.next().and_then(|line| line.split_once(' ')) {
+            Some(("refused", reason)) => Err(reason.to_owned()),
+            Some(("cold", figures)) => {
+                let mut numbers = figures
+                    .split(' ')
+                    .map(|n| n.parse::<u128>().expect("figure"));
+                let cold = Duration::from_nanos(numbers.next().expect("cold") as u64);
+                let held = numbers.next().expect("held") as usize;
+                let visible = lines
+                    .map(|line| Duration::from_nanos(line.parse().expect("a duration")))
+                    .collect();
+                Ok(Run {
+                    cold,
+                    held,
+                    visible,
+                })
+            }
+            _ => panic!(
+                "the peer process said nothing usable: {stdout} {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    /// `E2E_PEER="<endpoint> <prefix> <keys> <puts>"`: starts the peer on `prefix` (which
+    /// holds `keys` keys), prints `cold <nanoseconds> <heap bytes held>` (or `refused
+    /// <reason>`), then puts `puts` values and prints each put → visible in nanoseconds.
+    pub(super) fn run(spec: &str) {
+        let parts: Vec<&str> = spec.split(' ').collect();
+        let [endpoint, prefix, keys, puts] = parts[..] else {
+            panic!("E2E_PEER: endpoint prefix keys puts");
+        };
+        let (endpoint, prefix) = (endpoint.to_owned(), prefix.to_owned());
+        let keys: usize = keys.parse().expect("keys");
+        let puts: usize = puts.parse().expect("puts");
+        dynamic_config::set_log_level(dynamic_config::LogLevel::Off);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let source = || async {
+                Etcd::new([endpoint.as_str()], Keys::prefix(format!("{prefix}/")))
+                    .await
+                    .map(|etcd| etcd.with_format(Format::Json))
+            };
+            let before = LIVE.load(Ordering::Relaxed);
+            let started = Instant::now();
+            PeerConfig::set_remote_async(source().await.expect("a source"));
+            if let Err(error) = PeerConfig::refresh_remote_async().await {
+                println!("refused {error}");
+                return;
+            }
+            PeerConfig::builder("peer")
+                .init_async()
+                .await
+                .expect("init");
+            let cold = started.elapsed();
+            // What is in flight settles first, as for this library (`our_heap`).
+            tokio::time::sleep(SETTLE).await;
+            let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+            assert_eq!(PeerConfig::current().values.len(), keys);
+            println!("cold {} {held}", cold.as_nanos());
+
+            let watcher = source().await.expect("a source");
+            let sink = PeerConfig::remote_sink();
+            tokio::spawn(async move { watcher.watch(move |document| sink.apply(document)).await });
+            let mut writer = Client::connect([endpoint.as_str()], None)
+                .await
+                .expect("connect");
+            // The watch is registered once a put shows.
+            wait_for(&mut writer, &prefix, "warm-up").await;
+            for i in 0..puts {
+                let value = format!("v{i}");
+                let started = Instant::now();
+                wait_for(&mut writer, &prefix, &value).await;
+                println!("{}", started.elapsed().as_nanos());
+            }
+        });
+    }
+
+    /// Puts `value` at key 0 and waits (up to 10 s) until the peer serves it.
+    async fn wait_for(writer: &mut Client, prefix: &str, value: &str) {
+        writer
+            .put(format!("{prefix}/K000"), document(0, value), None)
+            .await
+            .expect("put");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while PeerConfig::current().values["k000"] != value {
+            assert!(Instant::now() < deadline, "the peer never showed {value}");
+            tokio::time::sleep(Duration::from_micros(50)).await;
+        }
+    }
+
+    /// This library's heap held after `start` on the `keys` keys of `prefix`.
+    async fn our_heap(etcd: &EtcdMember, prefix: &str, keys: usize) -> usize {
+        tokio::time::sleep(SETTLE).await;
+        let before = LIVE.load(Ordering::Relaxed);
+        let config = super::config(etcd, prefix);
+        config.start().await.expect("start");
+        tokio::time::sleep(SETTLE).await;
+        let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        assert_eq!(config.snapshot().len(), keys);
+        config.stop().await;
+        held
+    }
+
+    /// Three runs of the peer and three of this library on the same keys, alternately;
+    /// the heap of both at `FEW` keys too, for the cost of one more key; and the peer
+    /// above its limit.
+    pub(super) async fn compare(
+        etcd: &EtcdMember,
+        client: Client,
+        puts: usize,
+        rows: &mut Vec<Row>,
+    ) {
+        const FEW: usize = 100;
+        let prefix = "/peer";
+        let mut writer = client.clone();
+        write(&mut writer, prefix, KEYS).await;
+        write(&mut writer, "/peer-few", FEW).await;
+        write(&mut writer, "/peer-over", LIMIT + 1).await;
+        let (mut few, mut our_few) = (Vec::new(), Vec::new());
+        let (mut cold, mut held, mut visible) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut our_cold, mut our_held, mut our_visible) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let run = spawn(&etcd.endpoint(), prefix, KEYS, puts).expect("the peer loads 500 keys");
+            few.push(
+                spawn(&etcd.endpoint(), "/peer-few", FEW, 0)
+                    .expect("100 keys")
+                    .held,
+            );
+            our_few.push(our_heap(etcd, "/peer-few", FEW).await);
+            cold.push(run.cold);
+            held.push(run.held);
+            visible.extend(run.visible);
+
+            let config = super::config(etcd, prefix);
+            let started = Instant::now();
+            config.start().await.expect("start");
+            our_cold.push(started.elapsed());
+            assert_eq!(config.snapshot().len(), KEYS);
+            let mut subscription = config.subscribe();
+            for i in 0..puts {
+                let started = Instant::now();
+                let revision = writer
+                    .put(
+                        format!("{prefix}/K000"),
+                        document(0, &format!("ours{i}")),
+                        None,
+                    )
+                    .await
+                    .expect("put")
+                    .header()
+                    .expect("header")
+                    .revision();
+                subscription
+                    .wait_for(|snapshot| snapshot.revision() >= revision)
+                    .await
+                    .expect("alive");
+                our_visible.push(started.elapsed());
+            }
+            config.stop().await;
+            our_held.push(our_heap(etcd, prefix, KEYS).await);
+        }
+        let median = |mut values: Vec<usize>| {
+            values.sort_unstable();
+            values[values.len() / 2]
+        };
+        let (cold, ours) = (percentile(&cold, 0.5), percentile(&our_cold, 0.5));
+        rows.push(row(
+            &format!("cold start, {KEYS} keys: dynamic-config-etcd 0.10 / ours"),
+            "(reported)",
+            format!("{} vs ours {}", ms(cold), ms(ours)),
+            ratio(cold, ours),
+            true,
+        ));
+        let (peer50, ours50) = (percentile(&visible, 0.5), percentile(&our_visible, 0.5));
+        let (peer99, ours99) = (percentile(&visible, 0.99), percentile(&our_visible, 0.99));
+        rows.push(row(
+            &format!("put → visible p50 / p99, {KEYS} keys: dynamic-config-etcd 0.10 / ours"),
+            "(reported)",
+            format!(
+                "{} / {} vs ours {} / {}",
+                ms(peer50),
+                ms(peer99),
+                ms(ours50),
+                ms(ours99)
+            ),
+            ratio(peer50, ours50),
+            true,
+        ));
+        let (held, our_held) = (median(held), median(our_held));
+        let (peer_bytes, our_bytes) = (held / KEYS, our_held / KEYS);
+        rows.push(row(
+            &format!("heap per key at {KEYS} keys (connection included): ours vs dynamic-config-etcd 0.10"),
+            "below the peer's",
+            format!("{our_bytes} B vs peer {peer_bytes} B"),
+            our_bytes as f64 / peer_bytes as f64,
+            our_bytes < peer_bytes,
+        ));
+        let more = KEYS - FEW;
+        let peer_marginal = held.saturating_sub(median(few)) / more;
+        let our_marginal = our_held.saturating_sub(median(our_few)) / more;
+        rows.push(row(
+            &format!("heap per key from {FEW} to {KEYS} keys (each key's own cost): ours vs dynamic-config-etcd 0.10"),
+            "(reported)",
+            format!("{our_marginal} B vs peer {peer_marginal} B"),
+            our_marginal as f64 / peer_marginal.max(1) as f64,
+            true,
+        ));
+        let refusal = match spawn(&etcd.endpoint(), "/peer-over", LIMIT + 1, 0) {
+            Err(reason) => format!("refused: {reason}"),
+            Ok(_) => String::from("loaded (its documented limit did not hold)"),
+        };
+        rows.push(row(
+            &format!("dynamic-config-etcd 0.10 at {} keys", LIMIT + 1),
+            "(reported)",
+            refusal.replace('|', "/"),
+            String::from("-"),
+            true,
+        ));
+    }
 }
