@@ -189,7 +189,7 @@ async fn run(sizes: &Sizes, full: bool) {
     }
 
     if wants("memory") {
-        let (held, raw_bytes) = memory(&etcd, client.clone(), sizes.memory).await;
+        let (held, raw_bytes, parts) = memory(&etcd, client.clone(), sizes.memory).await;
         let memory_ratio = held as f64 / raw_bytes as f64;
         rows.push(row(
             &format!("heap held at {} keys", sizes.memory),
@@ -197,6 +197,35 @@ async fn run(sizes: &Sizes, full: bool) {
             format!("{:.1} MiB vs raw {:.1} MiB", mib(held), mib(raw_bytes)),
             memory_ratio,
             memory_ratio <= 3.0,
+        ));
+        let per_key = |bytes: usize| bytes / sizes.memory;
+        let rest = held.saturating_sub(parts.names + parts.keys + parts.values + parts.hash_trie);
+        rows.push(row(
+            &format!("heap held at {} keys, per key", sizes.memory),
+            "(reported)",
+            format!(
+                "{} B: name {} B, etcd key {} B, value {} B, map nodes {} B, entries and the rest {} B",
+                per_key(held),
+                per_key(parts.names),
+                per_key(parts.keys),
+                per_key(parts.values),
+                per_key(parts.hash_trie),
+                per_key(rest)
+            ),
+            String::from("-"),
+            true,
+        ));
+        rows.push(row(
+            &format!("map nodes per key at {} keys, the same entries: `imbl::HashMap` (in use) / `imbl::OrdMap` / `std` `HashMap`", sizes.memory),
+            "(reported)",
+            format!(
+                "{} B / {} B / {} B",
+                per_key(parts.hash_trie),
+                per_key(parts.b_tree),
+                per_key(parts.flat)
+            ),
+            String::from("-"),
+            true,
         ));
     }
 
@@ -626,7 +655,9 @@ async fn burst(etcd: &EtcdMember, client: Client, puts: usize) -> Duration {
 }
 
 /// Heap held by a started configuration of `keys` keys, and the raw bytes they hold.
-async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize) {
+/// The heap held at `keys` keys, the raw bytes of those keys and values, and what the
+/// held heap is made of.
+async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize, Parts) {
     let prefix = "/memory";
     seed(client, prefix, keys).await;
     let raw: usize = (0..keys)
@@ -641,8 +672,74 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
     assert_eq!(config.snapshot().len(), keys);
+    let parts = Parts::weigh(&config.snapshot());
     config.stop().await;
-    (held, raw)
+    (held, raw, parts)
+}
+
+/// What a snapshot's heap is made of, in bytes as the allocator is asked for them: its
+/// strings (each an `Arc<str>`: 16 bytes of counts, then the text), and the nodes of
+/// maps of its names to its entries, weighed by building each map again from the same
+/// names and entries (cloning either allocates nothing).
+struct Parts {
+    names: usize,
+    keys: usize,
+    values: usize,
+    /// `imbl::HashMap`, as the snapshot holds them.
+    hash_trie: usize,
+    /// `imbl::OrdMap`, a persistent B-tree.
+    b_tree: usize,
+    /// `std::collections::HashMap`, which an update would have to copy whole.
+    flat: usize,
+}
+
+impl Parts {
+    fn weigh(snapshot: &etcd_dynamic_config::Snapshot) -> Self {
+        use etcd_dynamic_config::{Entry, Source};
+        type Hasher = foldhash::fast::RandomState;
+        let arc = |text: &str| 16 + text.len();
+        let (mut keys, mut values) = (0, 0);
+        let mut pairs: Vec<(Arc<str>, Entry)> = Vec::with_capacity(snapshot.len());
+        let before = LIVE.load(Ordering::Relaxed);
+        for (name, entry) in snapshot.iter() {
+            pairs.push((Arc::from(name), entry.clone()));
+        }
+        let names = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        for (_, entry) in &pairs {
+            if let Source::Etcd { key, .. } = entry.source() {
+                keys += arc(key);
+            }
+            values += entry.value().as_str().map_or(0, arc);
+        }
+        fn weigh<M>(build: impl FnOnce() -> M) -> usize {
+            let before = LIVE.load(Ordering::Relaxed);
+            let map = build();
+            let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+            drop(map);
+            held
+        }
+        let hash_trie = weigh(|| {
+            pairs
+                .iter()
+                .cloned()
+                .collect::<imbl::GenericHashMap<_, _, Hasher, imbl::shared_ptr::DefaultSharedPtr>>()
+        });
+        let b_tree = weigh(|| pairs.iter().cloned().collect::<imbl::OrdMap<Arc<str>, Entry>>());
+        let flat = weigh(|| {
+            pairs
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _, Hasher>>()
+        });
+        Self {
+            names,
+            keys,
+            values,
+            hash_trie,
+            b_tree,
+            flat,
+        }
+    }
 }
 
 /// Heap held while a listener is blocked and `puts` writes of 1 KiB values over 1,000
