@@ -719,12 +719,19 @@ impl Parts {
             held
         }
         let hash_trie = weigh(|| {
+            pairs.iter().cloned().collect::<imbl::GenericHashMap<
+                _,
+                _,
+                Hasher,
+                imbl::shared_ptr::DefaultSharedPtr,
+            >>()
+        });
+        let b_tree = weigh(|| {
             pairs
                 .iter()
                 .cloned()
-                .collect::<imbl::GenericHashMap<_, _, Hasher, imbl::shared_ptr::DefaultSharedPtr>>()
+                .collect::<imbl::OrdMap<Arc<str>, Entry>>()
         });
-        let b_tree = weigh(|| pairs.iter().cloned().collect::<imbl::OrdMap<Arc<str>, Entry>>());
         let flat = weigh(|| {
             pairs
                 .iter()

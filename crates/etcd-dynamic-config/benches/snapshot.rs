@@ -77,14 +77,15 @@ fn read(c: &mut Criterion) {
         );
         // The denser persistent map the snapshot could use (`imbl::OrdMap`, a B-tree:
         // a quarter of the nodes' heap, see BENCHMARKS.md), read the same way.
-        let sorted: arc_swap::ArcSwap<imbl::OrdMap<std::sync::Arc<str>, etcd_dynamic_config::Entry>> =
-            arc_swap::ArcSwap::from_pointee(
-                config
-                    .snapshot()
-                    .iter()
-                    .map(|(name, entry)| (std::sync::Arc::from(name), entry.clone()))
-                    .collect(),
-            );
+        let sorted: arc_swap::ArcSwap<
+            imbl::OrdMap<std::sync::Arc<str>, etcd_dynamic_config::Entry>,
+        > = arc_swap::ArcSwap::from_pointee(
+            config
+                .snapshot()
+                .iter()
+                .map(|(name, entry)| (std::sync::Arc::from(name), entry.clone()))
+                .collect(),
+        );
         group.bench_with_input(
             BenchmarkId::new("ordmap_get_scattered", n),
             &names,
