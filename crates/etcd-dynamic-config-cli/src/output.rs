@@ -206,7 +206,9 @@ impl<W: std::io::Write, const N: usize> Table<'_, W, N> {
             use std::fmt::Write as _;
             text.clear();
             write!(text, "{cell}").expect("formatting into a string");
-            if text.chars().any(hidden) {
+            // Printable ASCII needs no look at each character.
+            let plain = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+            if !plain && text.chars().any(hidden) {
                 *text = printable(text).into_owned();
             }
         }
@@ -227,11 +229,19 @@ fn write_line<const N: usize>(
     let Some(last) = cells.iter().rposition(|cell| !cell.trim_end().is_empty()) else {
         return writeln!(out);
     };
+    // Bytes written as they are: `write!` with a width costs more than the copy.
+    const BLANKS: &[u8] = &[b' '; 64];
     for (column, cell) in cells.iter().enumerate().take(last) {
-        let pad = widths[column] - cell.chars().count() + 2;
-        write!(out, "{cell}{:pad$}", "")?;
+        out.write_all(cell.as_bytes())?;
+        let mut pad = widths[column] - cell.chars().count() + 2;
+        while pad > 0 {
+            let blanks = pad.min(BLANKS.len());
+            out.write_all(&BLANKS[..blanks])?;
+            pad -= blanks;
+        }
     }
-    writeln!(out, "{}", cells[last].trim_end())
+    out.write_all(cells[last].trim_end().as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// `dump --format json`, serialized as it is written: no document is built in memory.
