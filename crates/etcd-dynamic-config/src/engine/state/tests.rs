@@ -2072,3 +2072,75 @@ fn rollouts_survive_a_relist_and_a_contradicting_rollout_event_relists() {
         "it served DEBUG already"
     );
 }
+
+#[test]
+fn a_pending_that_ignores_keeps_nothing_and_one_that_records_keeps_each_name_once() {
+    // A fresh list computes its difference whole; what it applies is not kept twice.
+    let name: Arc<str> = Arc::from("a");
+    let mut ignored = Pending::ignoring();
+    ignored.record(&name, None, Some(Value::from("1")));
+    assert!(ignored.0.is_none());
+    let mut kept = Pending::default();
+    kept.record(&name, None, Some(Value::from("1")));
+    kept.record(&name, Some(Value::from("1")), Some(Value::from("2")));
+    let changes = kept.0.unwrap();
+    assert_eq!(changes.len(), 1);
+    let (old, new) = &changes[&name];
+    assert!(old.is_none());
+    assert_eq!(new.as_ref().map(ToString::to_string).as_deref(), Some("2"));
+}
+
+/// `log_level` declared one of INFO and DEBUG, everything else discovered.
+fn one_of_log_level() -> State {
+    use crate::schema::{Name, Schema};
+    let schema = Schema::builder()
+        .discover(true)
+        .name(Name::new("log_level").one_of(["INFO", "DEBUG"]))
+        .build()
+        .unwrap();
+    State::new(Arc::new(schema).bind("/app").unwrap(), Entries::default())
+}
+
+#[test]
+fn a_listing_in_any_order_is_applied_as_etcd_orders_it() {
+    // `/app/LogLevel` sorts before `/app/log_level`: it owns the name, and the other's
+    // bad value is shadowed, never reported as the name's rejection.
+    let kvs = vec![
+        kv("/app/LogLevel", "INFO", 2),
+        kv("/app/Other", "x", 4),
+        kv("/app/log_level", "LOUD", 3),
+    ];
+    let outputs_of = |kvs: Vec<Kv>| {
+        let mut state = one_of_log_level();
+        let outputs = state.step(listed_at(kvs, 4));
+        let shown: Vec<String> = outputs
+            .iter()
+            .filter(|output| !matches!(output, Output::Confirmed { .. }))
+            .map(|output| format!("{output:?}"))
+            .collect();
+        (shown, values(&state.unchecked_snapshot()))
+    };
+    let (sorted, served) = outputs_of(kvs.clone());
+    assert!(
+        !sorted.iter().any(|output| output.starts_with("Reject(")),
+        "{sorted:?}"
+    );
+    assert_eq!(served, map(&[("log_level", "INFO"), ("other", "x")]));
+    // Backwards, and shuffled.
+    let mut reversed = kvs.clone();
+    reversed.reverse();
+    assert_eq!(outputs_of(reversed), (sorted.clone(), served.clone()));
+    let shuffled = vec![kvs[1].clone(), kvs[2].clone(), kvs[0].clone()];
+    assert_eq!(outputs_of(shuffled), (sorted, served));
+}
+
+#[test]
+fn an_event_for_a_key_the_cache_never_saw_diverges_even_beside_a_rejected_owner() {
+    let mut state = one_of_log_level();
+    // The owner's value is rejected: the name has no value, but the key owns it at 5.
+    state.step(listed_at(vec![kv("/app/LogLevel", "LOUD", 5)], 5));
+    // etcd says /app/log_level held something at revision 5 (the same transaction):
+    // the cache never saw that key, so it is not the cache etcd has.
+    let outputs = state.step(watched(vec![put("/app/log_level", "DEBUG", 7, Some(5))]));
+    assert_eq!(control(&outputs), ["List(Diverged { key_revision: 7 })"]);
+}
