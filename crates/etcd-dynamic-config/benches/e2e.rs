@@ -409,19 +409,14 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for i in 0..puts {
         let wall = unix_nanos();
-        let started = Instant::now();
-        let revision = writer
-            .put("/latency/Probe", format!("v{i}"), None)
-            .await
-            .expect("put")
-            .header()
-            .expect("header")
-            .revision();
-        subscription
-            .wait_for(|snapshot| snapshot.revision() >= revision)
-            .await
-            .expect("alive");
-        ours.push(started.elapsed());
+        let (visible, revision) = put_visible(
+            &mut writer,
+            &mut subscription,
+            "/latency/Probe",
+            format!("v{i}"),
+        )
+        .await;
+        ours.push(visible);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(at) = arrivals.lock().unwrap().get(&revision) {
@@ -440,6 +435,29 @@ async fn latency(etcd: &EtcdMember, client: Client, puts: usize) -> (Vec<Duratio
     let _ = raw.wait();
     config.stop().await;
     (ours, theirs)
+}
+
+/// Puts `value` at `key` and waits for the snapshot to reach the put's revision: put →
+/// visible, timed from the start of the put call, and the revision.
+async fn put_visible(
+    writer: &mut Client,
+    subscription: &mut etcd_dynamic_config::Subscription,
+    key: &str,
+    value: String,
+) -> (Duration, i64) {
+    let started = Instant::now();
+    let revision = writer
+        .put(key, value, None)
+        .await
+        .expect("put")
+        .header()
+        .expect("header")
+        .revision();
+    subscription
+        .wait_for(|snapshot| snapshot.revision() >= revision)
+        .await
+        .expect("alive");
+    (started.elapsed(), revision)
 }
 
 /// Nanoseconds since the Unix epoch: a clock both processes read.
@@ -519,24 +537,11 @@ async fn bindings(etcd: &EtcdMember, client: Client, sizes: &Sizes) -> (Duration
             let mut subscription = config.subscribe();
             for _ in 0..sizes.binding_puts {
                 value += 1;
-                let started = Instant::now();
-                let revision = writer
-                    .put(
-                        format!("{prefix}/Service000/Key000000"),
-                        format!("v{value}"),
-                        None,
-                    )
-                    .await
-                    .expect("put")
-                    .header()
-                    .expect("header")
-                    .revision();
-                subscription
-                    .wait_for(|snapshot| snapshot.revision() >= revision)
-                    .await
-                    .expect("alive");
+                let key = format!("{prefix}/Service000/Key000000");
+                let (visible, _) =
+                    put_visible(&mut writer, &mut subscription, &key, format!("v{value}")).await;
                 let samples = if with_bindings { &mut three } else { &mut none };
-                samples.push(started.elapsed());
+                samples.push(visible);
                 // Room for the readers to read the revision, as between requests.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -1138,23 +1143,15 @@ mod peer {
             assert_eq!(config.snapshot().len(), KEYS);
             let mut subscription = config.subscribe();
             for i in 0..puts {
-                let started = Instant::now();
-                let revision = writer
-                    .put(
-                        format!("{prefix}/K000"),
-                        document(0, &format!("ours{i}")),
-                        None,
-                    )
-                    .await
-                    .expect("put")
-                    .header()
-                    .expect("header")
-                    .revision();
-                subscription
-                    .wait_for(|snapshot| snapshot.revision() >= revision)
-                    .await
-                    .expect("alive");
-                our_visible.push(started.elapsed());
+                let value = document(0, &format!("ours{i}"));
+                let (visible, _) = super::put_visible(
+                    &mut writer,
+                    &mut subscription,
+                    &format!("{prefix}/K000"),
+                    value,
+                )
+                .await;
+                our_visible.push(visible);
             }
             config.stop().await;
             our_held.push(our_heap(etcd, prefix, KEYS).await);
