@@ -193,8 +193,9 @@ pub(crate) struct Start {
 /// One key's content at one revision, in 64 bits. The wrapping sum over the prefix
 /// tells two histories apart at a revision: another etcd whose history reached the
 /// applied revision with other values there, even with the same keys and revisions.
-/// foldhash's quality hasher with its fixed seed: the same in every instance and run,
-/// and a fifth of SipHash's cost per key at start (it ran once per listed key).
+/// foldhash's quality hasher with its fixed seed: the same in every instance and run.
+/// It runs once per listed key at start, where SipHash (with the key map's lookups)
+/// was about 9 % of a 100,000-key build in `perf`.
 pub(crate) fn fingerprint(key: &[u8], value: &[u8], mod_revision: i64) -> u64 {
     use std::hash::BuildHasher;
     foldhash::quality::FixedState::default().hash_one((key, value, mod_revision))
