@@ -28,6 +28,23 @@ fn pairs(n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Reads `names` one after the other, round and round, with `read` (monomorphised: no
+/// indirect call in the measured loop).
+fn scattered(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    names: &[String],
+    read: impl Fn(&str) -> bool,
+) {
+    group.bench_with_input(BenchmarkId::new(id, names.len()), names, |b, names| {
+        let mut next = 0;
+        b.iter(|| {
+            next = (next + 1) % names.len();
+            read(black_box(&names[next]))
+        });
+    });
+}
+
 fn read(c: &mut Criterion) {
     let mut group = c.benchmark_group("read");
     for n in [1_000usize, 100_000] {
@@ -53,28 +70,12 @@ fn read(c: &mut Criterion) {
                 .map(|name| (name.clone(), "value".to_owned()))
                 .collect(),
         );
-        group.bench_with_input(
-            BenchmarkId::new("snapshot_get_scattered", n),
-            &names,
-            |b, names| {
-                let mut next = 0;
-                b.iter(|| {
-                    next = (next + 1) % names.len();
-                    config.snapshot().get(black_box(&names[next])).is_some()
-                });
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("bare_arc_swap_hashmap", n),
-            &names,
-            |b, names| {
-                let mut next = 0;
-                b.iter(|| {
-                    next = (next + 1) % names.len();
-                    bare.load().get(black_box(&names[next])).is_some()
-                });
-            },
-        );
+        scattered(&mut group, "snapshot_get_scattered", &names, |name| {
+            config.snapshot().get(name).is_some()
+        });
+        scattered(&mut group, "bare_arc_swap_hashmap", &names, |name| {
+            bare.load().get(name).is_some()
+        });
         // The denser persistent map the snapshot could use (`imbl::OrdMap`, a B-tree:
         // a quarter of the nodes' heap, see BENCHMARKS.md), read the same way.
         let sorted: arc_swap::ArcSwap<
@@ -86,17 +87,9 @@ fn read(c: &mut Criterion) {
                 .map(|(name, entry)| (std::sync::Arc::from(name), entry.clone()))
                 .collect(),
         );
-        group.bench_with_input(
-            BenchmarkId::new("ordmap_get_scattered", n),
-            &names,
-            |b, names| {
-                let mut next = 0;
-                b.iter(|| {
-                    next = (next + 1) % names.len();
-                    sorted.load().get(black_box(names[next].as_str())).is_some()
-                });
-            },
-        );
+        scattered(&mut group, "ordmap_get_scattered", &names, |name| {
+            sorted.load().get(name).is_some()
+        });
         group.bench_with_input(BenchmarkId::new("get_as_string", n), &n, |b, _| {
             let name = "service000.key000000";
             let snapshot = config.snapshot();
