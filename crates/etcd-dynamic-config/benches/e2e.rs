@@ -199,30 +199,30 @@ async fn run(sizes: &Sizes, full: bool) {
             memory_ratio <= 3.0,
         ));
         let per_key = |bytes: usize| bytes / sizes.memory;
-        let rest = held.saturating_sub(parts.names + parts.keys + parts.values + parts.hash_trie);
+        let rest = held.saturating_sub(parts.names + parts.keys + parts.values + parts.flat);
         rows.push(row(
             &format!("heap held at {} keys, per key", sizes.memory),
             "(reported)",
             format!(
-                "{} B: name {} B, etcd key {} B, value {} B, map nodes {} B, entries and the rest {} B",
+                "{} B: name {} B, etcd key {} B, value {} B, map {} B, entries and the rest {} B",
                 per_key(held),
                 per_key(parts.names),
                 per_key(parts.keys),
                 per_key(parts.values),
-                per_key(parts.hash_trie),
+                per_key(parts.flat),
                 per_key(rest)
             ),
             String::from("-"),
             true,
         ));
         rows.push(row(
-            &format!("map nodes per key at {} keys, the same entries: `imbl::HashMap` (in use) / `imbl::OrdMap` / `std` `HashMap`", sizes.memory),
+            &format!("map per key at {} keys, the same entries: `std` `HashMap` (in use, under an overlay of later changes) / `imbl::HashMap` (in use before) / `imbl::OrdMap`", sizes.memory),
             "(reported)",
             format!(
                 "{} B / {} B / {} B",
+                per_key(parts.flat),
                 per_key(parts.hash_trie),
-                per_key(parts.b_tree),
-                per_key(parts.flat)
+                per_key(parts.b_tree)
             ),
             String::from("-"),
             true,
@@ -683,19 +683,20 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
 }
 
 /// What a snapshot's heap is made of, in bytes as the allocator is asked for them: its
-/// strings (each an `Arc<str>`: 16 bytes of counts, then the text), and the nodes of
-/// maps of its names to its entries, weighed by building each map again from the same
-/// names and entries (cloning either allocates nothing).
+/// strings (each an `Arc<str>`: 16 bytes of counts, then the text), and maps of its
+/// names to its entries, weighed by building each map again from the same names and
+/// entries (cloning either allocates nothing).
 struct Parts {
     names: usize,
     keys: usize,
     values: usize,
-    /// `imbl::HashMap`, as the snapshot holds them.
+    /// `std::collections::HashMap`: what a snapshot holds after a full read (changes
+    /// since go to an overlay, merged at a sixteenth of the names).
+    flat: usize,
+    /// `imbl::HashMap`, a persistent hash trie: what snapshots held before.
     hash_trie: usize,
     /// `imbl::OrdMap`, a persistent B-tree.
     b_tree: usize,
-    /// `std::collections::HashMap`, which an update would have to copy whole.
-    flat: usize,
 }
 
 impl Parts {

@@ -1,7 +1,8 @@
 //! Immutable snapshots of the configuration and the changes between them.
 //!
-//! A [`Snapshot`] is a persistent map (structure shared between revisions), so producing
-//! the next snapshot after one change costs O(log n), never a copy of the whole map.
+//! A [`Snapshot`] shares its structure with the one before it, so producing the next
+//! snapshot after one change costs O(log changes), never a copy of the whole map (see
+//! [`Entries`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +13,9 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer};
 use crate::error::{Error, Result};
 use crate::value::ValueDeserializer;
 pub use crate::value::{Source, Value};
+
+mod entries;
+pub(crate) use entries::Entries;
 
 /// What `Debug` shows instead of a secret value.
 pub(crate) const REDACTED: &str = "[REDACTED]";
@@ -83,15 +87,6 @@ impl fmt::Debug for Entry {
         out.field("source", self.source()).finish()
     }
 }
-
-/// Name → entry: a persistent hash map (an update copies O(log n) nodes, not the map),
-/// hashed with foldhash, several times faster than SipHash on short names.
-pub(crate) type Entries = imbl::GenericHashMap<
-    Arc<str>,
-    Entry,
-    foldhash::fast::RandomState,
-    imbl::shared_ptr::DefaultSharedPtr,
->;
 
 /// The whole configuration as of one etcd revision; immutable.
 ///

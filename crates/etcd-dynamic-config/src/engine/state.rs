@@ -401,6 +401,11 @@ impl Pending {
         Self(None)
     }
 
+    /// Whether changes are recorded: values need not be cloned for one that ignores them.
+    fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
     fn record(&mut self, name: &Arc<str>, old: Option<Value>, new: Option<Value>) {
         if let Some(changes) = &mut self.0 {
             changes
@@ -934,15 +939,12 @@ impl State {
         let revision = header.revision;
         self.cluster = Some(header.cluster);
         self.key_count = count;
-        self.digest = Some(
-            kvs.iter()
-                .filter(|kv| kv.key.starts_with(self.prefix_dir()))
-                .fold(0u64, |sum, kv| {
-                    sum.wrapping_add(fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision))
-                }),
-        );
         self.targets.clear();
-        let last_good = std::mem::replace(&mut self.entries, self.fallback.clone());
+        // A map of its own, filled in place (see `Entries`).
+        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len());
+        let fallback = self.fallback.iter();
+        entries.extend(fallback.map(|(name, entry)| (name.clone(), entry.clone())));
+        let last_good = std::mem::replace(&mut self.entries, entries);
         self.rejected.clear();
         self.shadowed.clear();
         self.rollouts.clear();
@@ -952,7 +954,13 @@ impl State {
         }
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
+        let mut digest = 0u64;
         for kv in kvs {
+            // Summed in this pass, not one of its own: each key is read from memory once.
+            if kv.key.starts_with(self.prefix_dir()) {
+                let print = fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision);
+                digest = digest.wrapping_add(print);
+            }
             if self.keys.rollout_of(&kv.key).is_some() {
                 self.stage(&kv.key, kv.mod_revision, Some(&kv.value));
             } else if let Some(name) = self.name_for(&kv.key) {
@@ -961,9 +969,10 @@ impl State {
                     key: kv.key,
                     mod_revision: kv.mod_revision,
                 };
-                self.put(&name, write, &mut ignored, &mut outputs);
+                self.put(name, write, &mut ignored, &mut outputs);
             }
         }
+        self.digest = Some(digest);
         // A rejected value leaves the name at its last good value.
         for name in self.rejected.keys() {
             if let Some(entry) = last_good.get(name) {
@@ -1019,7 +1028,8 @@ impl State {
         let mut served = self.fallback.clone();
         let (source, revision, cache_error) = match cache {
             Some(CacheRead::Loaded(loaded)) => {
-                served.extend(loaded.entries);
+                let cached = loaded.entries.iter();
+                served.extend(cached.map(|(name, entry)| (name.clone(), entry.clone())));
                 self.fallback_rejected.extend(loaded.rejected);
                 self.fallback_rejected.sort_by(|a, b| a.name.cmp(&b.name));
                 (StartSource::CacheFile, loaded.revision, None)
@@ -1187,7 +1197,7 @@ impl State {
                     mod_revision: event.mod_revision,
                     value: self.keys.schema().coerce(&name, raw),
                 };
-                self.put(&name, write, pending, outputs);
+                self.put(name, write, pending, outputs);
             }
             None => self.delete(&name, &event.key, pending, outputs),
         }
@@ -1196,12 +1206,12 @@ impl State {
 
     fn put(
         &mut self,
-        name: &Arc<str>,
+        name: Arc<str>,
         write: Write,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
-        let owner = self.owner(name).cloned();
+        let owner = self.owner(&name).cloned();
         if let Some(owner) = owner.clone().filter(|owner| *owner < write.key) {
             // Another key already names this value: this one waits in the shadows.
             let shadowed = Shadowed {
@@ -1210,7 +1220,7 @@ impl State {
                 value: write.value,
             };
             if self.shadowed.insert(write.key.clone(), shadowed).is_none() {
-                outputs.push(collision(name, owner, write.key));
+                outputs.push(collision(&name, owner, write.key));
             }
             return;
         }
@@ -1218,14 +1228,14 @@ impl State {
             // This key sorts first: it takes the name over.
             let displaced = Shadowed {
                 name: name.clone(),
-                mod_revision: self.tracked_revision(name, &owner).unwrap_or(0),
-                value: match self.rejected.get(name) {
+                mod_revision: self.tracked_revision(&name, &owner).unwrap_or(0),
+                value: match self.rejected.get(&name) {
                     Some(rejection) => Err(rejection.reason.clone()),
-                    None => Ok(self.entries[name].value().clone()),
+                    None => Ok(self.entries[&name].value().clone()),
                 },
             };
             self.shadowed.insert(owner.clone(), displaced);
-            outputs.push(collision(name, write.key.clone(), owner));
+            outputs.push(collision(&name, write.key.clone(), owner));
         }
         self.shadowed.remove(&write.key);
         self.set_owner(name, write, pending, outputs);
@@ -1234,22 +1244,28 @@ impl State {
     /// Makes the written key the owner of `name`.
     fn set_owner(
         &mut self,
-        name: &Arc<str>,
+        name: Arc<str>,
         write: Write,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
         match write.value {
             Ok(value) => {
-                self.rejected.remove(name);
+                self.rejected.remove(&name);
                 let source = Source::Etcd {
                     key: write.key,
                     mod_revision: write.mod_revision,
                 };
-                let secret = self.keys.schema().is_secret(name);
-                let entry = Entry::new(value.clone(), source, secret);
-                let old = self.entries.insert(name.clone(), entry);
-                pending.record(name, old.map(|entry| entry.value().clone()), Some(value));
+                let secret = self.keys.schema().is_secret(&name);
+                let entry = Entry::new(value, source, secret);
+                if pending.is_recording() {
+                    let new = Some(entry.value().clone());
+                    let old = self.entries.insert(name.clone(), entry);
+                    pending.record(&name, old.map(|entry| entry.value().clone()), new);
+                } else {
+                    // Moved, not cloned: a full read does this once per key.
+                    self.entries.insert(name, entry);
+                }
             }
             Err(reason) => {
                 let rejection = Rejection {
@@ -1261,7 +1277,7 @@ impl State {
                     reason,
                 };
                 outputs.push(Output::Reject(rejection.clone()));
-                self.rejected.insert(name.clone(), rejection);
+                self.rejected.insert(name, rejection);
             }
         }
     }
@@ -1295,7 +1311,7 @@ impl State {
                 mod_revision: shadowed.mod_revision,
                 value: shadowed.value,
             };
-            self.set_owner(name, write, pending, outputs);
+            self.set_owner(name.clone(), write, pending, outputs);
         }
         // No key left (or only a rejected one): the env var or default applies again.
         if !self.entries.contains_key(name)
@@ -1317,11 +1333,11 @@ fn collision(name: &Arc<str>, winner: Arc<str>, loser: Arc<str>) -> Output {
 /// The changes from `old` to `new`.
 fn diff(old: &Entries, new: &Entries) -> Pending {
     let mut pending = Pending::default();
-    for (name, entry) in new {
+    for (name, entry) in new.iter() {
         let before = old.get(name).map(|entry| entry.value().clone());
         pending.record(name, before, Some(entry.value().clone()));
     }
-    for (name, entry) in old {
+    for (name, entry) in old.iter() {
         if !new.contains_key(name) {
             pending.record(name, Some(entry.value().clone()), None);
         }
