@@ -76,6 +76,26 @@ fn read(c: &mut Criterion) {
         scattered(&mut group, "bare_arc_swap_hashmap", &names, |name| {
             bare.load().get(name).is_some()
         });
+        // The worst case for a read: as many changes since the last full read as the
+        // overlay holds before it is merged (n/16 + 64), to names all over the map.
+        let changed: Vec<String> = (0..n / 16 + 64)
+            .map(|i| (i * 104_729) % n)
+            .map(|k| format!("/bench/Service{:03}/Key{k:06}", k % 500))
+            .collect();
+        let mut revision = 2;
+        let mut overlaid = None;
+        for batch in changed.chunks(64) {
+            revision += 1;
+            let pairs: Vec<(&str, &str)> = batch.iter().map(|k| (k.as_str(), "c")).collect();
+            overlaid = engine.apply(&pairs, revision);
+        }
+        let overlaid = config_with(overlaid.expect("published"));
+        scattered(
+            &mut group,
+            "snapshot_get_scattered_overlaid",
+            &names,
+            |name| overlaid.snapshot().get(name).is_some(),
+        );
         // The denser persistent map the snapshot could use (`imbl::OrdMap`, a B-tree:
         // a quarter of the nodes' heap, see BENCHMARKS.md), read the same way.
         let sorted: arc_swap::ArcSwap<
@@ -127,6 +147,21 @@ fn update(c: &mut Criterion) {
             b.iter(|| {
                 revision += 1;
                 engine.apply(&[(key.as_str(), "changed")], revision)
+            });
+        });
+        // A different name each time, round all of them: changes pile up in the overlay
+        // and are merged into a new flat map once per n/16 of them, so the mean is the
+        // amortized cost of a put, merges included.
+        let all: Vec<String> = (0..n)
+            .map(|i| (i * 7_919) % n)
+            .map(|k| format!("/bench/Service{:03}/Key{k:06}", k % 500))
+            .collect();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("one_put_each_name", n), |b| {
+            b.iter(|| {
+                revision += 1;
+                next = (next + 1) % all.len();
+                engine.apply(&[(all[next].as_str(), "changed")], revision)
             });
         });
         let keys: Vec<String> = (0..10)
