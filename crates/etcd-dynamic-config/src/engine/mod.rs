@@ -771,7 +771,85 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// An engine over an auto-discovered `/app`, never connected, and its store.
+    fn engine() -> (Engine, Arc<crate::store::Store>) {
+        let settings = crate::settings::EtcdSettings::builder()
+            .build()
+            .expect("default settings");
+        let keys = Arc::new(crate::schema::Schema::auto_discover())
+            .bind("/app")
+            .expect("binds");
+        let state = State::new(keys, crate::snapshot::Entries::default());
+        let store = crate::store::Store::new();
+        let writer = store.begin_run();
+        (
+            Engine::new(Connection::new(&settings), state, writer),
+            store,
+        )
+    }
+
+    #[test]
+    fn a_replaced_etcd_is_named_in_the_status_while_the_prefix_is_read_again() {
+        let (mut engine, store) = engine();
+        let replaced = [
+            (
+                ListReason::ClusterChanged {
+                    from: 0xa1,
+                    to: 0xb2,
+                },
+                "cluster id changed from a1 to b2; reading the prefix again",
+            ),
+            (
+                ListReason::RevisionWentBack {
+                    applied: 9,
+                    reported: 3,
+                },
+                "etcd reported revision 3, below the applied 9; reading the prefix again",
+            ),
+            (
+                ListReason::HistoryDiffers { revision: 7 },
+                "etcd's prefix at the applied revision 7 is not the one served; reading the \
+                 prefix again",
+            ),
+        ];
+        for (reason, why) in replaced {
+            let confirmed = Some((5, std::time::Instant::now()));
+            engine
+                .writer
+                .update_status(|status| status.confirmed = confirmed);
+            let next = engine.execute(vec![Output::List(reason)]);
+            assert!(
+                matches!(next, Some(Action::List(r)) if r == reason),
+                "{next:?}"
+            );
+            let status = store.status();
+            assert_eq!(status.relisting.as_deref(), Some(why));
+            assert_eq!(
+                status.confirmed, None,
+                "{reason:?}: nothing is confirmed now"
+            );
+        }
+        // A re-list of the same etcd says nothing of another one.
+        let confirmed = Some((5, std::time::Instant::now()));
+        engine.writer.update_status(|status| {
+            status.relisting = None;
+            status.confirmed = confirmed;
+        });
+        let reason = ListReason::Compacted {
+            compact_revision: 4,
+        };
+        let next = engine.execute(vec![Output::List(reason)]);
+        assert!(
+            matches!(next, Some(Action::List(r)) if r == reason),
+            "{next:?}"
+        );
+        assert_eq!(store.status().relisting, None);
+        assert_eq!(store.status().confirmed, confirmed);
+    }
 
     #[test]
     fn retries_back_off_from_50_ms_to_5_s_with_jitter() {

@@ -307,5 +307,27 @@ mod tests {
                 .collect()
         );
         assert_ne!(entries, published);
+        let mut fewer = published.clone();
+        fewer.remove("n0");
+        assert_ne!(
+            fewer, published,
+            "a map is not equal to one with a name more"
+        );
+        assert_ne!(published, fewer);
+        let values: Vec<&Entry> = entries.values().collect();
+        assert_eq!(values.len(), 1999);
+        assert_eq!(values.iter().filter(|e| ***e == entry(1)).count(), 189);
+    }
+
+    #[test]
+    fn debug_shows_each_name_and_hides_secret_values() {
+        let mut entries = Entries::default();
+        let secret = Entry::new(Value::String(Arc::from("hunter2")), Source::Default, true);
+        entries.insert(Arc::from("db.password"), secret);
+        entries.insert(Arc::from("db.port"), entry(5432));
+        let shown = format!("{entries:?}");
+        assert!(shown.contains("\"db.password\""), "{shown}");
+        assert!(shown.contains("5432"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
