@@ -793,6 +793,39 @@ mod tests {
     }
 
     #[test]
+    fn the_head_is_confirmed_again_an_interval_after_the_later_of_confirmation_and_attempt() {
+        let attempt = Instant::now();
+        let confirming = Confirming {
+            last_attempt: attempt,
+            asked_progress: false,
+        };
+        // Never confirmed: an interval after the last attempt.
+        assert_eq!(confirming.due(None), attempt + CONFIRM_INTERVAL);
+        // Confirmed after the attempt: an interval after the confirmation.
+        let later = attempt + CONFIRM_INTERVAL * 3;
+        assert_eq!(confirming.due(Some(later)), later + CONFIRM_INTERVAL);
+        // Confirmed before it: still not sooner than an interval after the attempt.
+        let earlier = attempt - CONFIRM_INTERVAL / 2;
+        assert_eq!(confirming.due(Some(earlier)), attempt + CONFIRM_INTERVAL);
+    }
+
+    #[test]
+    fn an_attempt_dropped_at_the_deadline_resumes_with_a_list_until_listed_then_a_watch() {
+        let (mut engine, _store) = engine();
+        assert_eq!(engine.resume_action(), Action::List(ListReason::Initial));
+        engine.step(Input::Listed {
+            kvs: Vec::new(),
+            header: state::Header {
+                cluster: 1,
+                revision: 41,
+            },
+            count: 0,
+            at: Instant::now(),
+        });
+        assert_eq!(engine.resume_action(), Action::Watch { from_revision: 42 });
+    }
+
+    #[test]
     fn a_replaced_etcd_is_named_in_the_status_while_the_prefix_is_read_again() {
         let (mut engine, store) = engine();
         let replaced = [
