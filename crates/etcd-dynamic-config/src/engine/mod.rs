@@ -780,16 +780,91 @@ mod tests {
         let settings = crate::settings::EtcdSettings::builder()
             .build()
             .expect("default settings");
+        engine_with(&settings)
+    }
+
+    fn engine_with(settings: &crate::settings::EtcdSettings) -> (Engine, Arc<crate::store::Store>) {
         let keys = Arc::new(crate::schema::Schema::auto_discover())
             .bind("/app")
             .expect("binds");
         let state = State::new(keys, crate::snapshot::Entries::default());
         let store = crate::store::Store::new();
         let writer = store.begin_run();
-        (
-            Engine::new(Connection::new(&settings), state, writer),
-            store,
-        )
+        (Engine::new(Connection::new(settings), state, writer), store)
+    }
+
+    fn unavailable() -> Error {
+        Error::Unavailable {
+            endpoints: "http://127.0.0.1:2379".into(),
+            source: "connection reset".into(),
+        }
+    }
+
+    #[test]
+    fn an_answer_and_a_reconnect_are_recorded_in_the_status_with_the_endpoint_in_use() {
+        let settings = crate::settings::EtcdSettings::builder()
+            .endpoints("http://127.0.0.1:2379,http://127.0.0.1:22379")
+            .build()
+            .expect("two endpoints");
+        let (mut engine, store) = engine_with(&settings);
+        engine.synced(Some(7));
+        let status = store.status();
+        assert!(status.connected);
+        assert!(status.last_sync.is_some());
+        assert_eq!(status.head_revision, Some(7));
+        assert_eq!(status.endpoint.as_deref(), Some("http://127.0.0.1:2379"));
+        engine.synced(None);
+        assert_eq!(
+            store.status().head_revision,
+            Some(7),
+            "no head: the last stays"
+        );
+
+        engine.reconnect(&unavailable());
+        let status = store.status();
+        assert_eq!(status.reconnects, 1);
+        assert_eq!(status.endpoint.as_deref(), Some("http://127.0.0.1:22379"));
+        engine.reconnect(&unavailable());
+        let status = store.status();
+        assert_eq!(status.reconnects, 2);
+        assert_eq!(status.endpoint.as_deref(), Some("http://127.0.0.1:2379"));
+    }
+
+    #[test]
+    fn a_start_from_a_fallback_says_why_etcd_was_not_used_and_one_from_etcd_does_not() {
+        for (source, says_why) in [(StartSource::Etcd, false), (StartSource::Fallback, true)] {
+            let (mut engine, _store) = engine();
+            let (reply, mut replied) = oneshot::channel();
+            engine.start = Some(Pending {
+                deadline: tokio::time::Instant::now(),
+                answered: CancellationToken::new(),
+                starting: Starting {
+                    timeout: Duration::from_secs(2),
+                    cache: None,
+                    reply,
+                },
+                last_error: Some(unavailable()),
+            });
+            engine.answer(Ok(StartReport {
+                source,
+                revision: 0,
+                loaded: 0,
+                missing: Vec::new(),
+                rejected: Vec::new(),
+                collisions: Vec::new(),
+                etcd_error: None,
+                cache_error: None,
+            }));
+            let report = replied.try_recv().expect("answered").expect("started");
+            assert_eq!(
+                report.etcd_error.is_some(),
+                says_why,
+                "{source:?}: {report:?}"
+            );
+            if let Some(why) = report.etcd_error {
+                assert!(why.contains("connection reset"), "{why}");
+            }
+        }
     }
 
     #[test]
