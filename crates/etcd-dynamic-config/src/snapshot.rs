@@ -1,8 +1,8 @@
 //! Immutable snapshots of the configuration and the changes between them.
 //!
 //! A [`Snapshot`] shares its structure with the one before it, so producing the next
-//! snapshot after one change costs O(log changes), never a copy of the whole map (see
-//! [`Entries`]).
+//! snapshot after one change costs O(log changes); the whole map is copied only once per
+//! n/16 changes, when they are merged into it (see `Entries`).
 
 use std::collections::BTreeMap;
 use std::fmt;

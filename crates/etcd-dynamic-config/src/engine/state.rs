@@ -942,8 +942,7 @@ impl State {
         self.targets.clear();
         // A map of its own, filled in place (see `Entries`).
         let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len());
-        let fallback = self.fallback.iter();
-        entries.extend(fallback.map(|(name, entry)| (name.clone(), entry.clone())));
+        entries.extend(self.fallback.iter());
         let last_good = std::mem::replace(&mut self.entries, entries);
         self.rejected.clear();
         self.shadowed.clear();
@@ -1028,8 +1027,7 @@ impl State {
         let mut served = self.fallback.clone();
         let (source, revision, cache_error) = match cache {
             Some(CacheRead::Loaded(loaded)) => {
-                let cached = loaded.entries.iter();
-                served.extend(cached.map(|(name, entry)| (name.clone(), entry.clone())));
+                served.extend(loaded.entries.iter());
                 self.fallback_rejected.extend(loaded.rejected);
                 self.fallback_rejected.sort_by(|a, b| a.name.cmp(&b.name));
                 (StartSource::CacheFile, loaded.revision, None)

@@ -165,6 +165,17 @@ impl Extend<(Arc<str>, Entry)> for Entries {
     }
 }
 
+/// Another map's names and entries, cloned (a reference count each).
+impl<'a> Extend<(&'a Arc<str>, &'a Entry)> for Entries {
+    fn extend<I: IntoIterator<Item = (&'a Arc<str>, &'a Entry)>>(&mut self, pairs: I) {
+        self.extend(
+            pairs
+                .into_iter()
+                .map(|(name, entry)| (name.clone(), entry.clone())),
+        );
+    }
+}
+
 impl FromIterator<(Arc<str>, Entry)> for Entries {
     fn from_iter<I: IntoIterator<Item = (Arc<str>, Entry)>>(pairs: I) -> Self {
         let mut entries = Self::default();
