@@ -45,9 +45,11 @@
 //!
 //! Every answer carries etcd's cluster id and head revision: another cluster id, or a
 //! head below the applied revision (etcd wiped, restored from a backup, replaced), asks
-//! for a re-list, whose difference is published. Neither tells an etcd replaced by one
-//! with the same cluster id whose history has reached the applied revision again; the
-//! history probe ([`Input::Probed`]) before a watch resumes does: etcd's key count and
+//! for a re-list, whose difference is published. The exception is the head of a
+//! progress answer from etcd before 3.4.25 / 3.5.8, which can be a revision below the
+//! last event on the same stream: only its cluster id counts. Neither cluster id nor
+//! head tells an etcd replaced by one with the same cluster id whose history has reached
+//! the applied revision again; the history probe ([`Input::Probed`]) before a watch resumes does: etcd's key count and
 //! the sum of the [`fingerprint`]s of its keys at the applied revision must be the
 //! state's, which events keep up to date from each key's previous value.
 
@@ -754,7 +756,17 @@ impl State {
                     trusted,
                 },
             ) => {
-                if let Some(reason) = self.another_etcd(header) {
+                // etcd before 3.4.25 / 3.5.8 reads its head for the answer without
+                // waiting for the write whose events it has just sent to finish: the
+                // answer can be a revision below the last event. An etcd restored from
+                // a backup breaks the stream, and the probe and the new stream's
+                // creation answer tell; here only the cluster id can.
+                let another = if trusted {
+                    self.another_etcd(header)
+                } else {
+                    self.another_cluster(header)
+                };
+                if let Some(reason) = another {
                     return vec![Output::List(reason)];
                 }
                 if trusted {
@@ -848,17 +860,22 @@ impl State {
 
     /// Why the state no longer describes the etcd that answered, if it does not.
     fn another_etcd(&self, header: Header) -> Option<ListReason> {
-        match self.cluster {
-            Some(cluster) if cluster != header.cluster => Some(ListReason::ClusterChanged {
-                from: cluster,
-                to: header.cluster,
-            }),
-            _ if header.revision < self.revision => Some(ListReason::RevisionWentBack {
+        self.another_cluster(header).or_else(|| {
+            (header.revision < self.revision).then_some(ListReason::RevisionWentBack {
                 applied: self.revision,
                 reported: header.revision,
-            }),
-            _ => None,
-        }
+            })
+        })
+    }
+
+    /// Whether another cluster answered.
+    fn another_cluster(&self, header: Header) -> Option<ListReason> {
+        self.cluster
+            .filter(|&cluster| cluster != header.cluster)
+            .map(|from| ListReason::ClusterChanged {
+                from,
+                to: header.cluster,
+            })
     }
 
     /// The state holds etcd's head `revision` as of `at`: heads up to it need no longer

@@ -222,7 +222,12 @@ fn watch_before_list_is_ignored_and_a_broken_start_lists_again() {
 #[test]
 fn puts_and_deletes_publish_with_old_and_new_values() {
     let mut state = listed();
-    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
+    let outputs = state.step(watched(vec![put_over(
+        "/app/LogLevel",
+        "DEBUG",
+        11,
+        Some(("INFO", 7)),
+    )]));
     assert_eq!(published(&outputs).unwrap().revision(), 11);
     assert_eq!(
         notifications(&outputs),
@@ -326,7 +331,12 @@ fn a_progress_answer_ahead_of_queued_events_skips_nothing_and_publishes_nothing(
         ["Watch { from_revision: 11 }"],
         "a resumed watch starts after the last applied event, not after the watermark"
     );
-    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
+    let outputs = state.step(watched(vec![put_over(
+        "/app/LogLevel",
+        "DEBUG",
+        11,
+        Some(("INFO", 7)),
+    )]));
     assert_eq!(
         published(&outputs).unwrap().revision(),
         11,
@@ -651,7 +661,15 @@ fn another_cluster_or_a_head_below_the_applied_revision_relists_and_publishes_th
     assert!(published(&outputs).is_none());
     // The same cluster restored from an older backup.
     for input in [
-        progress(4),
+        Input::Progress {
+            header: header(4),
+            at: Instant::now(),
+            trusted: true,
+        },
+        Input::Created {
+            header: header(4),
+            at: Instant::now(),
+        },
         Input::Head {
             header: header(4),
             count: 2,
@@ -692,6 +710,41 @@ fn another_cluster_or_a_head_below_the_applied_revision_relists_and_publishes_th
         confirmations(&outputs),
         [3],
         "the new cluster is the one now"
+    );
+}
+
+#[test]
+fn a_progress_answer_a_revision_behind_the_last_event_is_etcds_race_not_another_etcd() {
+    // etcd 3.4.23 and 3.5.1 answered a progress request with revision 352 after the
+    // event of 353 on the same stream (seen in CI): they read their head while the
+    // write they had just sent events of was still finishing.
+    let mut state = listed(); // cluster 1, revision 10
+    let outputs = state.step(progress(9));
+    assert!(control(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(confirmations(&outputs), [9], "it holds what etcd had then");
+    assert!(published(&outputs).is_none());
+    assert_eq!(state.revision(), 10);
+    // The stream goes on from where it was.
+    let outputs = state.step(watched(vec![put_over(
+        "/app/LogLevel",
+        "DEBUG",
+        11,
+        Some(("INFO", 7)),
+    )]));
+    assert!(control(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(published(&outputs).unwrap().revision(), 11);
+    // Another cluster is told by the same answer all the same.
+    let outputs = state.step(Input::Progress {
+        header: Header {
+            cluster: 2,
+            revision: 9,
+        },
+        at: Instant::now(),
+        trusted: false,
+    });
+    assert_eq!(
+        control(&outputs),
+        ["List(ClusterChanged { from: 1, to: 2 })"]
     );
 }
 
@@ -1229,6 +1282,9 @@ enum Step {
     /// A progress answer at etcd's head, whether or not events are still queued (etcd
     /// issue 15220).
     Progress,
+    /// A progress answer a revision below the last event applied: etcd before 3.4.25 /
+    /// 3.5.8 reads its head for it while the write it sent events of is finishing.
+    LateProgress,
     /// A head read: the key count and whether a key changed after the applied revision.
     Head,
     /// A history probe, as before a resumed watch: etcd's keys at the applied revision.
@@ -1249,6 +1305,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => Just(Step::Break),
         1 => Just(Step::Compact),
         2 => Just(Step::Progress),
+        1 => Just(Step::LateProgress),
         2 => Just(Step::Head),
         2 => Just(Step::Probe),
         1 => any::<bool>().prop_map(Step::Wipe),
@@ -1548,7 +1605,7 @@ proptest! {
                         state_epoch = model.epoch();
                     }
                     outage = false;
-                    outputs = state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false });
+                    outputs = state.step(Input::Created { header: model.header(), at: Instant::now() });
                     outputs.push(Output::Watch { from_revision });
                 }
                 outputs
@@ -1568,6 +1625,10 @@ proptest! {
                     state.step(Input::Broken)
                 }
                 Step::Progress => state.step(Input::Progress { header: model.header(), at: Instant::now(), trusted: false }),
+                Step::LateProgress => {
+                    let header = Header { revision: state.revision() - 1, ..model.header() };
+                    state.step(Input::Progress { header, at: Instant::now(), trusted: false })
+                }
                 Step::Head => state.step(model.head(state.revision())),
                 Step::Probe => {
                     let revision = state.revision();
