@@ -378,13 +378,25 @@ async fn reads_writes_and_watches_outlive_a_two_second_token_ttl() {
     // token that expired meanwhile; direct reads every 2.5 s.
     let started = Instant::now();
     let (mut reads, mut failed_reads, mut cuts) = (0, 0, 0);
+    // etcd logs each token it refuses as expired: the reads that met one.
+    let refused_tokens = || etcd.log().matches("invalid auth token").count();
+    let mut expired_reads = 0;
     let mut next_cut = Duration::from_secs(4);
     while started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(2500)).await;
+        let c0 = etcd.log().matches("invalid auth token").count();
+        let refused_before = refused_tokens();
         match low_level.get_values_by_keys(&["/app/Counter0"]).await {
             Ok(values) if values.contains_key("/app/Counter0") => reads += 1,
             _ => failed_reads += 1,
         }
+        if refused_tokens() > refused_before {
+            expired_reads += 1;
+        }
+        println!(
+            "READ invalid+{}",
+            etcd.log().matches("invalid auth token").count() - c0
+        );
         if started.elapsed() >= next_cut {
             proxy.cut();
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -411,10 +423,13 @@ async fn reads_writes_and_watches_outlive_a_two_second_token_ttl() {
     }
     .print();
     println!(
-        "FAULTS   reads ok={reads} failed={failed_reads} token_refreshes={} reconnects={}",
+        "FAULTS   reads ok={reads} failed={failed_reads} with_an_expired_token={expired_reads} \
+         token_refreshes={} reconnects={}",
         health.token_refreshes, health.reconnects
     );
     assert_eq!(failed_reads, 0);
+    // Reads spaced past the TTL met an expired token, and went through all the same.
+    assert!(expired_reads >= 1, "no read met an expired token");
     assert!(lost.is_empty(), "lost {lost:?}");
     assert!(matches);
     assert_eq!(health.state, HealthState::Synced, "{health:?}");
