@@ -23,7 +23,10 @@ pub(crate) const CACHE_WRITTEN: &str = "cache_written";
 pub(crate) const CACHE_IGNORED: &str = "cache_ignored";
 pub(crate) const CACHE_WRITE_FAILED: &str = "cache_write_failed";
 pub(crate) const BIND_REJECTED: &str = "bind_rejected";
+// The log level follows etcd only with the `ecs` feature's subscriber.
+#[cfg(feature = "ecs")]
 pub(crate) const LOG_LEVEL_CHANGED: &str = "log_level_changed";
+#[cfg(feature = "ecs")]
 pub(crate) const LOG_LEVEL_REJECTED: &str = "log_level_rejected";
 pub(crate) const CALLBACK_PANICKED: &str = "callback_panicked";
 pub(crate) const AUDIT_RECORD_IGNORED: &str = "audit_record_ignored";
