@@ -69,6 +69,7 @@ for n in (1000, 100000):
     row(f"apply a 10-key transaction, {n:,} names", "(reported)", ns(estimate("update", f"txn_10_keys/{n}")), "-")
     row(f"copy of the whole map (what an O(n) design pays per update), {n:,} names", "(comparison)", ns(estimate("update", f"copy_whole_map/{n}")), "-")
 row("build the first snapshot of 10,000 keys", "(reported)", ns(estimate("list", "build_10000")), "-")
+row("a typed binding's first `load()` after a publish: 100,000 names read as a `BTreeMap` of `BTreeMap`s", "(reported)", ns(estimate("bind", "read_whole_as_type_100000")), "-")
 snapshot = "| what | target | measured (median) | met |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
 
 def table(log):

@@ -193,5 +193,21 @@ fn list(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read, update, list);
+/// What a typed binding's first `load()` after a publish pays: the whole snapshot read as
+/// the type.
+fn bind(c: &mut Criterion) {
+    type Tree = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+    let mut group = c.benchmark_group("bind");
+    group.sample_size(10);
+    let mut engine = Engine::listed("/bench", pairs(100_000), 1);
+    let snapshot = engine
+        .apply(&[("/bench/Service000/Key000000", "v")], 2)
+        .expect("published");
+    group.bench_function("read_whole_as_type_100000", |b| {
+        b.iter(|| snapshot.deserialize::<Tree>().expect("reads"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, read, update, list, bind);
 criterion_main!(benches);

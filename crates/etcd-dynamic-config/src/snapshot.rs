@@ -171,7 +171,15 @@ impl Snapshot {
     ///
     /// [`Error::Bind`] with serde's reason (a missing field, a value of the wrong type).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
-        let tree = Node::tree(self).map_err(|reason| bind_error::<T>(None, reason))?;
+        let names = tree_order(self).map_err(|reason| bind_error::<T>(None, reason))?;
+        let tree = Node::Branch(Group {
+            names: &names,
+            depth: 0,
+        });
+        // Tracking the path costs a string per name: only a failed read pays it, again.
+        if let Ok(value) = T::deserialize(tree) {
+            return Ok(value);
+        }
         serde_path_to_error::deserialize(tree).map_err(|error| {
             // serde quotes values it cannot place (`unknown variant \`x\``): hide secrets.
             let reason = self
@@ -308,43 +316,102 @@ impl ConfigChange {
     }
 }
 
-/// The snapshot as a tree of names, for reading it into nested structs.
-enum Node<'a> {
-    Leaf(&'a Value),
-    Branch(BTreeMap<&'a str, Node<'a>>),
+/// The snapshot's names and values in the order of a walk of their tree: segment by
+/// segment (`.` sorts before any other character), so that the names below each group
+/// (`database.*`) are one run. A name that is also a group is an error.
+fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, &Value)>, String> {
+    let mut names: Vec<(&str, &Value)> = snapshot
+        .entries
+        .iter()
+        .map(|(name, entry)| (&**name, entry.value()))
+        .collect();
+    names.sort_unstable_by(|(a, _), (b, _)| tree_cmp(a, b));
+    // A group sorts right after the value of the same name.
+    for pair in names.windows(2) {
+        let (value, below) = (pair[0].0, pair[1].0);
+        if below
+            .strip_prefix(value)
+            .is_some_and(|rest| rest.starts_with('.'))
+        {
+            return Err(format!("{below} is below {value}, which is a value"));
+        }
+    }
+    Ok(names)
 }
 
-impl<'a> Node<'a> {
-    fn tree(snapshot: &'a Snapshot) -> Result<Self, String> {
-        let mut root = BTreeMap::new();
-        let mut names: Vec<(&str, &Value)> = snapshot
-            .entries
-            .iter()
-            .map(|(name, entry)| (&**name, entry.value()))
-            .collect();
-        names.sort_unstable_by_key(|(name, _)| *name);
-        for (name, value) in names {
-            let mut branch = &mut root;
-            let mut segments = name.split('.').peekable();
-            while let Some(segment) = segments.next() {
-                if segments.peek().is_none() {
-                    if branch.insert(segment, Node::Leaf(value)).is_some() {
-                        return Err(format!("{name} is both a value and a group of values"));
-                    }
-                    break;
-                }
-                let node = branch
-                    .entry(segment)
-                    .or_insert_with(|| Node::Branch(BTreeMap::new()));
-                branch = match node {
-                    Node::Branch(children) => children,
-                    Node::Leaf(_) => {
-                        return Err(format!("{name} is below {segment}, which is a value"));
-                    }
-                };
-            }
-        }
-        Ok(Node::Branch(root))
+/// Orders names as their lists of segments: bytewise, but `.` before any other byte.
+fn tree_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let rank =
+        |byte: Option<&u8>| byte.map(|&byte| if byte == b'.' { 0 } else { u16::from(byte) + 1 });
+    rank(a.get(common)).cmp(&rank(b.get(common)))
+}
+
+/// The snapshot as a tree of names, for reading it into nested structs: a value, or a
+/// group of names read as a map.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Leaf(&'a Value),
+    Branch(Group<'a>),
+}
+
+/// The names of one group, in [`tree_order`]; each has its segments at this depth from
+/// byte `depth` on.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    names: &'a [(&'a str, &'a Value)],
+    depth: usize,
+}
+
+/// A group read as a map: each segment once, with its value or the group below it.
+struct GroupAccess<'a> {
+    rest: &'a [(&'a str, &'a Value)],
+    depth: usize,
+    next: Option<Node<'a>>,
+}
+
+impl<'de> de::MapAccess<'de> for GroupAccess<'de> {
+    type Error = de::value::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some(&(name, value)) = self.rest.first() else {
+            return Ok(None);
+        };
+        let here = &name[self.depth..];
+        let segment = here.split('.').next().unwrap_or(here);
+        let (node, taken) = if segment.len() == here.len() {
+            (Node::Leaf(value), 1)
+        } else {
+            let below = |&(name, _): &(&str, &Value)| {
+                name[self.depth..]
+                    .strip_prefix(segment)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            };
+            let taken = self.rest.iter().take_while(|pair| below(pair)).count();
+            let group = Group {
+                names: &self.rest[..taken],
+                depth: self.depth + segment.len() + 1,
+            };
+            (Node::Branch(group), taken)
+        };
+        self.rest = &self.rest[taken..];
+        self.next = Some(node);
+        seed.deserialize(segment.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let node = self
+            .next
+            .take()
+            .ok_or_else(|| de::Error::custom("a value asked for before its name"))?;
+        seed.deserialize(node)
     }
 }
 
@@ -374,9 +441,11 @@ impl<'de> de::Deserializer<'de> for Node<'de> {
     fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self {
             Node::Leaf(value) => ValueDeserializer(value).deserialize_any(visitor),
-            Node::Branch(children) => {
-                visitor.visit_map(de::value::MapDeserializer::new(children.into_iter()))
-            }
+            Node::Branch(group) => visitor.visit_map(GroupAccess {
+                rest: group.names,
+                depth: group.depth,
+                next: None,
+            }),
         }
     }
 
@@ -601,5 +670,99 @@ pub(crate) mod tests {
         let text = format!("{change:?}");
         assert!(!text.contains("hunter"), "{text}");
         assert!(text.contains("REDACTED"), "{text}");
+    }
+
+    /// A tree read in the order its maps are visited.
+    #[derive(Debug, PartialEq)]
+    enum Visited {
+        Value(String),
+        Map(Vec<(String, Visited)>),
+    }
+
+    impl<'de> serde::Deserialize<'de> for Visited {
+        fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> de::Visitor<'de> for Visitor {
+                type Value = Visited;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a value or a map")
+                }
+                fn visit_str<E>(self, text: &str) -> Result<Visited, E> {
+                    Ok(Visited::Value(text.to_owned()))
+                }
+                fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Visited, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        entries.push(entry);
+                    }
+                    Ok(Visited::Map(entries))
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
+    }
+
+    /// The tree of `names` as a map per group, segments in byte order; `None` when a
+    /// name is also a group.
+    fn expected_tree(names: &BTreeMap<String, String>) -> Option<Visited> {
+        enum Node {
+            Leaf(String),
+            Branch(BTreeMap<String, Node>),
+        }
+        fn visited(node: Node) -> Visited {
+            match node {
+                Node::Leaf(value) => Visited::Value(value),
+                Node::Branch(children) => Visited::Map(
+                    children
+                        .into_iter()
+                        .map(|(segment, node)| (segment, visited(node)))
+                        .collect(),
+                ),
+            }
+        }
+        let mut root = BTreeMap::new();
+        for (name, value) in names {
+            let segments: Vec<&str> = name.split('.').collect();
+            let (last, groups) = segments.split_last()?;
+            let mut branch = &mut root;
+            for segment in groups {
+                let node = branch
+                    .entry((*segment).to_owned())
+                    .or_insert_with(|| Node::Branch(BTreeMap::new()));
+                branch = match node {
+                    Node::Branch(children) => children,
+                    Node::Leaf(_) => return None,
+                };
+            }
+            if branch
+                .insert((*last).to_owned(), Node::Leaf(value.clone()))
+                .is_some()
+            {
+                return None;
+            }
+        }
+        Some(visited(Node::Branch(root)))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever the names (`.` beside characters that sort before and after it,
+        /// empty segments): every group is one map, visited in the order of its
+        /// segments, and a name that is also a group is an error.
+        #[test]
+        fn the_tree_read_is_the_tree_of_the_names(
+            names in proptest::collection::btree_map("[ab.+/]{0,5}", "[xy]{1,2}", 0..12)
+        ) {
+            let pairs: Vec<(&str, Value)> = names
+                .iter()
+                .map(|(name, value)| (name.as_str(), Value::from(value.as_str())))
+                .collect();
+            let read = snapshot_of(&pairs).deserialize::<Visited>();
+            match expected_tree(&names) {
+                Some(tree) => proptest::prop_assert_eq!(read.unwrap(), tree),
+                None => proptest::prop_assert!(read.is_err()),
+            }
+        }
     }
 }
