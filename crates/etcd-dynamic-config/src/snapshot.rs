@@ -672,6 +672,48 @@ pub(crate) mod tests {
         assert!(text.contains("REDACTED"), "{text}");
     }
 
+    #[test]
+    fn scrub_replaces_every_occurrence_of_the_secret_and_nothing_else() {
+        assert_eq!(
+            scrub("was hunter2, is hunter2".to_owned(), "hunter2"),
+            format!("was {REDACTED}, is {REDACTED}")
+        );
+        assert_eq!(scrub("nothing here".to_owned(), "hunter2"), "nothing here");
+        // An empty secret is in every message, and hides nothing.
+        assert_eq!(scrub("nothing here".to_owned(), ""), "nothing here");
+    }
+
+    #[test]
+    fn len_is_empty_and_debug_describe_the_snapshot_without_values() {
+        let empty = snapshot_of(&[]);
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+        let two = snapshot_of(&[("a", Value::from("hunter2")), ("b", Value::from("2"))]);
+        assert_eq!((two.len(), two.is_empty()), (2, false));
+        let text = format!("{two:?}");
+        assert!(text.starts_with("Snapshot { revision: 1, len: 2"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_fold_keeps_a_name_secret_once_any_of_its_changes_was() {
+        let change = |revision, old: &str, new: &str, secret| ConfigChange {
+            revision,
+            changes: vec![ValueChange {
+                name: Arc::from("password"),
+                old: Some(Value::from(old)),
+                new: Some(Value::from(new)),
+                secret,
+            }],
+        };
+        let folded = ConfigChange::fold([change(2, "a", "b", true), change(3, "b", "c", false)])
+            .expect("two changes");
+        assert_eq!(folded.revision, 3);
+        assert_eq!(folded.changes.len(), 1);
+        assert!(folded.changes[0].secret);
+        assert_eq!(folded.changes[0].old, Some(Value::from("a")));
+        assert_eq!(folded.changes[0].new, Some(Value::from("c")));
+    }
+
     /// A tree read in the order its maps are visited.
     #[derive(Debug, PartialEq)]
     enum Visited {
@@ -748,11 +790,11 @@ pub(crate) mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
         /// Whatever the names (`.` beside characters that sort before and after it,
-        /// empty segments): every group is one map, visited in the order of its
+        /// the lowest bytes, empty segments): every group is one map, visited in the order of its
         /// segments, and a name that is also a group is an error.
         #[test]
         fn the_tree_read_is_the_tree_of_the_names(
-            names in proptest::collection::btree_map("[ab.+/]{0,5}", "[xy]{1,2}", 0..12)
+            names in proptest::collection::btree_map("[ab.+/\\x00\\x01]{0,5}", "[xy]{1,2}", 0..12)
         ) {
             let pairs: Vec<(&str, Value)> = names
                 .iter()
