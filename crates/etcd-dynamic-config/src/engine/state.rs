@@ -49,9 +49,10 @@
 //! progress answer from etcd before 3.4.25 / 3.5.8, which can be a revision below the
 //! last event on the same stream: only its cluster id counts. Neither cluster id nor
 //! head tells an etcd replaced by one with the same cluster id whose history has reached
-//! the applied revision again; the history probe ([`Input::Probed`]) before a watch resumes does: etcd's key count and
-//! the sum of the [`fingerprint`]s of its keys at the applied revision must be the
-//! state's, which events keep up to date from each key's previous value.
+//! the applied revision again; the history probe ([`Input::Probed`]) before a watch
+//! resumes does: etcd's key count and the sum of the [`fingerprint`]s of its keys at the
+//! applied revision must be the state's, which events keep up to date from each key's
+//! previous value.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
