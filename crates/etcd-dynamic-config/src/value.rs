@@ -130,9 +130,10 @@ impl Value {
     }
 
     /// Reads the value as `T` through serde. Text is parsed on demand (numbers, booleans,
-    /// comma-separated sequences, enum variants by name); typed values convert where serde
-    /// allows (an integer into any integer type that holds it, a duration into
-    /// `std::time::Duration` or into seconds as a float).
+    /// comma-separated sequences and tuples, `host, 5432` into `(String, u16)`, enum
+    /// variants by name); typed values convert where serde allows (an integer into any
+    /// integer type that holds it, a duration into `std::time::Duration` or into seconds
+    /// as a float).
     ///
     /// # Errors
     ///
@@ -481,7 +482,19 @@ impl<'de> de::Deserializer<'de> for TextDeserializer<'de> {
             .map(str::trim)
             .filter(|item| !item.is_empty())
             .map(TextDeserializer);
-        visitor.visit_seq(de::value::SeqDeserializer::new(items))
+        let mut items = de::value::SeqDeserializer::new(items);
+        let read = visitor.visit_seq(&mut items)?;
+        // A tuple reads as many items as it has: one more is an error, not dropped.
+        items.end()?;
+        Ok(read)
+    }
+
+    fn deserialize_tuple<V: de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.deserialize_seq(visitor)
     }
 
     fn deserialize_struct<V: de::Visitor<'de>>(
@@ -507,8 +520,7 @@ impl<'de> de::Deserializer<'de> for TextDeserializer<'de> {
     }
 
     serde::forward_to_deserialize_any! {
-        str string bytes byte_buf unit unit_struct tuple tuple_struct map identifier
-        ignored_any
+        str string bytes byte_buf unit unit_struct tuple_struct map identifier ignored_any
     }
 }
 
@@ -523,6 +535,72 @@ impl<'de> IntoDeserializer<'de, de::value::Error> for TextDeserializer<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_text_and_durations_read_into_options_tuples_enums_and_structs() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        enum Level {
+            Info,
+            Debug,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Pair {
+            secs: u64,
+            nanos: u32,
+        }
+        let json = |value: serde_json::Value| Value::Json(Arc::new(value));
+        // JSON null is no value; any other JSON is one.
+        assert_eq!(
+            json(serde_json::json!(null))
+                .deserialize::<Option<u8>>()
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            json(serde_json::json!(5))
+                .deserialize::<Option<u8>>()
+                .unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            json(serde_json::json!("Debug"))
+                .deserialize::<Level>()
+                .unwrap(),
+            Level::Debug
+        );
+        // Text: a tuple is read from its comma-separated items, and so is a list of
+        // durations.
+        assert_eq!(
+            Value::from("1, 2").deserialize::<(u8, u8)>().unwrap(),
+            (1, 2)
+        );
+        let extra = Value::from("1, 2, 3")
+            .deserialize::<(u8, u8)>()
+            .unwrap_err();
+        assert!(extra.to_string().contains("invalid length 3"), "{extra}");
+        assert!(Value::from("1").deserialize::<(u8, u8)>().is_err());
+        assert_eq!(
+            Value::from("1s, 250ms")
+                .deserialize::<Vec<Duration>>()
+                .unwrap(),
+            [Duration::from_secs(1), Duration::from_millis(250)]
+        );
+        // Only `Duration` reads a duration as seconds and nanoseconds.
+        assert!(
+            Value::Duration(Duration::from_secs(1))
+                .deserialize::<Pair>()
+                .is_err()
+        );
+        assert!(Value::from("1s").deserialize::<Pair>().is_err());
+    }
+
+    #[test]
+    fn as_str_lends_the_text_of_a_string_value_only() {
+        assert_eq!(Value::from("db-1").as_str(), Some("db-1"));
+        assert_eq!(Value::from("").as_str(), Some(""));
+        assert_eq!(Value::Integer(5).as_str(), None);
+        assert_eq!(Value::Bool(true).as_str(), None);
+    }
 
     #[test]
     fn text_parses_into_the_asked_type() {

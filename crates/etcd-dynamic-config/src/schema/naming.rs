@@ -176,6 +176,9 @@ mod tests {
             ("X", "x"),
             ("", ""),
             ("ÄrgerWert", "ärger_wert"),
+            // The same rules beyond ASCII: a digit, then an acronym before a word.
+            ("Größe2Wert", "größe2_wert"),
+            ("ÄÖÜWert", "äöü_wert"),
         ];
         for (segment, expected) in cases {
             assert_eq!(snake_case(segment), expected, "for {segment:?}");
