@@ -222,12 +222,7 @@ fn watch_before_list_is_ignored_and_a_broken_start_lists_again() {
 #[test]
 fn puts_and_deletes_publish_with_old_and_new_values() {
     let mut state = listed();
-    let outputs = state.step(watched(vec![put_over(
-        "/app/LogLevel",
-        "DEBUG",
-        11,
-        Some(("INFO", 7)),
-    )]));
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
     assert_eq!(published(&outputs).unwrap().revision(), 11);
     assert_eq!(
         notifications(&outputs),
@@ -331,12 +326,7 @@ fn a_progress_answer_ahead_of_queued_events_skips_nothing_and_publishes_nothing(
         ["Watch { from_revision: 11 }"],
         "a resumed watch starts after the last applied event, not after the watermark"
     );
-    let outputs = state.step(watched(vec![put_over(
-        "/app/LogLevel",
-        "DEBUG",
-        11,
-        Some(("INFO", 7)),
-    )]));
+    let outputs = state.step(watched(vec![put("/app/LogLevel", "DEBUG", 11, Some(7))]));
     assert_eq!(
         published(&outputs).unwrap().revision(),
         11,
