@@ -535,6 +535,38 @@ mod tests {
     }
 
     #[test]
+    fn a_mailbox_folds_only_past_its_bound_of_unfolded_values_and_pops_give_room_back() {
+        let mailbox = Mailbox::default();
+        let mut last = BTreeMap::new();
+        let bound = i64::try_from(MAILBOX_VALUES).unwrap();
+        let queued = |mailbox: &Mailbox| lock(&mailbox.queue).changes.len();
+        // Each change sets one name of its own: the bound is reached, not passed.
+        for revision in 1..=bound {
+            assert!(mailbox.push(change(revision, 1_000_000, &mut last)));
+        }
+        assert_eq!(queued(&mailbox), MAILBOX_VALUES);
+        // Emptied, it has room for as many again.
+        for _ in 0..MAILBOX_VALUES {
+            assert!(mailbox.pop().is_some());
+        }
+        for revision in bound + 1..=2 * bound {
+            assert!(mailbox.push(change(revision, 1_000_000, &mut last)));
+        }
+        assert_eq!(queued(&mailbox), MAILBOX_VALUES);
+        // One more folds everything queued into one difference.
+        assert!(mailbox.push(change(2 * bound + 1, 1_000_000, &mut last)));
+        assert_eq!(queued(&mailbox), 1);
+        // The folded values do not count against the bound: as many again queue unfolded.
+        for revision in 2 * bound + 2..=3 * bound + 1 {
+            assert!(mailbox.push(change(revision, 1_000_000, &mut last)));
+        }
+        assert_eq!(queued(&mailbox), MAILBOX_VALUES + 1);
+        let folded = mailbox.pop().unwrap();
+        assert_eq!(folded.revision, 2 * bound + 1);
+        assert_eq!(folded.changes.len(), MAILBOX_VALUES + 1);
+    }
+
+    #[test]
     fn a_blocked_listener_gets_the_net_difference_in_bounded_memory() {
         let store = Store::new();
         let writer = store.begin_run();
