@@ -972,6 +972,8 @@ impl State {
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
         let mut digest = 0u64;
+        // One name is written here at a time: an allocation per name, not two.
+        let mut scratch = String::new();
         for kv in kvs {
             // Summed in this pass, not one of its own: each key is read from memory once.
             if kv.key.starts_with(self.prefix_dir()) {
@@ -980,7 +982,7 @@ impl State {
             }
             if self.keys.rollout_of(&kv.key).is_some() {
                 self.stage(&kv.key, kv.mod_revision, Some(&kv.value));
-            } else if let Some(name) = self.name_for(&kv.key) {
+            } else if let Some(name) = self.keys.name_for_in(&kv.key, &mut scratch) {
                 let write = Write {
                     value: self.keys.schema().coerce(&name, &kv.value),
                     key: kv.key,

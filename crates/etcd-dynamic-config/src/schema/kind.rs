@@ -35,14 +35,29 @@ impl Kind {
     ///
     /// Nested names are matched with `.` read as `_`, so `database.port` is an integer.
     pub fn infer(name: &str) -> Self {
-        let name: std::borrow::Cow<'_, str> = if name.contains('.') {
-            name.replace('.', "_").into()
-        } else {
-            name.into()
+        // Called for every key of a list: `.` is read as `_` in place, not in a copy.
+        let name = name.as_bytes();
+        let same = |a: &[u8], b: &[u8]| {
+            a.iter()
+                .zip(b)
+                .all(|(&a, &b)| a == b || (a == b'.' && b == b'_'))
         };
-        let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
-        let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s));
-        let contains = |parts: &[&str]| parts.iter().any(|p| name.contains(p));
+        let starts = |prefixes: &[&str]| {
+            prefixes
+                .iter()
+                .any(|p| name.len() >= p.len() && same(&name[..p.len()], p.as_bytes()))
+        };
+        let ends = |suffixes: &[&str]| {
+            suffixes
+                .iter()
+                .any(|s| name.len() >= s.len() && same(&name[name.len() - s.len()..], s.as_bytes()))
+        };
+        let contains = |parts: &[&str]| {
+            parts.iter().any(|p| {
+                name.windows(p.len())
+                    .any(|window| same(window, p.as_bytes()))
+            })
+        };
         if starts(&["use_", "is_", "has_"]) || ends(&["_enabled", "_debug", "_echo", "_start"]) {
             Self::Bool
         } else if ends(&["_statuses", "_list", "_items"]) {
@@ -177,7 +192,16 @@ mod tests {
         ];
         for (name, kind) in cases {
             assert_eq!(Kind::infer(name), kind, "for {name}");
+            // Nested: `.` reads as `_` wherever it stands.
+            let nested = name.replace('_', ".");
+            assert_eq!(Kind::infer(&nested), kind, "for {nested}");
         }
+        // Only `.` stands for `_`: not the other way round, nor any other byte.
+        assert_eq!(Kind::infer("use.cache"), Kind::Bool);
+        assert_eq!(Kind::infer("retry_count"), Kind::Integer);
+        assert_eq!(Kind::infer("retry-count"), Kind::String);
+        assert_eq!(Kind::infer("a_max.b"), Kind::Integer);
+        assert_eq!(Kind::infer("port"), Kind::String);
     }
 
     #[test]

@@ -609,6 +609,12 @@ impl KeyMap {
 
     /// The name `key` holds, or `None` when the schema does not load it.
     pub(crate) fn name_for(&self, key: &str) -> Option<Arc<str>> {
+        self.name_for_in(key, &mut String::with_capacity(key.len() + 4))
+    }
+
+    /// [`name_for`](Self::name_for), writing the name in `scratch` first: a list passes
+    /// the same one for every key, so that a name costs one allocation, not two.
+    pub(crate) fn name_for_in(&self, key: &str, scratch: &mut String) -> Option<Arc<str>> {
         if let Some(name) = self.by_key.get(key) {
             return Some(name.clone());
         }
@@ -619,11 +625,14 @@ impl KeyMap {
         if relative.starts_with(crate::rollout::DIR) {
             return None; // a rollout, not a value
         }
-        let name = naming::name_from_path(relative)?;
+        scratch.clear();
+        if !naming::push_name_from_path(relative, scratch) {
+            return None;
+        }
         // A declared name keeps its one Arc; others get their own.
-        match self.schema.names.get_key_value(name.as_str()) {
+        match self.schema.names.get_key_value(scratch.as_str()) {
             Some((declared, _)) => Some(declared.clone()),
-            None => Some(Arc::from(name)),
+            None => Some(Arc::from(scratch.as_str())),
         }
     }
 }

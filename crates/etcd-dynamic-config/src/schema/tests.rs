@@ -175,6 +175,23 @@ fn explicit_keys_load_only_those_keys() {
         keys.name_for("/app/Other/Key").as_deref(),
         Some("other.key")
     );
+    // A list names every key in one buffer: what a key before left there never shows.
+    let mut scratch = String::from("left.over.from.before");
+    for (key, name) in [
+        ("/app/Other/Key", Some("other.key")),
+        ("/app/A", Some("a")),
+        ("/app/Db/Url", Some("database_url")),
+        ("/app/Bad//Path", None),
+        ("/app/X/YZ", Some("x.yz")),
+        ("/elsewhere/A", None),
+    ] {
+        assert_eq!(
+            keys.name_for_in(key, &mut scratch).as_deref(),
+            name,
+            "{key}"
+        );
+        assert_eq!(keys.name_for(key).as_deref(), name, "{key}");
+    }
 
     let outside = Arc::new(
         Schema::builder()
