@@ -968,6 +968,86 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_reaches_its_accessor_from_the_environment_and_from_code() {
+        let unset = from(&[]).unwrap();
+        assert_eq!(unset.ca_cert_path(), None);
+        assert_eq!(unset.client_cert_path(), None);
+        assert!(unset.ca_cert().is_none() && unset.identity().is_none());
+        assert_eq!(unset.start_timeout(), Duration::from_secs(5));
+        assert!(!unset.fail_fast());
+        assert_eq!(unset.cache_file(), None);
+        assert!(!unset.cache_secrets());
+        assert!(unset.announce().is_none());
+
+        let certs = testkit::TestCerts::generate();
+        let (ca, cert, key) = (certs.ca(), certs.client_cert(), certs.client_key());
+        let text = |path: &Path| path.display().to_string();
+        let env = from(&[
+            (HOST_NAME, "https://127.0.0.1:2379"),
+            (USER_NAME, "app"),
+            (PASSWORD, "pw"),
+            (CA_CERT_PATH, &text(&ca)),
+            (CLIENT_CERT_PATH, &text(&cert)),
+            (CLIENT_KEY_PATH, &text(&key)),
+            (USE_LOCAL_CONFIG, "true"),
+            (START_TIMEOUT, "750ms"),
+            (FAIL_FAST, "true"),
+            (CACHE_FILE, "/var/cache/app.json"),
+            (CACHE_SECRETS, "true"),
+            (INSTANCE, "web-1"),
+        ])
+        .unwrap();
+        let code = EtcdSettings::builder()
+            .endpoints("https://127.0.0.1:2379")
+            .user("app", "pw")
+            .ca_cert_path(&ca)
+            .client_identity(&cert, &key)
+            .use_local_config(true)
+            .start_timeout(Duration::from_millis(750))
+            .fail_fast(true)
+            .cache_file("/var/cache/app.json")
+            .cache_secrets(true)
+            .announce(crate::announce::Announce::new("web-1"))
+            .build()
+            .unwrap();
+        for (settings, from) in [(env, "environment"), (code, "code")] {
+            assert_eq!(settings.user_name(), Some("app"), "{from}");
+            assert_eq!(settings.ca_cert_path(), Some(ca.as_path()), "{from}");
+            assert_eq!(settings.client_cert_path(), Some(cert.as_path()), "{from}");
+            let read = std::fs::read(&ca).unwrap();
+            assert_eq!(settings.ca_cert().map(|ca| &ca.pem), Some(&read), "{from}");
+            let read = std::fs::read(&cert).unwrap();
+            let identity = settings.identity().map(|identity| &identity.cert_pem);
+            assert_eq!(identity, Some(&read), "{from}");
+            assert!(settings.use_local_config(), "{from}");
+            assert_eq!(
+                settings.start_timeout(),
+                Duration::from_millis(750),
+                "{from}"
+            );
+            assert!(settings.fail_fast(), "{from}");
+            let file = Path::new("/var/cache/app.json");
+            assert_eq!(settings.cache_file(), Some(file), "{from}");
+            assert!(settings.cache_secrets(), "{from}");
+            let id = settings.announce().map(crate::announce::Announce::id);
+            assert_eq!(id, Some("web-1"), "{from}");
+        }
+        // `no_announce` drops only the record the environment asked for.
+        let lookup = |name: &str| match name {
+            INSTANCE => Some(String::from("web-1")),
+            ROOT_KEY => Some(String::from("/a")),
+            _ => None,
+        };
+        let builder = EtcdSettingsBuilder::from_lookup(lookup).unwrap();
+        let quiet = builder.no_announce().build().unwrap();
+        assert!(quiet.announce().is_none());
+        assert_eq!(quiet.prefix(), "/a");
+        // `dev` from code, as from the environment (see `reads_the_seed_environment`).
+        let dev = EtcdSettings::builder().root_key("/a").dev(true).build();
+        assert_eq!(dev.unwrap().prefix(), "/dev/a");
+    }
+
+    #[test]
     fn debug_never_shows_the_password() {
         let settings = from(&[(USER_NAME, "app"), (PASSWORD, "s3cr3t-pw")]).unwrap();
         let builder = EtcdSettings::builder().user("app", "s3cr3t-pw");
