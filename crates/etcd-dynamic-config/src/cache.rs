@@ -188,10 +188,7 @@ fn checksum(document: &Document) -> String {
 /// (`tempfile`), so a link planted in the directory is never followed and two writers of
 /// one path never share a temporary file; it is removed if anything fails.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     let mut file = tempfile::Builder::new()
         .prefix(".cache-")
         .suffix(".tmp")
@@ -200,6 +197,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.as_file().sync_all()?;
     file.persist(path).map_err(|error| error.error)?;
     File::open(dir)?.sync_all()
+}
+
+/// The directory of the file at `path`: its parent, or `.` for a bare file name.
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Writes every new snapshot that holds etcd values, at most once per [`DEBOUNCE`], and
@@ -296,6 +300,53 @@ mod tests {
             ),
         );
         Snapshot::new(9, entries)
+    }
+
+    #[tokio::test]
+    async fn a_revision_in_the_file_is_not_written_again_and_a_dropped_store_ends_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cache = CacheFile::new(&path, "/app/", false);
+        let store = crate::store::Store::new();
+        let writer = store.begin_run();
+        let at = |revision| Arc::new(Snapshot::new(revision, snapshot().entries().clone()));
+        writer.publish(at(7));
+        // Started from a file that holds revision 7: nothing to write, even when stopped.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        keep_written(cache.clone(), store.subscribe(), 7, stop).await;
+        assert!(!path.exists(), "revision 7 was written again");
+
+        // The configuration dropped without a stop: what is newer is written, and the
+        // writer ends (it does not spin on the closed subscription).
+        let subscription = store.subscribe();
+        writer.publish(at(8));
+        drop((writer, store));
+        let task = keep_written(cache.clone(), subscription, 7, CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the writer ends once the configuration is dropped");
+        let written = cache.read(&schema()).unwrap().map(|loaded| loaded.revision);
+        assert_eq!(written, Some(8));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_not_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = CacheFile::new(&dir.path().join("none.json"), "/app/", false);
+        assert!(missing.read(&schema()).unwrap().is_none());
+        // A directory where the file should be: reading it fails, and says so.
+        let directory = CacheFile::new(dir.path(), "/app/", false);
+        let error = directory.read(&schema()).unwrap_err();
+        assert!(error.starts_with("cannot read it: "), "{error}");
+    }
+
+    #[test]
+    fn the_temporary_file_is_made_beside_the_target() {
+        let beside = Path::new("/var/cache/app/cache.json");
+        assert_eq!(directory_of(beside), Path::new("/var/cache/app"));
+        assert_eq!(directory_of(Path::new("cache.json")), Path::new("."));
+        assert_eq!(directory_of(Path::new("/cache.json")), Path::new("/"));
     }
 
     #[tokio::test(start_paused = true)]
