@@ -1010,27 +1010,35 @@ mod tests {
             .announce(crate::announce::Announce::new("web-1"))
             .build()
             .unwrap();
-        for (settings, from) in [(env, "environment"), (code, "code")] {
-            assert_eq!(settings.user_name(), Some("app"), "{from}");
-            assert_eq!(settings.ca_cert_path(), Some(ca.as_path()), "{from}");
-            assert_eq!(settings.client_cert_path(), Some(cert.as_path()), "{from}");
+        for (settings, source) in [(env, "environment"), (code, "code")] {
+            assert_eq!(settings.user_name(), Some("app"), "{source}");
+            assert_eq!(settings.ca_cert_path(), Some(ca.as_path()), "{source}");
+            assert_eq!(
+                settings.client_cert_path(),
+                Some(cert.as_path()),
+                "{source}"
+            );
             let read = std::fs::read(&ca).unwrap();
-            assert_eq!(settings.ca_cert().map(|ca| &ca.pem), Some(&read), "{from}");
+            assert_eq!(
+                settings.ca_cert().map(|ca| &ca.pem),
+                Some(&read),
+                "{source}"
+            );
             let read = std::fs::read(&cert).unwrap();
             let identity = settings.identity().map(|identity| &identity.cert_pem);
-            assert_eq!(identity, Some(&read), "{from}");
-            assert!(settings.use_local_config(), "{from}");
+            assert_eq!(identity, Some(&read), "{source}");
+            assert!(settings.use_local_config(), "{source}");
             assert_eq!(
                 settings.start_timeout(),
                 Duration::from_millis(750),
-                "{from}"
+                "{source}"
             );
-            assert!(settings.fail_fast(), "{from}");
+            assert!(settings.fail_fast(), "{source}");
             let file = Path::new("/var/cache/app.json");
-            assert_eq!(settings.cache_file(), Some(file), "{from}");
-            assert!(settings.cache_secrets(), "{from}");
+            assert_eq!(settings.cache_file(), Some(file), "{source}");
+            assert!(settings.cache_secrets(), "{source}");
             let id = settings.announce().map(crate::announce::Announce::id);
-            assert_eq!(id, Some("web-1"), "{from}");
+            assert_eq!(id, Some("web-1"), "{source}");
         }
         // `no_announce` drops only the record the environment asked for.
         let lookup = |name: &str| match name {

@@ -609,7 +609,7 @@ impl KeyMap {
 
     /// The name `key` holds, or `None` when the schema does not load it.
     pub(crate) fn name_for(&self, key: &str) -> Option<Arc<str>> {
-        self.name_for_in(key, &mut String::with_capacity(key.len() + 4))
+        self.name_for_in(key, &mut String::new())
     }
 
     /// [`name_for`](Self::name_for), writing the name in `scratch` first: a list passes
@@ -626,6 +626,7 @@ impl KeyMap {
             return None; // a rollout, not a value
         }
         scratch.clear();
+        scratch.reserve(relative.len() + 4);
         if !naming::push_name_from_path(relative, scratch) {
             return None;
         }
