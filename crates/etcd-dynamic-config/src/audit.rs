@@ -122,6 +122,25 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         let back: AuditRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
-        assert!(!format!("{record:?}").contains("30-visible-in-json"));
+        let debug = format!("{record:?}");
+        assert!(!debug.contains("30-visible-in-json"), "{debug}");
+        // What it does show: the key and the name.
+        assert!(
+            debug.contains(r#"key: "/app/Pool", name: Some("pool")"#),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn now_is_the_current_time_in_rfc_3339() {
+        let before = std::time::SystemTime::now();
+        let at = humantime::parse_rfc3339(&now()).unwrap();
+        let after = std::time::SystemTime::now();
+        // Recorded to the millisecond.
+        let floor = before - std::time::Duration::from_millis(1);
+        assert!(
+            floor <= at && at <= after,
+            "{at:?} not in {before:?}..{after:?}"
+        );
     }
 }

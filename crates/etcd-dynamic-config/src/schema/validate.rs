@@ -165,6 +165,8 @@ impl fmt::Debug for Check {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -207,5 +209,46 @@ mod tests {
         );
         let absent = crate::snapshot::tests::snapshot_of(&[("min_pool", Value::Integer(9))]);
         assert!((check.check)(&absent).is_ok());
+        assert_eq!(format!("{check:?}"), "Check(min_pool <= max_pool)");
+    }
+
+    #[test]
+    fn every_operator_compares_as_it_reads() {
+        // Whether `a op b` holds for a below, equal to and above b.
+        let table = [
+            ("<", [true, false, false]),
+            ("<=", [true, true, false]),
+            ("==", [false, true, false]),
+            ("!=", [true, false, true]),
+            (">=", [false, true, true]),
+            (">", [false, false, true]),
+        ];
+        for (op, holds) in table {
+            let check = Check::compare("a", op, "b").unwrap();
+            // Integers, floats, durations and numeric text all compare as numbers.
+            let values = [
+                (Value::Integer(1), Value::Float(2.0)),
+                (Value::Duration(Duration::from_secs(2)), Value::from(" 2 ")),
+                (Value::Float(2.5), Value::Duration(Duration::from_secs(2))),
+            ];
+            for ((a, b), holds) in values.into_iter().zip(holds) {
+                let snapshot = crate::snapshot::tests::snapshot_of(&[("a", a), ("b", b)]);
+                let result = (check.check)(&snapshot);
+                assert_eq!(result.is_ok(), holds, "a {op} b: {result:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_includes_its_bounds() {
+        let range = Validator::Range {
+            min: Some(1.0),
+            max: Some(2.0),
+        };
+        for (number, inside) in [(0.5, false), (1.0, true), (2.0, true), (2.5, false)] {
+            let result = range.check(&Value::Float(number));
+            assert_eq!(result.is_ok(), inside, "{number}: {result:?}");
+        }
+        assert_eq!(format!("{range:?}"), "Validator(between 1 and 2)");
     }
 }
