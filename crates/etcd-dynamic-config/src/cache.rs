@@ -199,8 +199,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The directory of the file at `path`: its parent, or `.` for a bare file name.
-fn directory_of(path: &Path) -> &Path {
+/// The directory of the file at `path`: its parent, or `.` for a bare file name. The
+/// settings check that it exists; the writer makes its temporary file there.
+pub(crate) fn directory_of(path: &Path) -> &Path {
     path.parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."))

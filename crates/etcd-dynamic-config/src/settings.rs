@@ -534,16 +534,13 @@ impl EtcdSettingsBuilder {
         if start_timeout.is_zero() {
             return Err(setting(START_TIMEOUT, "must be longer than zero"));
         }
-        if let Some(path) = &self.cache_file {
-            let parent = path
-                .parent()
-                .filter(|parent| !parent.as_os_str().is_empty());
-            if parent.is_some_and(|parent| !parent.is_dir()) {
-                return Err(setting(
-                    CACHE_FILE,
-                    format!("{}: its directory does not exist", path.display()),
-                ));
-            }
+        if let Some(path) = &self.cache_file
+            && !crate::cache::directory_of(path).is_dir()
+        {
+            return Err(setting(
+                CACHE_FILE,
+                format!("{}: its directory does not exist", path.display()),
+            ));
         }
         if let Some(announce) = &self.announce {
             announce.validate()?;
