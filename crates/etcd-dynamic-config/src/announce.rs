@@ -289,15 +289,18 @@ fn record(
     }
 }
 
-/// Keeps the instance's record in etcd until `cancel`, then removes it.
+/// Keeps the instance's record in etcd until `cancel`, then removes it. `first` is told
+/// when the first write has been tried (written or failed, within a third of the TTL).
 pub(crate) async fn keep_announced(
     announce: Announce,
     settings: EtcdSettings,
     prefix_dir: String,
     observe: Observe,
     mut subscription: crate::store::Subscription,
+    first: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
 ) {
+    let mut first = Some(first);
     let key = format!("{}{}", status_dir(&prefix_dir), announce.id);
     let host = host();
     let mut connection = Connection::new(&settings);
@@ -380,6 +383,9 @@ pub(crate) async fn keep_announced(
                     source: format!("no answer within {:?}", announce.ttl / 3).into(),
                 })
             });
+        if let Some(first) = first.take() {
+            let _ = first.send(()); // start() may have stopped waiting
+        }
         match result {
             Ok(()) => failing = false,
             Err(error) => {

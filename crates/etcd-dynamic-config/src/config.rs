@@ -250,15 +250,27 @@ impl EtcdConfig {
                 };
                 Some((config.health(), config.snapshot()))
             });
+            let (first, announced) = oneshot::channel();
             let announcer = crate::announce::keep_announced(
                 announce.clone(),
                 inner.settings.clone(),
                 inner.keys.prefix_dir().to_string(),
                 observe,
                 self.subscribe(),
+                first,
                 cancel.clone(),
             );
             tasks.spawn(announcer.instrument(span));
+            // Started from etcd, the instance is in the fleet when start returns: an
+            // operator's `status` or a rollout right after sees it. The wait is bounded
+            // by the first write's own timeout (a third of the TTL); from a fallback etcd
+            // is away, and the record follows when it is back.
+            if report.source == StartSource::Etcd {
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(Error::Stopped),
+                    _ = announced => {}
+                }
+            }
         }
         Ok(report)
     }

@@ -52,6 +52,7 @@ async fn twenty_instances_announce_what_they_serve_and_leave_no_record_behind() 
     let proxy = FaultProxy::start(etcd.client_port()).await;
 
     // Nineteen direct instances and one behind a proxy, to be frozen.
+    let fleet = client(&etcd.endpoint());
     let mut instances = Vec::new();
     for i in 0..20 {
         let endpoint = if i == 19 {
@@ -62,9 +63,15 @@ async fn twenty_instances_announce_what_they_serve_and_leave_no_record_behind() 
         let zone = if i % 2 == 0 { "a" } else { "b" };
         let config = instance(&endpoint, &format!("pod-{i:02}"), zone);
         config.start().await.expect("start");
+        // Started from etcd, an instance is in the fleet when start returns.
+        let listed = fleet.fleet().await.expect("fleet").instances;
+        assert_eq!(
+            listed.len(),
+            i + 1,
+            "pod-{i:02} right after start: {listed:#?}"
+        );
         instances.push(config);
     }
-    let fleet = client(&etcd.endpoint());
     // Each serves etcd's state at its own revision (the records are writes too), all at
     // or after the first.
     let records = fleet_until(&fleet, "20 records from the first revision", |records| {
