@@ -470,6 +470,27 @@ mod tests {
                 "{id:?} {labels:?}: {error}"
             );
         }
+        // Any one instance setting without an id is an error, not silently no record.
+        let ttl = Some(Duration::from_secs(9));
+        for (labels, ttl, app) in [
+            (Some("zone=a"), None, None),
+            (None, ttl, None),
+            (None, None, Some("billing")),
+        ] {
+            let error = Announce::from_settings(None, labels, ttl, app).unwrap_err();
+            assert!(
+                error.to_string().contains("no instance id"),
+                "{labels:?} {ttl:?} {app:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_live_beside_the_prefix_and_name_the_kernels_host() {
+        assert_eq!(status_dir("/app/"), "/_status/app/");
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert!(!kernel.trim().is_empty());
+        assert_eq!(host(), kernel.trim());
     }
 
     #[test]

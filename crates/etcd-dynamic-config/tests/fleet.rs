@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{fleet_until, put, wait_for_revision};
 use etcd_dynamic_config::announce::Announce;
 use etcd_dynamic_config::{EtcdClient, EtcdConfig, EtcdSettings, HealthState, Schema};
-use testkit::{EtcdMember, FaultProxy};
+use testkit::{EtcdCluster, EtcdMember, FaultProxy};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -155,6 +155,69 @@ async fn twenty_instances_announce_what_they_serve_and_leave_no_record_behind() 
         config.stop().await;
     }
     fleet_until(&fleet, "no record left", |records| records.is_empty()).await;
+}
+
+/// A record kept by keep-alives alone: present all along, never rewritten while what it
+/// says stays the same (writes elsewhere in etcd move the confirmed head, not the record),
+/// and kept through a freeze of the member the instance talks to, by another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_record_lives_on_keep_alives_and_outlives_a_frozen_member() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut etcd_client = cluster.client().await;
+    put(&mut etcd_client, "/fleet/LogLevel", "INFO").await;
+    let proxy = FaultProxy::start(cluster.members()[0].client_port()).await;
+    let endpoints = cluster.endpoints();
+    let config = instance(
+        &format!("{},{},{}", proxy.endpoint(), endpoints[1], endpoints[2]),
+        "pod-idle",
+        "a",
+    );
+    config.start().await.expect("start");
+    let fleet = client(&endpoints[1]);
+    let record = |records: &[etcd_dynamic_config::announce::InstanceRecord]| {
+        records.iter().find(|r| r.id == "pod-idle").cloned()
+    };
+    let first = fleet_until(&fleet, "pod-idle synced", |records| {
+        record(records).is_some_and(|r| r.state == HealthState::Synced)
+    })
+    .await;
+    let first = record(&first).expect("listed");
+
+    // etcd's head moves elsewhere until the instance has confirmed a new head twice and
+    // had two renewal periods since; more than a TTL in all, so a lease not kept alive
+    // would be gone meanwhile.
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(20);
+    let (mut confirmed, mut moves, mut moved_at) = (config.health().confirmed_revision, 0, began);
+    let mut writes = 0;
+    while moves < 2 || moved_at.elapsed() < TTL * 2 / 3 || began.elapsed() < TTL * 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the confirmed head moved {moves} time(s) in 20 s"
+        );
+        put(&mut etcd_client, "/elsewhere/tick", &writes.to_string()).await;
+        writes += 1;
+        let now = record(&fleet.fleet().await.expect("fleet").instances);
+        let now = now.expect("the record is there all along");
+        assert_eq!(now.updated_ms, first.updated_ms, "rewritten: {now:?}");
+        let head = config.health().confirmed_revision;
+        if head != confirmed {
+            (confirmed, moves, moved_at) = (head, moves + 1, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The member behind the proxy stops answering; the record is renewed through
+    // another one before its lease runs out.
+    proxy.stall();
+    let until = Instant::now() + TTL * 3;
+    while Instant::now() < until {
+        let now = fleet.fleet().await.expect("fleet").instances;
+        assert!(record(&now).is_some(), "gone while a member was frozen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.restore();
+    config.stop().await;
 }
 
 #[test]
