@@ -9,6 +9,7 @@ use etcd_client::{
     PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use secrecy::ExposeSecret;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::engine::state::{Event, Header, Input, Kv, Probe, fingerprint};
 use crate::error::{BoxError, Error, Result};
@@ -49,7 +50,9 @@ pub(crate) struct Connection {
     client: Option<Client>,
     /// Whether the etcd connected to sends progress notifications only after every
     /// event up to them (etcd issue 15220 fixed): asked once per connection.
-    trusted_progress: bool,
+    trust: Trust,
+    /// The watch [`watch_ahead`](Self::watch_ahead) began, until asked for.
+    ahead: Option<WatchAhead>,
     /// The largest range response accepted ([`MAX_MESSAGE_BYTES`]; smaller in tests).
     response_limit: usize,
 }
@@ -64,6 +67,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// What is known of an etcd's progress notifications.
+enum Trust {
+    /// Its version is being asked for.
+    Asking(AbortOnDropHandle<bool>),
+    Known(bool),
+}
+
 impl Connection {
     /// A connection to the first endpoint; nothing is contacted until the first request.
     pub(crate) fn new(settings: &EtcdSettings) -> Self {
@@ -71,7 +81,8 @@ impl Connection {
             settings: settings.clone(),
             current: 0,
             client: None,
-            trusted_progress: false,
+            trust: Trust::Known(false),
+            ahead: None,
             response_limit: MAX_MESSAGE_BYTES,
         }
     }
@@ -85,6 +96,7 @@ impl Connection {
     /// is only one): called after a retryable failure.
     pub(crate) fn rotate(&mut self) {
         self.client = None;
+        self.ahead = None;
         self.current = (self.current + 1) % self.settings.endpoints().len();
     }
 
@@ -105,6 +117,7 @@ impl Connection {
     /// endpoint: for a watch that etcd cancelled because its token expired.
     pub(crate) fn reauthenticate(&mut self) {
         self.client = None;
+        self.ahead = None;
     }
 
     /// Connects (and authenticates) to the endpoint in use, once.
@@ -146,14 +159,27 @@ impl Connection {
             }
         };
         // Which etcd answers decides whether its progress notifications can be trusted;
-        // a version that cannot be read is not trusted.
+        // a version that cannot be read is not trusted. Asked beside the first request,
+        // not before it: only a watch needs the answer, and a start waits one round trip
+        // fewer.
         let mut maintenance = client.maintenance_client();
-        self.trusted_progress = matches!(
-            tokio::time::timeout(CONNECT_TIMEOUT, maintenance.status()).await,
-            Ok(Ok(status)) if progress_follows_events(status.version())
-        );
+        self.trust = Trust::Asking(AbortOnDropHandle::new(tokio::spawn(async move {
+            matches!(
+                tokio::time::timeout(CONNECT_TIMEOUT, maintenance.status()).await,
+                Ok(Ok(status)) if progress_follows_events(status.version())
+            )
+        })));
         self.client = Some(client.clone());
         Ok(client)
+    }
+
+    /// Whether the etcd connected to can be trusted with progress notifications, once it
+    /// has said its version.
+    async fn trusted_progress(&mut self) -> bool {
+        if let Trust::Asking(asking) = &mut self.trust {
+            self.trust = Trust::Known(asking.await.unwrap_or(false));
+        }
+        matches!(self.trust, Trust::Known(true))
     }
 
     /// The error for a watch stream that stayed silent, even when asked for progress.
@@ -605,7 +631,7 @@ impl Connection {
             let mut watch = Watch {
                 stream,
                 peer: peer.clone(),
-                trusted_progress: self.trusted_progress,
+                trusted_progress: self.trusted_progress().await,
             };
             history.writes.clear();
             loop {
@@ -674,38 +700,81 @@ impl Connection {
     }
 
     /// Opens a watch on `prefix_dir` from `from_revision`, with previous values and
-    /// progress notifications.
+    /// progress notifications; the one [`watch_ahead`](Self::watch_ahead) began, when
+    /// it is for the same.
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
     pub(crate) async fn watch(&mut self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
         let peer = self.peer();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from_revision)
-            // Each event's previous key-value: the engine checks it against the key it
-            // holds (a diverged cache re-lists) and keeps the prefix's fingerprint up to
-            // date with it, which lets a resumed watch verify etcd's history without a
-            // re-list. Measured (E2E_ONLY=latency, three runs each, 2026-11-27): put ->
-            // visible p50 was 1.07-1.10x a raw watch without it and 1.08x with it: no
-            // cost to see, so it stays; nothing cheaper gives the same two checks.
-            .with_prev_key()
-            .with_progress_notify();
-        let stream = self
-            .client()
-            .await?
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .watch(prefix_dir, Some(options))
-            .await
-            .map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
+        let ahead = self
+            .ahead
+            .take()
+            .filter(|ahead| ahead.prefix_dir == prefix_dir && ahead.from_revision == from_revision);
+        let opened = match ahead {
+            // Should its task have ended without an answer, the watch is opened here.
+            Some(ahead) => match ahead.opening.await {
+                Ok(opened) => opened,
+                Err(_) => open_watch(self.client().await?, prefix_dir, from_revision).await,
+            },
+            None => open_watch(self.client().await?, prefix_dir, from_revision).await,
+        };
+        let stream = opened.map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
         Ok(Watch {
             stream,
             peer,
-            trusted_progress: self.trusted_progress,
+            trusted_progress: self.trusted_progress().await,
         })
     }
+
+    /// Begins opening the watch that [`watch`](Self::watch) will ask for, on a task of
+    /// its own, when connected: after a listing, etcd answers it while the engine builds
+    /// the snapshot, and a start waits one round trip fewer.
+    pub(crate) fn watch_ahead(&mut self, prefix_dir: &str, from_revision: i64) {
+        self.ahead = self.client.clone().map(|client| {
+            let prefix = prefix_dir.to_owned();
+            WatchAhead {
+                prefix_dir: prefix_dir.to_owned(),
+                from_revision,
+                opening: AbortOnDropHandle::new(tokio::spawn(async move {
+                    open_watch(client, &prefix, from_revision).await
+                })),
+            }
+        });
+    }
+}
+
+/// A watch being opened before it is asked for.
+struct WatchAhead {
+    prefix_dir: String,
+    from_revision: i64,
+    opening: AbortOnDropHandle<std::result::Result<WatchStream, etcd_client::Error>>,
+}
+
+/// Opens a watch on `prefix_dir` from `from_revision`, with previous values and progress
+/// notifications.
+async fn open_watch(
+    client: Client,
+    prefix_dir: &str,
+    from_revision: i64,
+) -> std::result::Result<WatchStream, etcd_client::Error> {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from_revision)
+        // Each event's previous key-value: the engine checks it against the key it
+        // holds (a diverged cache re-lists) and keeps the prefix's fingerprint up to
+        // date with it, which lets a resumed watch verify etcd's history without a
+        // re-list. Measured (E2E_ONLY=latency, three runs each, 2026-11-27): put ->
+        // visible p50 was 1.07-1.10x a raw watch without it and 1.08x with it: no
+        // cost to see, so it stays; nothing cheaper gives the same two checks.
+        .with_prev_key()
+        .with_progress_notify();
+    client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .watch(prefix_dir, Some(options))
+        .await
 }
 
 /// A whole prefix, read at one revision.
@@ -1208,6 +1277,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watch_opened_ahead_is_used_only_for_the_same_prefix_and_revision() {
+        let etcd = testkit::EtcdMember::start().await;
+        let mut client = etcd.client().await;
+        let mut revisions = Vec::new();
+        for key in ["/app/A", "/app/B", "/other/C"] {
+            let put = client.put(key, "1", None).await.unwrap();
+            revisions.push(put.header().unwrap().revision());
+        }
+        let settings = EtcdSettings::builder()
+            .endpoints(etcd.endpoint())
+            .build()
+            .unwrap();
+        let mut connection = Connection::new(&settings);
+        // Not connected yet: nothing to open ahead with.
+        connection.watch_ahead("/app/", revisions[1]);
+        assert!(connection.ahead.is_none());
+        connection.list("/app/").await.unwrap();
+        // The first event each watch delivers says where it began.
+        async fn first_event(watch: &mut Watch) -> (Arc<str>, i64) {
+            loop {
+                if let Input::Watched { events, .. } = watch.next().await.unwrap() {
+                    return (events[0].key.clone(), events[0].mod_revision);
+                }
+            }
+        }
+        let cases = [
+            ("/app/", revisions[1], "/app/", revisions[0], "/app/A"),
+            ("/other/", revisions[0], "/app/", revisions[0], "/app/A"),
+            ("/app/", revisions[1], "/app/", revisions[1], "/app/B"),
+        ];
+        for (ahead_prefix, ahead_from, prefix, from, first) in cases {
+            connection.watch_ahead(ahead_prefix, ahead_from);
+            assert!(connection.ahead.is_some());
+            let mut watch = connection.watch(prefix, from).await.unwrap();
+            assert!(connection.ahead.is_none(), "taken or dropped, never kept");
+            assert_eq!(
+                first_event(&mut watch).await,
+                (Arc::from(first), from),
+                "ahead {ahead_prefix} from {ahead_from}, asked {prefix} from {from}"
+            );
+        }
+        // A connection dropped drops what it opened ahead with it.
+        connection.watch_ahead("/app/", revisions[1]);
+        connection.rotate();
+        assert!(connection.ahead.is_none());
+    }
+
+    #[tokio::test]
     async fn a_head_read_counts_the_prefix_and_sees_writes_after_a_revision() {
         let etcd = testkit::EtcdMember::start().await;
         let mut client = etcd.client().await;
@@ -1274,7 +1391,7 @@ mod tests {
         let mut status = etcd.client().await.maintenance_client();
         let version = status.status().await.unwrap().version().to_owned();
         assert_eq!(
-            connection.trusted_progress,
+            connection.trusted_progress().await,
             progress_follows_events(&version),
             "{version}"
         );

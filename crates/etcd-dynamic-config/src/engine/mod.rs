@@ -125,6 +125,15 @@ impl Engine {
         let listing = self.connection.list(self.state.prefix_dir()).await?;
         let at = std::time::Instant::now();
         let revision = listing.header.revision;
+        if self.outage.is_none() {
+            // The watch that follows is opened while the snapshot is built. After an
+            // outage the watch first probes etcd, so it is not opened ahead.
+            self.connection
+                .watch_ahead(self.state.prefix_dir(), revision + 1);
+            // Its task sends the request now, not when the build below is done: a task
+            // spawned here runs next on this thread, where no other thread takes it.
+            tokio::task::yield_now().await;
+        }
         self.synced(Some(revision));
         self.writer.update_status(|status| {
             status.source = Some(StartSource::Etcd);
