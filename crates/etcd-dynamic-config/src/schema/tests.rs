@@ -516,3 +516,56 @@ fn the_control_unit_log_level_is_read_in_any_case_and_served_upper_cased() {
         "debug"
     );
 }
+
+#[test]
+fn a_config_schema_that_overrides_nothing_keeps_every_default() {
+    struct Defaults;
+    impl ConfigSchema for Defaults {}
+    let schema = Arc::new(Schema::from_trait(Defaults).build().unwrap());
+    assert_eq!(schema.prefix(), None, "the prefix comes from the settings");
+    assert_eq!(schema.names().count(), 0, "nothing declared");
+    assert_eq!(
+        schema.env_var("db.host"),
+        "DB__HOST",
+        "the default env rule"
+    );
+    let keys = schema.bind("/app").unwrap();
+    assert_eq!(
+        keys.name_for("/app/Database/Host").as_deref(),
+        Some("database.host"),
+        "every key under the prefix, named by its path"
+    );
+    assert_eq!(
+        schema.coerce("db.port", b"5432").unwrap(),
+        Value::Integer(5432)
+    );
+}
+
+#[test]
+fn a_name_keeps_its_description_and_a_schema_shows_what_it_holds() {
+    let name = Name::new("db_port").describe("the database's port");
+    assert_eq!(name.description(), Some("the database's port"));
+    assert_eq!(Name::new("db_port").description(), None);
+    let shown = format!("{:?}", my_app());
+    for part in [
+        "Schema",
+        "prefix: Some(\"/myapp/production\")",
+        "discover: false",
+        "db_host",
+        "custom_coercion: false",
+    ] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    let builder = Schema::builder()
+        .prefix("/app")
+        .key("Database/Host", "db_host");
+    let shown = format!("{builder:?}");
+    for part in [
+        "SchemaBuilder",
+        "\"/app\"",
+        "\"Database/Host\"",
+        "\"db_host\"",
+    ] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+}
