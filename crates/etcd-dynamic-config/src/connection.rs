@@ -1296,11 +1296,16 @@ mod tests {
         connection.list("/app/").await.unwrap();
         // The first event each watch delivers says where it began.
         async fn first_event(watch: &mut Watch) -> (Arc<str>, i64) {
-            loop {
-                if let Input::Watched { events, .. } = watch.next().await.unwrap() {
-                    return (events[0].key.clone(), events[0].mod_revision);
+            let first = async {
+                loop {
+                    if let Input::Watched { events, .. } = watch.next().await.unwrap() {
+                        return (events[0].key.clone(), events[0].mod_revision);
+                    }
                 }
-            }
+            };
+            tokio::time::timeout(Duration::from_secs(10), first)
+                .await
+                .expect("an event within 10 s")
         }
         let cases = [
             ("/app/", revisions[1], "/app/", revisions[0], "/app/A"),
