@@ -712,12 +712,13 @@ impl Connection {
             .ahead
             .take()
             .filter(|ahead| ahead.prefix_dir == prefix_dir && ahead.from_revision == from_revision);
+        // Should its task have ended without an answer, the watch is opened here.
         let opened = match ahead {
-            // Should its task have ended without an answer, the watch is opened here.
-            Some(ahead) => match ahead.opening.await {
-                Ok(opened) => opened,
-                Err(_) => open_watch(self.client().await?, prefix_dir, from_revision).await,
-            },
+            Some(ahead) => ahead.opening.await.ok(),
+            None => None,
+        };
+        let opened = match opened {
+            Some(opened) => opened,
             None => open_watch(self.client().await?, prefix_dir, from_revision).await,
         };
         let stream = opened.map_err(|error| naming_prefix(classify(&peer, error), prefix_dir))?;
@@ -735,7 +736,7 @@ impl Connection {
         self.ahead = self.client.clone().map(|client| {
             let prefix = prefix_dir.to_owned();
             WatchAhead {
-                prefix_dir: prefix_dir.to_owned(),
+                prefix_dir: prefix.clone(),
                 from_revision,
                 opening: AbortOnDropHandle::new(tokio::spawn(async move {
                     open_watch(client, &prefix, from_revision).await
