@@ -52,9 +52,6 @@ for n in (1000, 100000):
     ratio = ours / bare
     row(f"the same, with as many changes since the last full read as the overlay holds before a merge ({n // 16 + 64:,}), {n:,} names",
         "≤ 2× bare", f"{ns(ours)} vs {ns(bare)}: {ratio:.2f}×", "yes" if ratio <= 2 else "**no**")
-for n in (1000, 100000):
-    ours, tree = estimate("read", f"snapshot_get_scattered/{n}"), estimate("read", f"ordmap_get_scattered/{n}")
-    row(f"the same scattered read from an `imbl::OrdMap` of the same entries (the denser map), {n:,} names", "(reported)", f"{ns(tree)} vs ours {ns(ours)}: {tree / ours:.2f}×", "-")
 load = estimate("read", "binding_load")
 row("typed struct `binding.load()` (a borrow)", "≤ 20 ns", ns(load), "yes" if load <= 20 else "**no**")
 row("typed struct `binding.load_full()` (an `Arc` to keep)", "(reported)", ns(estimate("read", "binding_load_full")), "-")

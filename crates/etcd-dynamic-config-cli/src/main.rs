@@ -487,7 +487,7 @@ async fn get(context: &Context, name: &str) -> Result<u8> {
         eprintln!("error: {name} has no value under {}", context.prefix()?);
         return Ok(exit::PROBLEMS);
     };
-    outln!("{}", output::printable(&context.masking.text(entry)));
+    outln!("{}", output::printable(&context.masking.text(&entry)));
     Ok(0)
 }
 
@@ -515,7 +515,7 @@ async fn dump(context: &Context, format: Format) -> Result<u8> {
                     .style
                     .start_table(&mut out, &["NAME", "VALUE", "SOURCE"], widths)?;
             for (name, entry) in &entries {
-                table.row([name, context.masking.shown(entry), entry.source()])?;
+                table.row([name, &context.masking.shown(entry), &entry.source()])?;
             }
             writeln!(out, "revision {}", loaded.revision)?;
         }
@@ -550,7 +550,7 @@ fn exiting(loaded: Loaded) {
 fn write_env(
     out: &mut impl std::io::Write,
     context: &Context,
-    entries: &[(&str, &etcd_dynamic_config::Entry)],
+    entries: &[(&str, etcd_dynamic_config::Entry<'_>)],
 ) -> std::io::Result<()> {
     for (name, entry) in entries {
         writeln!(
@@ -618,7 +618,7 @@ async fn import(
             Some(entry) if entry.value().to_string() == *value => unchanged += 1,
             Some(entry) => changes.push((
                 name.clone(),
-                Some(context.masking.text(entry)),
+                Some(context.masking.text(&entry)),
                 value.clone(),
             )),
             None => changes.push((name.clone(), None, value.clone())),

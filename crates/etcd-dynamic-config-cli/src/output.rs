@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal as _;
 
-use etcd_dynamic_config::{Entry, Value};
+use etcd_dynamic_config::{Entry, ValueRef};
 
 /// What stands for a secret value.
 pub(crate) const MASK: &str = "********";
@@ -14,36 +14,44 @@ pub(crate) struct Masking {
 }
 
 impl Masking {
-    fn hides(self, entry: &Entry) -> bool {
+    fn hides(self, entry: &Entry<'_>) -> bool {
         entry.is_secret() && !self.show_secrets
     }
 
     /// The value's text, or the mask.
-    pub(crate) fn text(self, entry: &Entry) -> String {
+    pub(crate) fn text(self, entry: &Entry<'_>) -> String {
         self.shown(entry).to_string()
     }
 
     /// The value, or the mask, to format.
-    pub(crate) fn shown(self, entry: &Entry) -> &dyn std::fmt::Display {
-        if self.hides(entry) {
-            &MASK
-        } else {
-            entry.value()
-        }
+    pub(crate) fn shown<'a>(self, entry: &Entry<'a>) -> Shown<'a> {
+        Shown((!self.hides(entry)).then(|| entry.value()))
     }
 
     /// The value as typed JSON, or the mask.
-    pub(crate) fn json(self, entry: &Entry) -> serde_json::Value {
+    pub(crate) fn json(self, entry: &Entry<'_>) -> serde_json::Value {
         if self.hides(entry) {
             return MASK.into();
         }
         match entry.value() {
-            Value::Bool(flag) => (*flag).into(),
-            Value::Integer(number) => (*number).into(),
-            Value::Float(number) => (*number).into(),
-            Value::List(items) => items.iter().map(|item| item.to_string()).collect(),
-            Value::Json(json) => (**json).clone(),
+            ValueRef::Bool(flag) => flag.into(),
+            ValueRef::Integer(number) => number.into(),
+            ValueRef::Float(number) => number.into(),
+            ValueRef::List(items) => items.iter().map(|item| item.to_string()).collect(),
+            ValueRef::Json(json) => (**json).clone(),
             other => other.to_string().into(),
+        }
+    }
+}
+
+/// A value to format, or the mask (`None`).
+pub(crate) struct Shown<'a>(Option<ValueRef<'a>>);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str(MASK),
         }
     }
 }
@@ -254,25 +262,25 @@ pub(crate) struct DumpDocument<'a> {
 }
 
 /// A snapshot's names with their entries, in name order.
-pub(crate) fn sorted(snapshot: &etcd_dynamic_config::Snapshot) -> Vec<(&str, &Entry)> {
-    let mut entries: Vec<(&str, &Entry)> = snapshot.iter().collect();
+pub(crate) fn sorted(snapshot: &etcd_dynamic_config::Snapshot) -> Vec<(&str, Entry<'_>)> {
+    let mut entries: Vec<(&str, Entry<'_>)> = snapshot.iter().collect();
     entries.sort_unstable_by_key(|(name, _)| *name);
     entries
 }
 
 /// Each name (in order) with its value, source and secrecy.
 pub(crate) struct Values<'a> {
-    pub(crate) entries: &'a [(&'a str, &'a Entry)],
+    pub(crate) entries: &'a [(&'a str, Entry<'a>)],
     pub(crate) masking: Masking,
 }
 
 impl serde::Serialize for Values<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
-        struct Shown<'e> {
+        struct Shown {
             secret: bool,
             /// Serialized as its text.
-            source: &'e etcd_dynamic_config::Source,
+            source: etcd_dynamic_config::Source,
             value: serde_json::Value,
         }
         serializer.collect_map(self.entries.iter().map(|(name, entry)| {
@@ -288,7 +296,7 @@ impl serde::Serialize for Values<'_> {
 
 /// `export --format json`: each name (in order) with its value's text.
 pub(crate) struct Texts<'a> {
-    pub(crate) entries: &'a [(&'a str, &'a Entry)],
+    pub(crate) entries: &'a [(&'a str, Entry<'a>)],
     pub(crate) masking: Masking,
 }
 

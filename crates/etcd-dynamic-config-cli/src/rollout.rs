@@ -131,7 +131,7 @@ async fn start(
         .await?;
     let base = client.load().await?.snapshot;
     for (name, value) in &puts {
-        let old = base.entry(name).map(|entry| context.masking.text(entry));
+        let old = base.entry(name).map(|entry| context.masking.text(&entry));
         let old = crate::shown(context, name, old.as_deref());
         let new = crate::shown(context, name, Some(value));
         outln!("{} {name}: {old} -> {new}", context.style.changed("~"));

@@ -14,7 +14,7 @@ use etcd_dynamic_config::schema::Name;
 use etcd_dynamic_config::settings::{DEV, ROOT_KEY};
 use etcd_dynamic_config::{
     ConfigChange, EtcdClient, EtcdConfig, EtcdSettings, Listener, Schema, Snapshot, Source, Value,
-    blocking,
+    ValueRef, blocking,
 };
 use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
@@ -89,15 +89,15 @@ fn to_py(error: etcd_dynamic_config::Error) -> PyErr {
 
 /// A value as the Python type the original gives it: `str`, `bool`, `int`, `float`, a
 /// `tuple` of `str` for lists; JSON as dicts and lists; a duration in seconds.
-fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+fn value_to_py<'py>(py: Python<'py>, value: ValueRef<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
-        Value::String(text) => PyString::new(py, text).into_any(),
-        Value::Bool(flag) => flag.into_pyobject(py)?.to_owned().into_any(),
-        Value::Integer(number) => number.into_pyobject(py)?.into_any(),
-        Value::Float(number) => number.into_pyobject(py)?.into_any(),
-        Value::List(items) => PyTuple::new(py, items.iter().map(|item| &**item))?.into_any(),
-        Value::Json(json) => json_to_py(py, json)?,
-        Value::Duration(duration) => duration.as_secs_f64().into_pyobject(py)?.into_any(),
+        ValueRef::String(text) => PyString::new(py, text).into_any(),
+        ValueRef::Bool(flag) => flag.into_pyobject(py)?.to_owned().into_any(),
+        ValueRef::Integer(number) => number.into_pyobject(py)?.into_any(),
+        ValueRef::Float(number) => number.into_pyobject(py)?.into_any(),
+        ValueRef::List(items) => PyTuple::new(py, items.iter().map(|item| &**item))?.into_any(),
+        ValueRef::Json(json) => json_to_py(py, json)?,
+        ValueRef::Duration(duration) => duration.as_secs_f64().into_pyobject(py)?.into_any(),
         other => PyString::new(py, &other.to_string()).into_any(),
     })
 }
@@ -378,8 +378,16 @@ fn shutdown(py: Python<'_>, timeout: f64) {
 fn changes_to_py<'py>(py: Python<'py>, change: &ConfigChange) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for value in &change.changes {
-        let old = value.old.as_ref().map(|v| value_to_py(py, v)).transpose()?;
-        let new = value.new.as_ref().map(|v| value_to_py(py, v)).transpose()?;
+        let old = value
+            .old
+            .as_ref()
+            .map(|v| value_to_py(py, v.view()))
+            .transpose()?;
+        let new = value
+            .new
+            .as_ref()
+            .map(|v| value_to_py(py, v.view()))
+            .transpose()?;
         list.append((&*value.name, old, new))?;
     }
     Ok(list)
@@ -475,7 +483,7 @@ fn coerce<'py>(py: Python<'py>, name: &str, text: &str) -> PyResult<Bound<'py, P
     let value = Schema::auto_discover()
         .coerce(name, text.as_bytes())
         .map_err(|reason| pyo3::exceptions::PyValueError::new_err(format!("{name}: {reason}")))?;
-    value_to_py(py, &value)
+    value_to_py(py, value.view())
 }
 
 /// The prefix the settings name when nothing else does: `EtcdSettings__RootKey` (a

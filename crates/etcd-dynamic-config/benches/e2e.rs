@@ -199,30 +199,20 @@ async fn run(sizes: &Sizes, full: bool) {
             memory_ratio <= 3.0,
         ));
         let per_key = |bytes: usize| bytes / sizes.memory;
-        let rest = held.saturating_sub(parts.names + parts.keys + parts.values + parts.flat);
+        let rest = held.saturating_sub(parts.texts + parts.fields + parts.table);
         rows.push(row(
             &format!("heap held at {} keys, per key", sizes.memory),
             "(reported)",
             format!(
-                "{} B: name {} B, etcd key {} B, value {} B, map {} B, entries and the rest {} B",
+                "{} B: texts {} B (name {} B, etcd key {} B, value {} B), packed fields {} B, hash table {} B, the rest {} B",
                 per_key(held),
+                per_key(parts.texts),
                 per_key(parts.names),
                 per_key(parts.keys),
                 per_key(parts.values),
-                per_key(parts.flat),
+                per_key(parts.fields),
+                per_key(parts.table),
                 per_key(rest)
-            ),
-            String::from("-"),
-            true,
-        ));
-        rows.push(row(
-            &format!("map per key at {} keys, the same entries: `std` `HashMap` (in use, under an overlay of later changes) / `imbl::HashMap` (in use before) / `imbl::OrdMap`", sizes.memory),
-            "(reported)",
-            format!(
-                "{} B / {} B / {} B",
-                per_key(parts.flat),
-                per_key(parts.hash_trie),
-                per_key(parts.b_tree)
             ),
             String::from("-"),
             true,
@@ -687,75 +677,38 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
     (held, raw, parts)
 }
 
-/// What a snapshot's heap is made of, in bytes as the allocator is asked for them: its
-/// strings (each an `Arc<str>`: 16 bytes of counts, then the text), and maps of its
-/// names to its entries, weighed by building each map again from the same names and
-/// entries (cloning either allocates nothing).
+/// What a snapshot's heap is made of, in bytes: the texts of its names, etcd keys and
+/// string values as they are (no counts, no terminators), then the buffers of its flat
+/// map as allocated (`bench_support::heap_parts`): the texts' buffer, the packed fields
+/// (kinds, lengths, revisions, numbers) and the hash table.
 struct Parts {
     names: usize,
     keys: usize,
     values: usize,
-    /// `std::collections::HashMap`: what a snapshot holds after a full read (changes
-    /// since go to an overlay, merged at a sixteenth of the names).
-    flat: usize,
-    /// `imbl::HashMap`, a persistent hash trie: what snapshots held before.
-    hash_trie: usize,
-    /// `imbl::OrdMap`, a persistent B-tree.
-    b_tree: usize,
+    texts: usize,
+    fields: usize,
+    table: usize,
 }
 
 impl Parts {
     fn weigh(snapshot: &etcd_dynamic_config::Snapshot) -> Self {
-        use etcd_dynamic_config::{Entry, Source};
-        type Hasher = foldhash::fast::RandomState;
-        let arc = |text: &str| 16 + text.len();
-        let (mut keys, mut values) = (0, 0);
-        let mut pairs: Vec<(Arc<str>, Entry)> = Vec::with_capacity(snapshot.len());
-        let before = LIVE.load(Ordering::Relaxed);
+        use etcd_dynamic_config::Source;
+        let (mut names, mut keys, mut values) = (0, 0, 0);
         for (name, entry) in snapshot.iter() {
-            pairs.push((Arc::from(name), entry.clone()));
-        }
-        let names = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-        for (_, entry) in &pairs {
+            names += name.len();
             if let Source::Etcd { key, .. } = entry.source() {
-                keys += arc(key);
+                keys += key.len();
             }
-            values += entry.value().as_str().map_or(0, arc);
+            values += entry.value().as_str().map_or(0, str::len);
         }
-        fn weigh<M>(build: impl FnOnce() -> M) -> usize {
-            let before = LIVE.load(Ordering::Relaxed);
-            let map = build();
-            let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-            drop(map);
-            held
-        }
-        let hash_trie = weigh(|| {
-            pairs.iter().cloned().collect::<imbl::GenericHashMap<
-                _,
-                _,
-                Hasher,
-                imbl::shared_ptr::DefaultSharedPtr,
-            >>()
-        });
-        let b_tree = weigh(|| {
-            pairs
-                .iter()
-                .cloned()
-                .collect::<imbl::OrdMap<Arc<str>, Entry>>()
-        });
-        let flat = weigh(|| {
-            pairs
-                .iter()
-                .cloned()
-                .collect::<std::collections::HashMap<_, _, Hasher>>()
-        });
+        let [texts, fields, table] = etcd_dynamic_config::bench_support::heap_parts(snapshot);
         Self {
             names,
             keys,
             values,
-            hash_trie,
-            b_tree,
-            flat,
+            texts,
+            fields,
+            table,
         }
     }
 }

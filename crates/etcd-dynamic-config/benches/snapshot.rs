@@ -96,20 +96,6 @@ fn read(c: &mut Criterion) {
             &names,
             |name| overlaid.snapshot().get(name).is_some(),
         );
-        // The denser persistent map the snapshot could use (`imbl::OrdMap`, a B-tree:
-        // a quarter of the nodes' heap, see BENCHMARKS.md), read the same way.
-        let sorted: arc_swap::ArcSwap<
-            imbl::OrdMap<std::sync::Arc<str>, etcd_dynamic_config::Entry>,
-        > = arc_swap::ArcSwap::from_pointee(
-            config
-                .snapshot()
-                .iter()
-                .map(|(name, entry)| (std::sync::Arc::from(name), entry.clone()))
-                .collect(),
-        );
-        scattered(&mut group, "ordmap_get_scattered", &names, |name| {
-            sorted.load().get(name).is_some()
-        });
         group.bench_with_input(BenchmarkId::new("get_as_string", n), &n, |b, _| {
             let name = "service000.key000000";
             let snapshot = config.snapshot();

@@ -232,7 +232,7 @@ pub fn status_dir(prefix_dir: &str) -> String {
 /// where it came from.
 pub(crate) fn values_hash(snapshot: &Snapshot) -> String {
     let mut hasher = crc32fast::Hasher::new();
-    let mut names: Vec<(&str, &crate::snapshot::Entry)> = snapshot.iter().collect();
+    let mut names: Vec<(&str, crate::snapshot::Entry<'_>)> = snapshot.iter().collect();
     names.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (name, entry) in names {
         hasher.update(name.as_bytes());
@@ -495,22 +495,16 @@ mod tests {
 
     #[test]
     fn the_values_hash_changes_with_values_but_never_shows_a_secret() {
-        use crate::snapshot::{Entries, Entry, Source};
+        use crate::snapshot::{Entries, Source};
         use crate::value::Value;
         let snapshot = |level: &str, token: &str, revision: i64| {
             let mut entries = Entries::default();
-            entries.insert(
-                Arc::from("level"),
-                Entry::new(Value::from(level), Source::Default, false),
-            );
+            entries.insert("level", Value::from(level).view(), &Source::Default, false);
             let source = Source::Etcd {
                 key: Arc::from("/app/Token"),
                 mod_revision: revision,
             };
-            entries.insert(
-                Arc::from("token"),
-                Entry::new(Value::from(token), source, true),
-            );
+            entries.insert("token", Value::from(token).view(), &source, true);
             Snapshot::new(revision, entries)
         };
         let a = values_hash(&snapshot("INFO", "s3cret", 4));

@@ -9,6 +9,12 @@ use crate::schema::Schema;
 use crate::settings::EtcdSettings;
 use crate::snapshot::Snapshot;
 
+/// What a snapshot's flat map holds, in bytes: texts (names, string values, keys),
+/// packed fields, and the hash table; an overlay of later changes is not counted.
+pub fn heap_parts(snapshot: &Snapshot) -> [usize; 3] {
+    snapshot.entries().heap()
+}
+
 /// The state machine behind one prefix.
 #[derive(Debug)]
 pub struct Engine {

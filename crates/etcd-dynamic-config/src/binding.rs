@@ -184,9 +184,9 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::snapshot::{Entries, Entry, Snapshot, Source};
+    use crate::snapshot::{Entries, Snapshot, Source};
     use crate::store::Store;
-    use crate::value::Value;
+    use crate::value::ValueRef;
 
     /// How many times a `Counted` was deserialized.
     static READS: AtomicUsize = AtomicUsize::new(0);
@@ -211,8 +211,7 @@ mod tests {
 
     fn snapshot(revision: i64, level: &str) -> Arc<Snapshot> {
         let mut entries = Entries::default();
-        let entry = Entry::new(Value::from(level), Source::Default, false);
-        entries.insert(Arc::from("level"), entry);
+        entries.insert("level", ValueRef::String(level), &Source::Default, false);
         Arc::new(Snapshot::new(revision, entries))
     }
 

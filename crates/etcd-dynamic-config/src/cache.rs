@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::observe::events;
 use crate::report::Rejection;
 use crate::schema::Schema;
-use crate::snapshot::{Entries, Entry, Snapshot, Source};
+use crate::snapshot::{Entries, Snapshot, Source};
 use crate::store::Subscription;
 
 const FORMAT: &str = "etcd-dynamic-config/cache";
@@ -121,7 +121,7 @@ impl CacheFile {
             match schema.coerce(&name, cached.text.as_bytes()) {
                 Ok(value) => {
                     let secret = schema.is_secret(&name);
-                    entries.insert(Arc::from(name), Entry::new(value, source, secret));
+                    entries.insert(&name, value.view(), &source, secret);
                 }
                 Err(reason) => rejected.push(Rejection {
                     name: Arc::from(name),
@@ -151,7 +151,7 @@ impl CacheFile {
                     name.to_owned(),
                     Cached {
                         key: key.to_string(),
-                        mod_revision: *mod_revision,
+                        mod_revision,
                         text: entry.value().to_string(),
                     },
                 )),
@@ -266,7 +266,7 @@ pub(crate) async fn keep_written(
 mod tests {
     use super::*;
     use crate::schema::Name;
-    use crate::snapshot::Value;
+    use crate::snapshot::{Value, ValueRef};
 
     fn schema() -> Schema {
         Schema::builder()
@@ -283,23 +283,21 @@ mod tests {
             mod_revision: revision,
         };
         entries.insert(
-            Arc::from("db_port"),
-            Entry::new(Value::Integer(5432), etcd("/app/DbPort", 3), false),
+            "db_port",
+            Value::Integer(5432).view(),
+            &etcd("/app/DbPort", 3),
+            false,
         );
         entries.insert(
-            Arc::from("password"),
-            Entry::new(Value::from("hunter2"), etcd("/app/Password", 4), true),
+            "password",
+            Value::from("hunter2").view(),
+            &etcd("/app/Password", 4),
+            true,
         );
-        entries.insert(
-            Arc::from("from_env"),
-            Entry::new(
-                Value::from("x"),
-                Source::Env {
-                    var: Arc::from("FROM_ENV"),
-                },
-                false,
-            ),
-        );
+        let from_env = Source::Env {
+            var: Arc::from("FROM_ENV"),
+        };
+        entries.insert("from_env", ValueRef::String("x"), &from_env, false);
         Snapshot::new(9, entries)
     }
 
@@ -473,7 +471,7 @@ mod tests {
         assert_eq!(loaded.revision, 9);
         assert_eq!(loaded.entries.len(), 1);
         let entry = loaded.entries.get("db_port").unwrap();
-        assert_eq!(entry.value(), &Value::Integer(5432));
+        assert_eq!(entry.value(), ValueRef::Integer(5432));
         assert_eq!(
             entry.source().to_string(),
             "cache file (etcd key /app/DbPort @ rev 3)"

@@ -77,7 +77,7 @@ pub use observe::health::{Health, HealthState, SYNC_BOUND};
 pub use report::{Rejection, RevisionRejection, StartReport, StartSource};
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
-pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange};
+pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange, ValueRef};
 pub use store::{Changes, Listener, MAILBOX_VALUES, Snapshots, Subscription};
 
 #[cfg(test)]

@@ -12,10 +12,11 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer};
 
 use crate::error::{Error, Result};
 use crate::value::ValueDeserializer;
-pub use crate::value::{Source, Value};
+pub use crate::value::{Source, Value, ValueRef};
 
 mod entries;
 pub(crate) use entries::Entries;
+pub use entries::Entry;
 
 /// What `Debug` shows instead of a secret value.
 pub(crate) const REDACTED: &str = "[REDACTED]";
@@ -27,64 +28,6 @@ pub(crate) fn scrub(message: String, secret: &str) -> String {
         message
     } else {
         message.replace(secret, REDACTED)
-    }
-}
-
-/// One name's value with its provenance. `Debug` hides the value of a secret name.
-///
-/// One pointer wide: the map's nodes stay small, and cloning is a reference count.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Entry(Arc<EntryData>);
-
-#[derive(PartialEq, Eq)]
-struct EntryData {
-    value: Value,
-    source: Source,
-    secret: bool,
-}
-
-impl Entry {
-    pub(crate) fn new(value: Value, source: Source, secret: bool) -> Self {
-        Self(Arc::new(EntryData {
-            value,
-            source,
-            secret,
-        }))
-    }
-
-    /// The value.
-    pub fn value(&self) -> &Value {
-        &self.0.value
-    }
-
-    /// Where the value came from.
-    pub fn source(&self) -> &Source {
-        &self.0.source
-    }
-
-    /// Whether the schema marks the name secret.
-    pub fn is_secret(&self) -> bool {
-        self.0.secret
-    }
-
-    /// The etcd key and mod revision, when the value came from etcd.
-    pub(crate) fn etcd(&self) -> Option<(&Arc<str>, i64)> {
-        match &self.0.source {
-            Source::Etcd { key, mod_revision } => Some((key, *mod_revision)),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Debug for Entry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = f.debug_struct("Entry");
-        if self.is_secret() {
-            out.field("value", &format_args!("{REDACTED}"));
-        } else {
-            out.field("value", self.value());
-        }
-        out.field("source", self.source()).finish()
     }
 }
 
@@ -129,13 +72,13 @@ impl Snapshot {
         &self.entries
     }
 
-    /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.entries.get(name).map(Entry::value)
+    /// The value of `name`, borrowed from the snapshot.
+    pub fn get(&self, name: &str) -> Option<ValueRef<'_>> {
+        self.entries.get(name).map(|entry| entry.value())
     }
 
     /// The value of `name` with its provenance.
-    pub fn entry(&self, name: &str) -> Option<&Entry> {
+    pub fn entry(&self, name: &str) -> Option<Entry<'_>> {
         self.entries.get(name)
     }
 
@@ -159,7 +102,7 @@ impl Snapshot {
             Error::Value {
                 name: name.to_owned(),
                 reason,
-                origin: entry.source().clone(),
+                origin: entry.source(),
             }
         })
     }
@@ -184,7 +127,7 @@ impl Snapshot {
             // serde quotes values it cannot place (`unknown variant \`x\``): hide secrets.
             let reason = self
                 .entries
-                .values()
+                .iter()
                 .filter(|entry| entry.is_secret())
                 .fold(error.inner().to_string(), |reason, entry| {
                     scrub(reason, &entry.value().to_string())
@@ -210,24 +153,24 @@ impl Snapshot {
     }
 
     /// Every name with its entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries.iter().map(|(name, entry)| (&**name, entry))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Entry<'_>)> {
+        self.entries.iter().map(|entry| (entry.name(), entry))
     }
 
     /// Every name with its value, sorted by name: the Python `get_all_configs()`.
     pub fn to_map(&self) -> BTreeMap<String, Value> {
         self.entries
             .iter()
-            .map(|(name, entry)| (name.to_string(), entry.value().clone()))
+            .map(|entry| (entry.name().to_owned(), entry.value().to_value()))
             .collect()
     }
 }
 
 /// A `Bind` error; `at`: the dotted name that did not read, with its entry if it has one
 /// (a missing field has none).
-fn bind_error<T>(at: Option<(String, Option<&Entry>)>, reason: String) -> Error {
+fn bind_error<T>(at: Option<(String, Option<Entry<'_>>)>, reason: String) -> Error {
     let (name, origin) = match at {
-        Some((name, entry)) => (Some(name), entry.map(|entry| entry.source().clone())),
+        Some((name, entry)) => (Some(name), entry.map(|entry| entry.source())),
         None => (None, None),
     };
     Error::Bind {
@@ -319,11 +262,11 @@ impl ConfigChange {
 /// The snapshot's names and values in the order of a walk of their tree: segment by
 /// segment (`.` sorts before any other character), so that the names below each group
 /// (`database.*`) are one run. A name that is also a group is an error.
-fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, &Value)>, String> {
-    let mut names: Vec<(&str, &Value)> = snapshot
+fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, ValueRef<'_>)>, String> {
+    let mut names: Vec<(&str, ValueRef<'_>)> = snapshot
         .entries
         .iter()
-        .map(|(name, entry)| (&**name, entry.value()))
+        .map(|entry| (entry.name(), entry.value()))
         .collect();
     names.sort_unstable_by(|(a, _), (b, _)| tree_cmp(a, b));
     // A group sorts right after the value of the same name.
@@ -352,7 +295,7 @@ fn tree_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 /// group of names read as a map.
 #[derive(Clone, Copy)]
 enum Node<'a> {
-    Leaf(&'a Value),
+    Leaf(ValueRef<'a>),
     Branch(Group<'a>),
 }
 
@@ -360,13 +303,13 @@ enum Node<'a> {
 /// byte `depth` on.
 #[derive(Clone, Copy)]
 struct Group<'a> {
-    names: &'a [(&'a str, &'a Value)],
+    names: &'a [(&'a str, ValueRef<'a>)],
     depth: usize,
 }
 
 /// A group read as a map: each segment once, with its value or the group below it.
 struct GroupAccess<'a> {
-    rest: &'a [(&'a str, &'a Value)],
+    rest: &'a [(&'a str, ValueRef<'a>)],
     depth: usize,
     next: Option<Node<'a>>,
 }
@@ -386,7 +329,7 @@ impl<'de> de::MapAccess<'de> for GroupAccess<'de> {
         let (node, taken) = if segment.len() == here.len() {
             (Node::Leaf(value), 1)
         } else {
-            let below = |&(name, _): &(&str, &Value)| {
+            let below = |&(name, _): &(&str, ValueRef<'_>)| {
                 name[self.depth..]
                     .strip_prefix(segment)
                     .is_some_and(|rest| rest.starts_with('.'))
@@ -512,7 +455,7 @@ pub(crate) mod tests {
                 key: Arc::from(format!("/app/{name}")),
                 mod_revision: 1,
             };
-            entries.insert(Arc::from(*name), Entry::new(value.clone(), source, false));
+            entries.insert(name, value.view(), &source, false);
         }
         Snapshot::new(1, entries)
     }
@@ -523,10 +466,7 @@ pub(crate) mod tests {
             key: Arc::from("/app/Key"),
             mod_revision: 812,
         };
-        entries.insert(
-            Arc::from(name),
-            Entry::new(Value::from(text), source, false),
-        );
+        entries.insert(name, ValueRef::String(text), &source, false);
         Snapshot::new(812, entries)
     }
 
@@ -659,7 +599,14 @@ pub(crate) mod tests {
 
     #[test]
     fn debug_hides_secret_values() {
-        let entry = Entry::new(Value::from("hunter2"), Source::Default, true);
+        let mut entries = Entries::default();
+        entries.insert(
+            "password",
+            ValueRef::String("hunter2"),
+            &Source::Default,
+            true,
+        );
+        let entry = entries.get("password").unwrap();
         assert!(!format!("{entry:?}").contains("hunter2"));
         let change = ValueChange {
             name: Arc::from("password"),

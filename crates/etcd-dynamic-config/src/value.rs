@@ -107,9 +107,106 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value borrowed, as a snapshot lends it.
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Self::String(text) => ValueRef::String(text),
+            Self::Bool(flag) => ValueRef::Bool(*flag),
+            Self::Integer(number) => ValueRef::Integer(*number),
+            Self::Float(number) => ValueRef::Float(*number),
+            Self::List(items) => ValueRef::List(items),
+            Self::Json(json) => ValueRef::Json(json),
+            Self::Duration(duration) => ValueRef::Duration(*duration),
+        }
+    }
+
     /// The text of a string value; `None` for the other kinds (see `Display` for their
     /// canonical text).
     pub fn as_str(&self) -> Option<&str> {
+        self.view().as_str()
+    }
+
+    /// The kind name: `string`, `bool`, `integer`, `float`, `list`, `json`, `duration`.
+    pub fn kind_name(&self) -> &'static str {
+        self.view().kind_name()
+    }
+
+    /// Reads the value as `T` through serde (see [`ValueRef::deserialize`]).
+    ///
+    /// # Errors
+    ///
+    /// A serde error saying why the value does not fit `T`; it never contains the value.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, de::value::Error> {
+        self.view().deserialize()
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for Value {}
+
+impl PartialEq<ValueRef<'_>> for Value {
+    fn eq(&self, other: &ValueRef<'_>) -> bool {
+        self.view() == *other
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.view(), f)
+    }
+}
+
+/// The canonical text: what `Kind::parse` reads back to the same value.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.view(), f)
+    }
+}
+
+/// A configuration value lent by a snapshot: [`Value`] with its text borrowed, so that
+/// reading one costs no allocation and no reference count. [`ValueRef::to_value`] makes
+/// it one's own.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub enum ValueRef<'a> {
+    /// Text.
+    String(&'a str),
+    /// `1 true yes y on` / `0 false no n off`.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A finite 64-bit float.
+    Float(f64),
+    /// A comma-separated list of strings.
+    List(&'a Arc<[Arc<str>]>),
+    /// Any JSON document.
+    Json(&'a Arc<serde_json::Value>),
+    /// A duration: `30s`, `1m 30s`, `250ms`, or a bare number of seconds.
+    Duration(Duration),
+}
+
+impl<'a> ValueRef<'a> {
+    /// The value as one's own: text is copied, lists and JSON documents shared.
+    pub fn to_value(self) -> Value {
+        match self {
+            Self::String(text) => Value::String(Arc::from(text)),
+            Self::Bool(flag) => Value::Bool(flag),
+            Self::Integer(number) => Value::Integer(number),
+            Self::Float(number) => Value::Float(number),
+            Self::List(items) => Value::List(items.clone()),
+            Self::Json(json) => Value::Json(json.clone()),
+            Self::Duration(duration) => Value::Duration(duration),
+        }
+    }
+
+    /// The text of a string value; `None` for the other kinds (see `Display` for their
+    /// canonical text).
+    pub fn as_str(self) -> Option<&'a str> {
         match self {
             Self::String(text) => Some(text),
             _ => None,
@@ -117,7 +214,7 @@ impl Value {
     }
 
     /// The kind name: `string`, `bool`, `integer`, `float`, `list`, `json`, `duration`.
-    pub fn kind_name(&self) -> &'static str {
+    pub fn kind_name(self) -> &'static str {
         match self {
             Self::String(_) => "string",
             Self::Bool(_) => "bool",
@@ -138,12 +235,18 @@ impl Value {
     /// # Errors
     ///
     /// A serde error saying why the value does not fit `T`; it never contains the value.
-    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, de::value::Error> {
+    pub fn deserialize<T: DeserializeOwned>(self) -> Result<T, de::value::Error> {
         T::deserialize(ValueDeserializer(self))
     }
 }
 
-impl PartialEq for Value {
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(value: &'a Value) -> Self {
+        value.view()
+    }
+}
+
+impl PartialEq for ValueRef<'_> {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::String(a), Self::String(b)) => a == b,
@@ -158,12 +261,18 @@ impl PartialEq for Value {
     }
 }
 
-impl Eq for Value {}
+impl Eq for ValueRef<'_> {}
 
-impl fmt::Debug for Value {
+impl PartialEq<Value> for ValueRef<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        *self == other.view()
+    }
+}
+
+impl fmt::Debug for ValueRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::String(text) => fmt::Debug::fmt(&**text, f),
+            Self::String(text) => fmt::Debug::fmt(text, f),
             Self::List(items) => f.debug_list().entries(items.iter()).finish(),
             other => fmt::Display::fmt(other, f),
         }
@@ -171,7 +280,7 @@ impl fmt::Debug for Value {
 }
 
 /// The canonical text: what `Kind::parse` reads back to the same value.
-impl fmt::Display for Value {
+impl fmt::Display for ValueRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::String(text) => f.write_str(text),
@@ -244,7 +353,7 @@ fn custom(error: impl fmt::Display) -> de::value::Error {
 }
 
 /// Reads a [`Value`] as any serde type.
-pub(crate) struct ValueDeserializer<'a>(pub(crate) &'a Value);
+pub(crate) struct ValueDeserializer<'a>(pub(crate) ValueRef<'a>);
 
 /// Sends a method to the text deserializer for strings, to serde_json for JSON, and to
 /// `deserialize_any` for the other kinds.
@@ -252,8 +361,8 @@ macro_rules! by_kind {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
             match self.0 {
-                Value::String(text) => TextDeserializer(text).$method(visitor),
-                Value::Json(json) => de::Deserializer::$method(&**json, visitor).map_err(custom),
+                ValueRef::String(text) => TextDeserializer(text).$method(visitor),
+                ValueRef::Json(json) => de::Deserializer::$method(&**json, visitor).map_err(custom),
                 _ => self.deserialize_any(visitor),
             }
         }
@@ -265,17 +374,17 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
 
     fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::String(text) => visitor.visit_borrowed_str(text),
-            Value::Bool(flag) => visitor.visit_bool(*flag),
-            Value::Integer(number) => visitor.visit_i64(*number),
-            Value::Float(number) => visitor.visit_f64(*number),
-            Value::List(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
+            ValueRef::String(text) => visitor.visit_borrowed_str(text),
+            ValueRef::Bool(flag) => visitor.visit_bool(flag),
+            ValueRef::Integer(number) => visitor.visit_i64(number),
+            ValueRef::Float(number) => visitor.visit_f64(number),
+            ValueRef::List(items) => visitor.visit_seq(de::value::SeqDeserializer::new(
                 items.iter().map(|item| TextDeserializer(item)),
             )),
-            Value::Json(json) => {
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_any(&**json, visitor).map_err(custom)
             }
-            Value::Duration(duration) => visitor.visit_f64(duration.as_secs_f64()),
+            ValueRef::Duration(duration) => visitor.visit_f64(duration.as_secs_f64()),
         }
     }
 
@@ -289,7 +398,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
 
     fn deserialize_str<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::String(text) => visitor.visit_borrowed_str(text),
+            ValueRef::String(text) => visitor.visit_borrowed_str(text),
             other => visitor.visit_string(other.to_string()),
         }
     }
@@ -300,7 +409,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
 
     fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Json(json) if json.is_null() => visitor.visit_none(),
+            ValueRef::Json(json) if json.is_null() => visitor.visit_none(),
             _ => visitor.visit_some(self),
         }
     }
@@ -319,7 +428,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Json(json) => {
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_unit_struct(&**json, name, visitor).map_err(custom)
             }
             _ => self.deserialize_any(visitor),
@@ -332,8 +441,8 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::String(text) => TextDeserializer(text).deserialize_tuple(len, visitor),
-            Value::Json(json) => {
+            ValueRef::String(text) => TextDeserializer(text).deserialize_tuple(len, visitor),
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_tuple(&**json, len, visitor).map_err(custom)
             }
             _ => self.deserialize_any(visitor),
@@ -347,7 +456,7 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Json(json) => {
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_tuple_struct(&**json, name, len, visitor)
                     .map_err(custom)
             }
@@ -363,11 +472,11 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
             // `std::time::Duration` reads itself as `{ secs, nanos }`.
-            Value::Duration(duration) if name == "Duration" => visit_duration(*duration, visitor),
-            Value::String(text) if name == "Duration" => {
+            ValueRef::Duration(duration) if name == "Duration" => visit_duration(duration, visitor),
+            ValueRef::String(text) if name == "Duration" => {
                 visit_duration(parse_duration(text).map_err(custom)?, visitor)
             }
-            Value::Json(json) => {
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_struct(&**json, name, fields, visitor).map_err(custom)
             }
             _ => self.deserialize_any(visitor),
@@ -381,10 +490,12 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Json(json) => {
+            ValueRef::Json(json) => {
                 de::Deserializer::deserialize_enum(&**json, name, variants, visitor).map_err(custom)
             }
-            Value::String(text) => TextDeserializer(text).deserialize_enum(name, variants, visitor),
+            ValueRef::String(text) => {
+                TextDeserializer(text).deserialize_enum(name, variants, visitor)
+            }
             _ => self.deserialize_any(visitor),
         }
     }

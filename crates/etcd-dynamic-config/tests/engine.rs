@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, etcd_state, put, values, wait_for_revision};
 use etcd_client::{Txn, TxnOp};
-use etcd_dynamic_config::{ConfigChange, Error, Value, ValueChange};
+use etcd_dynamic_config::{ConfigChange, Error, Value, ValueChange, ValueRef};
 use testkit::{EtcdMember, FaultProxy};
 
 fn text_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -216,8 +216,8 @@ async fn transactions_are_observed_whole() {
                 let mut revisions = BTreeSet::new();
                 while !done.load(Ordering::Relaxed) {
                     let snapshot = config.snapshot();
-                    let first = snapshot.get("txn.k0").expect("txn.k0").clone();
-                    if (1..KEYS).any(|k| snapshot.get(&format!("txn.k{k}")) != Some(&first)) {
+                    let first = snapshot.get("txn.k0").expect("txn.k0");
+                    if (1..KEYS).any(|k| snapshot.get(&format!("txn.k{k}")) != Some(first)) {
                         torn += 1;
                     }
                     revisions.insert(snapshot.revision());
@@ -438,7 +438,9 @@ async fn loads_watches_and_updates_100_000_keys() {
     assert_eq!(report.loaded, KEYS);
     let snapshot = config.snapshot();
     assert_eq!(
-        snapshot.get("service042.key099542").and_then(Value::as_str),
+        snapshot
+            .get("service042.key099542")
+            .and_then(ValueRef::as_str),
         Some("value-99542")
     );
 
@@ -447,7 +449,9 @@ async fn loads_watches_and_updates_100_000_keys() {
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(snapshot.len(), KEYS);
     assert_eq!(
-        snapshot.get("service001.key000001").and_then(Value::as_str),
+        snapshot
+            .get("service001.key000001")
+            .and_then(ValueRef::as_str),
         Some("updated")
     );
     config.stop().await;

@@ -13,7 +13,7 @@ use common::{env, etcd_state, put, values, wait_for_revision};
 use etcd_client::{Client, ConnectOptions};
 use etcd_dynamic_config::schema::{Name, Schema};
 use etcd_dynamic_config::{
-    Error, EtcdClient, EtcdConfig, EtcdSettings, HealthState, StartSource, Value,
+    Error, EtcdClient, EtcdConfig, EtcdSettings, HealthState, StartSource, Value, ValueRef,
 };
 use testkit::{EtcdCluster, EtcdMember, FaultProxy, MemberOptions};
 
@@ -492,10 +492,10 @@ async fn starting_while_etcd_is_down_serves_the_cache_file_then_etcd() {
     assert_eq!(snapshot.revision(), revision);
     assert_eq!(
         snapshot.get("mode"),
-        Some(&Value::from("from-etcd")),
+        Some(ValueRef::String("from-etcd")),
         "cache beats env"
     );
-    assert_eq!(snapshot.get("limit"), Some(&Value::from("7")));
+    assert_eq!(snapshot.get("limit"), Some(ValueRef::String("7")));
     assert_eq!(second.health().state, HealthState::Degraded);
 
     // etcd comes back: its values arrive.
@@ -504,7 +504,7 @@ async fn starting_while_etcd_is_down_serves_the_cache_file_then_etcd() {
     let mut client = etcd.client().await;
     let revision = put(&mut client, "/app/Mode", "fresh").await;
     let snapshot = wait_for_revision(&second, revision).await;
-    assert_eq!(snapshot.get("mode"), Some(&Value::from("fresh")));
+    assert_eq!(snapshot.get("mode"), Some(ValueRef::String("fresh")));
     let mut health = second.health();
     for _ in 0..50 {
         if health.state == HealthState::Synced {
@@ -549,7 +549,7 @@ async fn starting_while_etcd_is_down_without_a_cache_serves_env_vars_then_etcd()
     assert_eq!(report.source, StartSource::Fallback);
     assert_eq!(
         config.snapshot().get("mode"),
-        Some(&Value::from("from-env"))
+        Some(ValueRef::String("from-env"))
     );
     let health = config.health();
     assert_eq!(health.state, HealthState::Degraded);
@@ -561,7 +561,8 @@ async fn starting_while_etcd_is_down_without_a_cache_serves_env_vars_then_etcd()
     let mut subscription = config.subscribe();
     let snapshot = tokio::time::timeout(
         Duration::from_secs(30),
-        subscription.wait_for(|snapshot| snapshot.get("mode") == Some(&Value::from("from-etcd"))),
+        subscription
+            .wait_for(|snapshot| snapshot.get("mode") == Some(ValueRef::String("from-etcd"))),
     )
     .await
     .expect("etcd's values arrive")
@@ -656,7 +657,7 @@ async fn a_corrupt_cache_file_is_reported_and_ignored() {
     assert!(reason.contains("not a cache file"), "{reason}");
     assert_eq!(
         config.snapshot().get("mode"),
-        Some(&Value::from("from-env"))
+        Some(ValueRef::String("from-env"))
     );
     config.stop().await;
 }

@@ -20,7 +20,7 @@ use common::{env, put, wait_for_revision};
 use etcd_client::{Client, Txn, TxnOp};
 use etcd_dynamic_config::schema::{Check, Kind, Name, Schema};
 use etcd_dynamic_config::{
-    Error, EtcdClient, EtcdConfig, EtcdSettings, Source, StartSource, Value,
+    Error, EtcdClient, EtcdConfig, EtcdSettings, Source, StartSource, Value, ValueRef,
 };
 use testkit::EtcdMember;
 
@@ -83,7 +83,7 @@ async fn the_control_unit_example_reads_etcd_and_masks_secrets() {
     assert_eq!(shown["ai_http_timeout_seconds"], "30.0");
     assert_eq!(
         config.snapshot().get("ai_http_max_connections"),
-        Some(&Value::Integer(10))
+        Some(ValueRef::Integer(10))
     );
     assert!(config.snapshot().entry("postgres_dsn").unwrap().is_secret());
 
@@ -166,7 +166,7 @@ async fn a_value_that_does_not_parse_is_rejected_not_replaced_by_a_made_up_numbe
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(
         snapshot.get("ai_http_timeout_seconds"),
-        Some(&Value::Float(45.0))
+        Some(ValueRef::Float(45.0))
     );
     assert!(config.rejections().is_empty());
 
@@ -174,7 +174,7 @@ async fn a_value_that_does_not_parse_is_rejected_not_replaced_by_a_made_up_numbe
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(
         snapshot.get("ai_http_timeout_seconds"),
-        Some(&Value::Float(45.0))
+        Some(ValueRef::Float(45.0))
     );
     let rejections = config.rejections();
     assert_eq!(rejections.len(), 1);
@@ -187,7 +187,7 @@ async fn a_value_that_does_not_parse_is_rejected_not_replaced_by_a_made_up_numbe
     let snapshot = wait_for_revision(&config, revision).await;
     assert_eq!(
         snapshot.get("ai_http_timeout_seconds"),
-        Some(&Value::Float(50.0))
+        Some(ValueRef::Float(50.0))
     );
     assert!(config.rejections().is_empty());
     config.stop().await;
@@ -229,10 +229,11 @@ async fn local_mode_reads_env_vars_only_and_never_connects() {
             var: Arc::from("AI_HTTP_TIMEOUT_SECONDS")
         }
     );
-    let entry = config.snapshot().entry("log_level").cloned().unwrap();
+    let snapshot = config.snapshot();
+    let entry = snapshot.entry("log_level").unwrap();
     assert_eq!(
         entry.source(),
-        &Source::Env {
+        Source::Env {
             var: Arc::from("LOG_LEVEL")
         }
     );
@@ -270,7 +271,7 @@ async fn the_custom_schema_example_maps_keys_env_vars_and_defaults() {
     let snapshot = config.snapshot();
     assert_eq!(
         snapshot.get("redis_url"),
-        Some(&Value::from("redis://cache:6379"))
+        Some(ValueRef::String("redis://cache:6379"))
     );
     assert_eq!(snapshot.get("unmapped.key"), None, "only mapped keys load");
     assert_eq!(snapshot.get("db_name"), None);
@@ -285,10 +286,10 @@ async fn the_custom_schema_example_maps_keys_env_vars_and_defaults() {
         .revision();
     let snapshot = wait_for_revision(&config, revision).await;
     let entry = snapshot.entry("db_host").unwrap();
-    assert_eq!(entry.value(), &Value::from("db.env"));
+    assert_eq!(entry.value(), ValueRef::String("db.env"));
     assert_eq!(
         entry.source(),
-        &Source::Env {
+        Source::Env {
             var: Arc::from("MYAPP_DB_HOST")
         }
     );
@@ -423,8 +424,8 @@ async fn a_check_rejects_a_transaction_as_a_whole_then_accepts_the_fix() {
         good.revision(),
         "the last good snapshot serves"
     );
-    assert_eq!(serving.get("min_pool"), Some(&Value::Integer(1)));
-    assert_eq!(serving.get("max_pool"), Some(&Value::Integer(5)));
+    assert_eq!(serving.get("min_pool"), Some(ValueRef::Integer(1)));
+    assert_eq!(serving.get("max_pool"), Some(ValueRef::Integer(5)));
 
     let fixed = client
         .txn(both("2", "6"))
@@ -434,8 +435,8 @@ async fn a_check_rejects_a_transaction_as_a_whole_then_accepts_the_fix() {
         .unwrap()
         .revision();
     let snapshot = wait_for_revision(&config, fixed).await;
-    assert_eq!(snapshot.get("min_pool"), Some(&Value::Integer(2)));
-    assert_eq!(snapshot.get("max_pool"), Some(&Value::Integer(6)));
+    assert_eq!(snapshot.get("min_pool"), Some(ValueRef::Integer(2)));
+    assert_eq!(snapshot.get("max_pool"), Some(ValueRef::Integer(6)));
     assert!(config.rejected_revision().is_none());
     config.stop().await;
 }

@@ -14,7 +14,7 @@ use common::{etcd_state, put, values, wait_for_revision};
 use etcd_client::{Client, GetOptions};
 use etcd_dynamic_config::schema::{Check, Schema};
 use etcd_dynamic_config::{
-    ConfigChange, Error, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot, Value,
+    ConfigChange, Error, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot, Value, ValueRef,
 };
 use testkit::{EtcdMember, FaultProxy};
 
@@ -471,7 +471,7 @@ async fn panicking_checks_hooks_and_deserializers_neither_stop_nor_stall_the_eng
     let schema = Schema::builder()
         .discover(true)
         .check(Check::new("no check-boom", |snapshot| {
-            let value = snapshot.get("touchy").and_then(Value::as_str);
+            let value = snapshot.get("touchy").and_then(ValueRef::as_str);
             assert!(value != Some("check-boom"), "a check that panics");
             Ok(())
         }))
@@ -736,7 +736,7 @@ fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_returns(
         .check(Check::new("blocks on wait", move |snapshot| {
             // Bounded: gives up after 60 s.
             let started = Instant::now();
-            while snapshot.get("mode").and_then(Value::as_str) == Some("wait")
+            while snapshot.get("mode").and_then(ValueRef::as_str) == Some("wait")
                 && !gate.load(Ordering::SeqCst)
                 && started.elapsed() < Duration::from_secs(60)
             {

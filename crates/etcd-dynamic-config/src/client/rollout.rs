@@ -246,7 +246,7 @@ impl EtcdClient {
         let held = |key: &str| {
             let value_name = self.name_of_key(key)?;
             let entry = current.entry(&value_name)?;
-            matches!(entry.source(), crate::Source::Etcd { key: at, .. } if **at == *key)
+            matches!(entry.source(), crate::Source::Etcd { key: at, .. } if *at == *key)
                 .then(|| entry.value().to_string())
         };
         let changes = || {

@@ -431,7 +431,7 @@ impl Pending {
         };
         let mut names: Vec<Arc<str>> = also.into_iter().cloned().collect();
         names.extend(changes.keys().cloned());
-        let value = |entries: &Entries, name: &str| entries.get(name).map(|e| e.value().clone());
+        let value = |entries: &Entries, name: &str| entries.get(name).map(|e| e.value().to_value());
         for name in names {
             let pair = (value(old, &name), value(new, &name));
             changes.insert(name, pair);
@@ -641,16 +641,17 @@ impl State {
                 key: Arc::from(key.as_str()),
                 mod_revision,
             };
-            let entry = Entry::new(value, source, schema.is_secret(&target));
-            entries.insert(target.clone(), entry);
+            entries.insert(&target, value.view(), &source, schema.is_secret(&target));
             names.push(target);
         }
         for key in &rollout.delete {
             let target = named(key)?;
             match self.fallback.get(&target) {
-                Some(fallback) => entries.insert(target.clone(), fallback.clone()),
-                None => entries.remove(&target),
-            };
+                Some(fallback) => entries.copy(fallback),
+                None => {
+                    entries.remove(&target);
+                }
+            }
             names.push(target);
         }
         schema
@@ -714,7 +715,7 @@ impl State {
             .into_iter()
             .map(|(name, mut keys)| {
                 if let Some(owner) = self.owner(&name) {
-                    keys.insert(0, owner.clone());
+                    keys.insert(0, Arc::from(owner));
                 }
                 (name, keys)
             })
@@ -918,7 +919,7 @@ impl State {
     }
 
     /// The key that currently owns `name` (its value may be rejected).
-    fn owner(&self, name: &str) -> Option<&Arc<str>> {
+    fn owner(&self, name: &str) -> Option<&str> {
         match self.rejected.get(name) {
             Some(rejection) => match &rejection.source {
                 Source::Etcd { key, .. } => Some(key),
@@ -949,7 +950,7 @@ impl State {
         self.entries
             .get(name)
             .and_then(Entry::etcd)
-            .filter(|(owner, _)| ***owner == *key)
+            .filter(|(owner, _)| *owner == key)
             .map(|(_, mod_revision)| mod_revision)
     }
 
@@ -959,7 +960,9 @@ impl State {
         self.key_count = count;
         self.targets.clear();
         // A map of its own, filled in place (see `Entries`).
-        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len());
+        // Room for each key's name (about as long as its key), value and key.
+        let text_bytes = kvs.iter().map(|kv| 2 * kv.key.len() + kv.value.len()).sum();
+        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len(), text_bytes);
         entries.extend(self.fallback.iter());
         let last_good = std::mem::replace(&mut self.entries, entries);
         self.rejected.clear();
@@ -995,9 +998,10 @@ impl State {
         // A rejected value leaves the name at its last good value.
         for name in self.rejected.keys() {
             if let Some(entry) = last_good.get(name) {
-                self.entries.insert(name.clone(), entry.clone());
+                self.entries.copy(entry);
             }
         }
+        self.entries.shrink_to_fit();
         self.phase = Phase::Watching;
         self.revision = revision;
         // Everything since the last published snapshot is in the difference.
@@ -1229,7 +1233,11 @@ impl State {
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
-        let owner = self.owner(&name).cloned();
+        // Another key that names this value, if any (copied only then).
+        let owner = self
+            .owner(&name)
+            .filter(|owner| **owner != *write.key)
+            .map(Arc::<str>::from);
         if let Some(owner) = owner.clone().filter(|owner| *owner < write.key) {
             // Another key already names this value: this one waits in the shadows.
             let shadowed = Shadowed {
@@ -1242,14 +1250,19 @@ impl State {
             }
             return;
         }
-        if let Some(owner) = owner.filter(|owner| *owner != write.key) {
+        if let Some(owner) = owner {
             // This key sorts first: it takes the name over.
             let displaced = Shadowed {
                 name: name.clone(),
                 mod_revision: self.tracked_revision(&name, &owner).unwrap_or(0),
                 value: match self.rejected.get(&name) {
                     Some(rejection) => Err(rejection.reason.clone()),
-                    None => Ok(self.entries[&name].value().clone()),
+                    None => Ok(self
+                        .entries
+                        .get(&name)
+                        .expect("the owner's entry")
+                        .value()
+                        .to_value()),
                 },
             };
             self.shadowed.insert(owner.clone(), displaced);
@@ -1275,14 +1288,16 @@ impl State {
                     mod_revision: write.mod_revision,
                 };
                 let secret = self.keys.schema().is_secret(&name);
-                let entry = Entry::new(value, source, secret);
                 if pending.is_recording() {
-                    let new = Some(entry.value().clone());
-                    let old = self.entries.insert(name.clone(), entry);
-                    pending.record(&name, old.map(|entry| entry.value().clone()), new);
+                    let old = self
+                        .entries
+                        .get(&name)
+                        .map(|entry| entry.value().to_value());
+                    self.entries.insert(&name, value.view(), &source, secret);
+                    pending.record(&name, old, Some(value));
                 } else {
-                    // Moved, not cloned: a full read does this once per key.
-                    self.entries.insert(name, entry);
+                    // A full read does this once per key: nothing is cloned.
+                    self.entries.insert(&name, value.view(), &source, secret);
                 }
             }
             Err(reason) => {
@@ -1310,11 +1325,12 @@ impl State {
         if self.shadowed.remove(key).is_some() {
             return;
         }
-        if self.owner(name) != Some(key) {
+        if self.owner(name) != Some(&**key) {
             return;
         }
         self.rejected.remove(name);
-        let old = self.entries.remove(name).map(|entry| entry.value().clone());
+        let old = self.entries.get(name).map(|entry| entry.value().to_value());
+        self.entries.remove(name);
         pending.record(name, old, None);
         // The next key in order that maps to the same name takes over.
         let heir = self
@@ -1335,8 +1351,8 @@ impl State {
         if !self.entries.contains_key(name)
             && let Some(fallback) = self.fallback.get(name)
         {
-            self.entries.insert(name.clone(), fallback.clone());
-            pending.record(name, None, Some(fallback.value().clone()));
+            pending.record(name, None, Some(fallback.value().to_value()));
+            self.entries.copy(fallback);
         }
     }
 }
@@ -1351,13 +1367,15 @@ fn collision(name: &Arc<str>, winner: Arc<str>, loser: Arc<str>) -> Output {
 /// The changes from `old` to `new`.
 fn diff(old: &Entries, new: &Entries) -> Pending {
     let mut pending = Pending::default();
-    for (name, entry) in new.iter() {
-        let before = old.get(name).map(|entry| entry.value().clone());
-        pending.record(name, before, Some(entry.value().clone()));
+    for entry in new.iter() {
+        let before = old.get(entry.name()).map(|entry| entry.value().to_value());
+        let name = Arc::from(entry.name());
+        pending.record(&name, before, Some(entry.value().to_value()));
     }
-    for (name, entry) in old.iter() {
-        if !new.contains_key(name) {
-            pending.record(name, Some(entry.value().clone()), None);
+    for entry in old.iter() {
+        if !new.contains_key(entry.name()) {
+            let name = Arc::from(entry.name());
+            pending.record(&name, Some(entry.value().to_value()), None);
         }
     }
     pending

@@ -35,7 +35,7 @@ use tracing_subscriber::reload;
 use super::events;
 use crate::config::EtcdConfig;
 use crate::error::{Error, Result};
-use crate::snapshot::Value;
+use crate::snapshot::{Value, ValueRef};
 
 /// The ECS version the field names follow.
 const ECS_VERSION: &str = "1.6.0";
@@ -185,7 +185,7 @@ impl LogControl {
         let apply = {
             let control = self.clone();
             let name = name.to_owned();
-            move |value: Option<&Value>| {
+            move |value: Option<ValueRef<'_>>| {
                 let Some(value) = value else { return };
                 let level = value.to_string();
                 match control.set_level(&level) {
@@ -208,7 +208,7 @@ impl LogControl {
         let name = name.to_owned();
         config.on_change(move |change| {
             for item in change.changes.iter().filter(|item| *item.name == *name) {
-                apply(item.new.as_ref());
+                apply(item.new.as_ref().map(Value::view));
             }
         })
     }

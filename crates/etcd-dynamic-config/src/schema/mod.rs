@@ -38,7 +38,7 @@ pub use kind::Kind;
 pub use validate::{Check, Validator};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{Entries, Entry, Source};
+use crate::snapshot::{Entries, Source};
 use crate::value::Value;
 
 type CoerceFn = dyn Fn(&str, &str) -> Option<Result<Value, String>> + Send + Sync;
@@ -501,12 +501,11 @@ impl Schema {
             let var = self.env_var(name);
             let from_env = env(&var).map(|text| (self.coerce_text(name, &text), var));
             let entry = match from_env {
-                Some((Ok(value), var)) => Some(Entry::new(
+                Some((Ok(value), var)) => Some((
                     value,
                     Source::Env {
                         var: Arc::from(var),
                     },
-                    spec.secret,
                 )),
                 Some((Err(reason), var)) => {
                     rejected.push(crate::report::Rejection {
@@ -520,13 +519,9 @@ impl Schema {
                 }
                 None => None,
             };
-            let entry = entry.or_else(|| {
-                spec.default
-                    .clone()
-                    .map(|value| Entry::new(value, Source::Default, spec.secret))
-            });
-            if let Some(entry) = entry {
-                entries.insert(name.clone(), entry);
+            let entry = entry.or_else(|| Some((spec.default.clone()?, Source::Default)));
+            if let Some((value, source)) = entry {
+                entries.insert(name, value.view(), &source, spec.secret);
             }
         }
         (entries, rejected)

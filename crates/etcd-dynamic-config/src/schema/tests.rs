@@ -116,11 +116,11 @@ fn fallbacks_come_from_env_vars_then_defaults() {
         ("MYAPP_DB_PORT", "not-a-port"),
         ("API_SECRET", "s3cret"),
     ]));
-    let value = |name: &str| entries.get(name).map(|entry| entry.value().clone());
+    let value = |name: &str| entries.get(name).map(|entry| entry.value().to_value());
     assert_eq!(value("db_host"), Some(Value::from("db.env")));
     assert_eq!(
         entries.get("db_host").unwrap().source(),
-        &Source::Env {
+        Source::Env {
             var: Arc::from("MYAPP_DB_HOST")
         }
     );
@@ -129,7 +129,7 @@ fn fallbacks_come_from_env_vars_then_defaults() {
         Some(Value::Integer(5432)),
         "a bad env var falls to the default"
     );
-    assert_eq!(entries.get("db_port").unwrap().source(), &Source::Default);
+    assert_eq!(entries.get("db_port").unwrap().source(), Source::Default);
     assert_eq!(value("api_secret"), Some(Value::from("s3cret")));
     assert!(entries.get("api_secret").unwrap().is_secret());
     assert_eq!(value("redis_url"), None);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::snapshot::Snapshot;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// A rule one name's value must follow.
 #[derive(Clone)]
@@ -30,7 +30,7 @@ impl Validator {
     pub(crate) fn check(&self, value: &Value) -> Result<(), String> {
         match self {
             Self::Range { min, max } => {
-                let Some(number) = as_number(value) else {
+                let Some(number) = as_number(value.view()) else {
                     return Err(format!("expected a number for {self}"));
                 };
                 let below = min.is_some_and(|min| number < min);
@@ -81,12 +81,12 @@ impl fmt::Debug for Validator {
 }
 
 /// The number a value stands for, for ranges and comparisons.
-pub(crate) fn as_number(value: &Value) -> Option<f64> {
+pub(crate) fn as_number(value: ValueRef<'_>) -> Option<f64> {
     match value {
-        Value::Integer(number) => Some(*number as f64),
-        Value::Float(number) => Some(*number),
-        Value::Duration(duration) => Some(duration.as_secs_f64()),
-        Value::String(text) => text.trim().parse().ok(),
+        ValueRef::Integer(number) => Some(number as f64),
+        ValueRef::Float(number) => Some(number),
+        ValueRef::Duration(duration) => Some(duration.as_secs_f64()),
+        ValueRef::String(text) => text.trim().parse().ok(),
         _ => None,
     }
 }

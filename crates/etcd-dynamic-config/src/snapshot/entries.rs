@@ -1,31 +1,575 @@
-//! A snapshot's names and entries: a flat hash map built once per full read of the
+//! A snapshot's names and entries, packed: a flat map built once per full read of the
 //! prefix, under a persistent map of what changed since.
 //!
-//! A full read (the first, or a re-list) fills the flat map in place: one hash insert per
-//! key, with no persistent nodes to allocate. It is then shared by every snapshot until
-//! the next merge. A change after that goes into the overlay, a persistent map, so the
-//! next snapshot shares all but O(log changes) nodes with the one before.
+//! The flat map holds no allocation per entry. Each entry is a few bytes of `meta`
+//! (its kinds, lengths, revision and number, most as LEB128 varints) and its texts (name,
+//! string value, etcd key) in one `String` shared by all entries; a hash table holds the
+//! offset of each entry's `meta`, found by its name's hash. Lists and JSON documents are
+//! shared (`Wide`), not copied. An [`Entry`] is a view over these bytes; the value it
+//! lends borrows them. At 100,000 small keys this holds about 80 bytes per key where an
+//! `Arc` per name, key, value and entry held 250 (see `BENCHMARKS.md`).
+//!
+//! A full read (the first, or a re-list) fills the flat map in place. It is then shared
+//! by every snapshot until the next merge. A change after that goes into the overlay, a
+//! persistent map of one packed entry each, so the next snapshot shares all but
+//! O(log changes) nodes with the one before.
 //!
 //! When the overlay holds more than a sixteenth of the flat map's names, both are merged
 //! into a new flat map. That costs O(n) once per n/16 changes: O(1) per change,
 //! amortized. The bound also keeps reads fast, because a lookup that misses a small
 //! overlay costs little.
 
-use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::Entry;
+use hashbrown::HashTable;
+
+use super::REDACTED;
+use crate::value::{Source, ValueRef};
 
 type Hasher = foldhash::fast::RandomState;
 
-/// Name → entry, as of the last full read or merge.
-type Flat = HashMap<Arc<str>, Entry, Hasher>;
+/// A value shared by the entries that hold it, not packed.
+#[derive(Clone, Debug, PartialEq)]
+enum Wide {
+    List(Arc<[Arc<str>]>),
+    Json(Arc<serde_json::Value>),
+}
+
+/// Where a value came from, borrowed from an entry's texts (see [`Source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SourceRef<'a> {
+    Etcd {
+        key: &'a str,
+        mod_revision: i64,
+    },
+    Env {
+        var: &'a str,
+    },
+    Cache {
+        key: &'a str,
+        mod_revision: i64,
+    },
+    Default,
+    Write {
+        key: &'a str,
+    },
+    Rollout {
+        rollout: &'a str,
+        key: &'a str,
+        mod_revision: i64,
+    },
+}
+
+impl<'a> From<&'a Source> for SourceRef<'a> {
+    fn from(source: &'a Source) -> Self {
+        match source {
+            Source::Etcd { key, mod_revision } => Self::Etcd {
+                key,
+                mod_revision: *mod_revision,
+            },
+            Source::Env { var } => Self::Env { var },
+            Source::Cache { key, mod_revision } => Self::Cache {
+                key,
+                mod_revision: *mod_revision,
+            },
+            Source::Default => Self::Default,
+            Source::Write { key } => Self::Write { key },
+            Source::Rollout {
+                rollout,
+                key,
+                mod_revision,
+            } => Self::Rollout {
+                rollout,
+                key,
+                mod_revision: *mod_revision,
+            },
+        }
+    }
+}
+
+impl SourceRef<'_> {
+    fn to_source(self) -> Source {
+        match self {
+            Self::Etcd { key, mod_revision } => Source::Etcd {
+                key: Arc::from(key),
+                mod_revision,
+            },
+            Self::Env { var } => Source::Env {
+                var: Arc::from(var),
+            },
+            Self::Cache { key, mod_revision } => Source::Cache {
+                key: Arc::from(key),
+                mod_revision,
+            },
+            Self::Default => Source::Default,
+            Self::Write { key } => Source::Write {
+                key: Arc::from(key),
+            },
+            Self::Rollout {
+                rollout,
+                key,
+                mod_revision,
+            } => Source::Rollout {
+                rollout: Arc::from(rollout),
+                key: Arc::from(key),
+                mod_revision,
+            },
+        }
+    }
+}
+
+// An entry's first byte of `meta`: the value's kind (bits 0–2), a bool's value (bit 3),
+// the source's kind (bits 4–6), the name's secrecy (bit 7).
+const STRING: u8 = 0;
+const BOOL: u8 = 1;
+const INTEGER: u8 = 2;
+const FLOAT: u8 = 3;
+const LIST: u8 = 4;
+const JSON: u8 = 5;
+const DURATION: u8 = 6;
+const KIND: u8 = 0b111;
+const TRUE: u8 = 1 << 3;
+const FROM_ETCD: u8 = 0;
+const FROM_ENV: u8 = 1;
+const FROM_CACHE: u8 = 2;
+const FROM_DEFAULT: u8 = 3;
+const FROM_WRITE: u8 = 4;
+const FROM_ROLLOUT: u8 = 5;
+const SOURCE_SHIFT: u32 = 4;
+const SECRET: u8 = 1 << 7;
+
+/// Appends `n` as a LEB128 varint: 7 bits a byte, low bits first.
+fn put_varint(meta: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        meta.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    meta.push(n as u8);
+}
+
+/// Appends `text`'s length to `meta` and `text` to `texts`.
+fn put_text(meta: &mut Vec<u8>, texts: &mut String, text: &str) {
+    put_varint(meta, text.len() as u64);
+    texts.push_str(text);
+}
+
+/// Where packed entries are written: a flat map's buffers, or one overlay entry's.
+struct Packer<'a> {
+    meta: &'a mut Vec<u8>,
+    texts: &'a mut String,
+    wides: &'a mut Vec<Wide>,
+}
+
+impl Packer<'_> {
+    /// Packs one entry; returns the offset of its `meta`.
+    fn pack(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        source: SourceRef<'_>,
+        secret: bool,
+    ) -> usize {
+        let at = self.meta.len();
+        let kind = match value {
+            ValueRef::String(_) => STRING,
+            ValueRef::Bool(false) => BOOL,
+            ValueRef::Bool(true) => BOOL | TRUE,
+            ValueRef::Integer(_) => INTEGER,
+            ValueRef::Float(_) => FLOAT,
+            ValueRef::List(_) => LIST,
+            ValueRef::Json(_) => JSON,
+            ValueRef::Duration(_) => DURATION,
+        };
+        let from = match source {
+            SourceRef::Etcd { .. } => FROM_ETCD,
+            SourceRef::Env { .. } => FROM_ENV,
+            SourceRef::Cache { .. } => FROM_CACHE,
+            SourceRef::Default => FROM_DEFAULT,
+            SourceRef::Write { .. } => FROM_WRITE,
+            SourceRef::Rollout { .. } => FROM_ROLLOUT,
+        };
+        let secret = if secret { SECRET } else { 0 };
+        self.meta.push(kind | from << SOURCE_SHIFT | secret);
+        put_varint(self.meta, self.texts.len() as u64);
+        put_text(self.meta, self.texts, name);
+        match value {
+            ValueRef::String(text) => put_text(self.meta, self.texts, text),
+            ValueRef::Bool(_) => {}
+            ValueRef::Integer(number) => self.meta.extend(number.to_le_bytes()),
+            ValueRef::Float(number) => self.meta.extend(number.to_bits().to_le_bytes()),
+            ValueRef::List(items) => self.share(Wide::List(items.clone())),
+            ValueRef::Json(json) => self.share(Wide::Json(json.clone())),
+            ValueRef::Duration(duration) => {
+                put_varint(self.meta, duration.as_secs());
+                put_varint(self.meta, duration.subsec_nanos().into());
+            }
+        }
+        match source {
+            SourceRef::Etcd { key, mod_revision } | SourceRef::Cache { key, mod_revision } => {
+                put_varint(self.meta, mod_revision.cast_unsigned());
+                put_text(self.meta, self.texts, key);
+            }
+            SourceRef::Env { var: key } | SourceRef::Write { key } => {
+                put_text(self.meta, self.texts, key);
+            }
+            SourceRef::Default => {}
+            SourceRef::Rollout {
+                rollout,
+                key,
+                mod_revision,
+            } => {
+                put_varint(self.meta, mod_revision.cast_unsigned());
+                put_text(self.meta, self.texts, key);
+                put_text(self.meta, self.texts, rollout);
+            }
+        }
+        at
+    }
+
+    fn share(&mut self, wide: Wide) {
+        put_varint(self.meta, self.wides.len() as u64);
+        self.wides.push(wide);
+    }
+}
+
+/// Reads one packed entry, field by field, in the order `Packer::pack` wrote them.
+struct Unpacker<'a> {
+    meta: &'a [u8],
+    texts: &'a str,
+    text_at: usize,
+}
+
+impl<'a> Unpacker<'a> {
+    /// At the entry whose `meta` starts `meta`; returns its first byte too.
+    fn new(entry: Entry<'a>) -> (u8, Self) {
+        let (&flags, meta) = entry.meta.split_first().expect("an entry's flags");
+        let mut unpacker = Self {
+            meta,
+            texts: entry.texts,
+            text_at: 0,
+        };
+        unpacker.text_at = unpacker.varint() as usize;
+        (flags, unpacker)
+    }
+
+    fn varint(&mut self) -> u64 {
+        let mut n = 0;
+        let mut shift = 0;
+        loop {
+            let (&byte, rest) = self.meta.split_first().expect("a varint");
+            self.meta = rest;
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+
+    fn eight(&mut self) -> [u8; 8] {
+        let (bytes, rest) = self.meta.split_first_chunk().expect("eight bytes");
+        self.meta = rest;
+        *bytes
+    }
+
+    fn text(&mut self) -> &'a str {
+        let len = self.varint() as usize;
+        let text = &self.texts[self.text_at..self.text_at + len];
+        self.text_at += len;
+        text
+    }
+
+    fn value(&mut self, flags: u8, wides: &'a [Wide]) -> ValueRef<'a> {
+        match flags & KIND {
+            STRING => ValueRef::String(self.text()),
+            BOOL => ValueRef::Bool(flags & TRUE != 0),
+            INTEGER => ValueRef::Integer(i64::from_le_bytes(self.eight())),
+            FLOAT => ValueRef::Float(f64::from_bits(u64::from_le_bytes(self.eight()))),
+            DURATION => {
+                let secs = self.varint();
+                let nanos = self.varint() as u32;
+                ValueRef::Duration(Duration::new(secs, nanos))
+            }
+            _ => match &wides[self.varint() as usize] {
+                Wide::List(items) => ValueRef::List(items),
+                Wide::Json(json) => ValueRef::Json(json),
+            },
+        }
+    }
+
+    fn source(&mut self, flags: u8) -> SourceRef<'a> {
+        match flags >> SOURCE_SHIFT & 0b111 {
+            FROM_ETCD => {
+                let mod_revision = self.varint().cast_signed();
+                SourceRef::Etcd {
+                    key: self.text(),
+                    mod_revision,
+                }
+            }
+            FROM_CACHE => {
+                let mod_revision = self.varint().cast_signed();
+                SourceRef::Cache {
+                    key: self.text(),
+                    mod_revision,
+                }
+            }
+            FROM_ENV => SourceRef::Env { var: self.text() },
+            FROM_WRITE => SourceRef::Write { key: self.text() },
+            FROM_ROLLOUT => {
+                let mod_revision = self.varint().cast_signed();
+                let key = self.text();
+                SourceRef::Rollout {
+                    rollout: self.text(),
+                    key,
+                    mod_revision,
+                }
+            }
+            _ => SourceRef::Default,
+        }
+    }
+}
+
+/// One name's value with its provenance, lent by a snapshot. `Debug` hides the value of
+/// a secret name.
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    /// The entry's packed fields, from its first byte on.
+    meta: &'a [u8],
+    /// Texts its `meta` points into.
+    texts: &'a str,
+    /// Values its `meta` points to.
+    wides: &'a [Wide],
+}
+
+/// What one entry holds, unpacked.
+struct Parts<'a> {
+    name: &'a str,
+    value: ValueRef<'a>,
+    source: SourceRef<'a>,
+    secret: bool,
+}
+
+impl<'a> Entry<'a> {
+    fn parts(self) -> Parts<'a> {
+        let (flags, mut unpacker) = Unpacker::new(self);
+        let name = unpacker.text();
+        let value = unpacker.value(flags, self.wides);
+        Parts {
+            name,
+            value,
+            source: unpacker.source(flags),
+            secret: flags & SECRET != 0,
+        }
+    }
+
+    /// The name.
+    pub(crate) fn name(self) -> &'a str {
+        Unpacker::new(self).1.text()
+    }
+
+    /// The value, borrowed from the snapshot; [`ValueRef::to_value`] makes it one's own.
+    pub fn value(&self) -> ValueRef<'a> {
+        let (flags, mut unpacker) = Unpacker::new(*self);
+        unpacker.text();
+        unpacker.value(flags, self.wides)
+    }
+
+    /// Where the value came from (its texts copied).
+    pub fn source(&self) -> Source {
+        self.parts().source.to_source()
+    }
+
+    /// Whether the schema marks the name secret.
+    pub fn is_secret(&self) -> bool {
+        self.meta[0] & SECRET != 0
+    }
+
+    /// The etcd key and mod revision, when the value came from etcd.
+    pub(crate) fn etcd(self) -> Option<(&'a str, i64)> {
+        match self.parts().source {
+            SourceRef::Etcd { key, mod_revision } => Some((key, mod_revision)),
+            _ => None,
+        }
+    }
+}
+
+/// Equal when the value, its source and its secrecy are.
+impl PartialEq for Entry<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let (mine, theirs) = (self.parts(), other.parts());
+        mine.value == theirs.value && mine.source == theirs.source && mine.secret == theirs.secret
+    }
+}
+
+impl fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = self.parts();
+        let mut out = f.debug_struct("Entry");
+        if parts.secret {
+            out.field("value", &format_args!("{REDACTED}"));
+        } else {
+            out.field("value", &parts.value);
+        }
+        out.field("source", &parts.source.to_source()).finish()
+    }
+}
+
+/// Packed entries and the table that finds them by name.
+#[derive(Default)]
+struct Flat {
+    /// The offset in `meta` of each live entry, by the hash of its name.
+    table: HashTable<usize>,
+    meta: Vec<u8>,
+    texts: String,
+    wides: Vec<Wide>,
+    /// Entries replaced or removed in place, whose bytes stay until the next merge.
+    dead: usize,
+    hasher: Hasher,
+}
+
+impl Flat {
+    fn with_capacity(names: usize, text_bytes: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(names),
+            // A flags byte and about four varints.
+            meta: Vec::with_capacity(names * 8),
+            texts: String::with_capacity(text_bytes),
+            ..Self::default()
+        }
+    }
+
+    fn entry(&self, at: usize) -> Entry<'_> {
+        Entry {
+            meta: &self.meta[at..],
+            texts: &self.texts,
+            wides: &self.wides,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Entry<'_>> {
+        let hash = self.hasher.hash_one(name);
+        let at = self.table.find(hash, |&at| self.entry(at).name() == name)?;
+        Some(self.entry(*at))
+    }
+
+    /// Packs the entry of `name`; returns whether it replaced one.
+    fn insert(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        source: SourceRef<'_>,
+        secret: bool,
+    ) -> bool {
+        let Self {
+            table,
+            meta,
+            texts,
+            wides,
+            dead,
+            hasher,
+        } = self;
+        let at = Packer { meta, texts, wides }.pack(name, value, source, secret);
+        let name_at = |at: usize| {
+            let entry = Entry {
+                meta: &meta[at..],
+                texts,
+                wides,
+            };
+            entry.name()
+        };
+        let hash = hasher.hash_one(name);
+        let slot = table.entry(
+            hash,
+            |&old| name_at(old) == name,
+            |&old| hasher.hash_one(name_at(old)),
+        );
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                *slot.get_mut() = at;
+                *dead += 1;
+                true
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(at);
+                false
+            }
+        }
+    }
+
+    /// Removes the entry of `name`; returns whether there was one.
+    fn remove(&mut self, name: &str) -> bool {
+        let hash = self.hasher.hash_one(name);
+        let Self {
+            table,
+            meta,
+            texts,
+            wides,
+            ..
+        } = self;
+        let found = table.find_entry(hash, |&at| {
+            let entry = Entry {
+                meta: &meta[at..],
+                texts,
+                wides,
+            };
+            entry.name() == name
+        });
+        match found {
+            Ok(slot) => {
+                slot.remove();
+                self.dead += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.meta.shrink_to_fit();
+        self.texts.shrink_to_fit();
+        self.wides.shrink_to_fit();
+    }
+}
+
+/// One entry packed on its own, for the overlay.
+struct Single {
+    meta: Box<[u8]>,
+    texts: Box<str>,
+    wides: Box<[Wide]>,
+}
+
+impl Single {
+    fn new(name: &str, value: ValueRef<'_>, source: SourceRef<'_>, secret: bool) -> Self {
+        let (mut meta, mut texts, mut wides) = (Vec::new(), String::new(), Vec::new());
+        let packer = &mut Packer {
+            meta: &mut meta,
+            texts: &mut texts,
+            wides: &mut wides,
+        };
+        packer.pack(name, value, source, secret);
+        Self {
+            meta: meta.into(),
+            texts: texts.into(),
+            wides: wides.into(),
+        }
+    }
+
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            meta: &self.meta,
+            texts: &self.texts,
+            wides: &self.wides,
+        }
+    }
+}
 
 /// Name → what changed since the flat map: `Some` a put, `None` a name of the flat map
 /// since deleted.
 type Overlay =
-    imbl::GenericHashMap<Arc<str>, Option<Entry>, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
+    imbl::GenericHashMap<Arc<str>, Option<Arc<Single>>, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// Name → entry; cloning it costs a reference count and the overlay's root.
 #[derive(Clone, Default)]
@@ -37,20 +581,21 @@ pub(crate) struct Entries {
 }
 
 impl Entries {
-    /// An empty map with room for `capacity` names before it grows.
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    /// An empty map with room for `names` names and `text_bytes` bytes of their texts
+    /// (names, string values, keys) before it grows.
+    pub(crate) fn with_capacity(names: usize, text_bytes: usize) -> Self {
         Self {
-            flat: Arc::new(Flat::with_capacity_and_hasher(capacity, Hasher::default())),
+            flat: Arc::new(Flat::with_capacity(names, text_bytes)),
             ..Self::default()
         }
     }
 
     /// The entry of `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, name: &str) -> Option<Entry<'_>> {
         if !self.overlay.is_empty()
             && let Some(change) = self.overlay.get(name)
         {
-            return change.as_ref();
+            return change.as_deref().map(Single::entry);
         }
         self.flat.get(name)
     }
@@ -70,117 +615,120 @@ impl Entries {
         self.len == 0
     }
 
-    /// Sets the entry of `name`; returns the one it replaces.
-    pub(crate) fn insert(&mut self, name: Arc<str>, entry: Entry) -> Option<Entry> {
-        let old = if let Some(flat) = Arc::get_mut(&mut self.flat) {
+    /// Sets the entry of `name`.
+    pub(crate) fn insert(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        source: &Source,
+        secret: bool,
+    ) {
+        self.put(name, value, source.into(), secret);
+    }
+
+    /// Sets an entry of another map as the entry of its name.
+    pub(crate) fn copy(&mut self, entry: Entry<'_>) {
+        let parts = entry.parts();
+        self.put(parts.name, parts.value, parts.source, parts.secret);
+    }
+
+    fn put(&mut self, name: &str, value: ValueRef<'_>, source: SourceRef<'_>, secret: bool) {
+        let replaced = if let Some(flat) = Arc::get_mut(&mut self.flat) {
             // No snapshot shares the flat map (a full read is filling it): write in place.
             let overlaid = if self.overlay.is_empty() {
                 None
             } else {
-                self.overlay.remove(&name)
+                self.overlay.remove(name)
             };
-            let replaced = flat.insert(name, entry);
-            overlaid.unwrap_or(replaced)
+            let replaced = flat.insert(name, value, source, secret);
+            overlaid.map_or(replaced, |change| change.is_some())
         } else {
-            let old = self.get(&name).cloned();
-            self.overlay.insert(name, Some(entry));
-            old
+            let replaced = self.contains_key(name);
+            let single = Single::new(name, value, source, secret);
+            self.overlay.insert(Arc::from(name), Some(Arc::new(single)));
+            replaced
         };
-        if old.is_none() {
+        if !replaced {
             self.len += 1;
         }
         self.settle();
-        old
     }
 
-    /// Removes the entry of `name`; returns it.
-    pub(crate) fn remove(&mut self, name: &str) -> Option<Entry> {
-        let old = self.get(name).cloned()?;
+    /// Removes the entry of `name`; returns whether there was one.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        if !self.contains_key(name) {
+            return false;
+        }
         self.len -= 1;
         if let Some(flat) = Arc::get_mut(&mut self.flat) {
             flat.remove(name);
             if !self.overlay.is_empty() {
                 self.overlay.remove(name);
             }
-        } else if let Some((name, _)) = self.flat.get_key_value(name) {
-            self.overlay.insert(name.clone(), None);
+        } else if self.flat.get(name).is_some() {
+            self.overlay.insert(Arc::from(name), None);
         } else {
             self.overlay.remove(name);
         }
         self.settle();
-        Some(old)
-    }
-
-    /// Every name with its entry, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        let overlay = &self.overlay;
-        let flat = self
-            .flat
-            .iter()
-            .filter(move |(name, _)| overlay.is_empty() || !overlay.contains_key(&***name));
-        let overlaid = overlay
-            .iter()
-            .filter_map(|(name, change)| Some((name, change.as_ref()?)));
-        flat.chain(overlaid)
+        true
     }
 
     /// Every entry, in no particular order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Entry> {
-        self.iter().map(|(_, entry)| entry)
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Entry<'_>> {
+        let overlay = &self.overlay;
+        let flat = self
+            .flat
+            .table
+            .iter()
+            .map(|&at| self.flat.entry(at))
+            .filter(move |entry| overlay.is_empty() || !overlay.contains_key(entry.name()));
+        let overlaid = overlay
+            .values()
+            .filter_map(|change| change.as_deref().map(Single::entry));
+        flat.chain(overlaid)
+    }
+
+    /// What the flat map's buffers hold, in bytes: texts, packed fields, and the table
+    /// (its slots and control bytes; hashbrown keeps 7 of 8 slots usable).
+    pub(crate) fn heap(&self) -> [usize; 3] {
+        let flat = &self.flat;
+        let slots = (flat.table.capacity() * 8 / 7).next_power_of_two();
+        let table = slots * (size_of::<usize>() + 1);
+        [flat.texts.capacity(), flat.meta.capacity(), table]
+    }
+
+    /// Gives back the room a full read reserved and did not use.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        if let Some(flat) = Arc::get_mut(&mut self.flat) {
+            flat.shrink_to_fit();
+        }
     }
 
     /// Merges the overlay into a new flat map once it holds more than a sixteenth of
-    /// the names (see the module's docs).
+    /// the names, or once as many entries were replaced in place (see the module's docs).
     fn settle(&mut self) {
-        if self.overlay.len() <= self.flat.len() / 16 + 64 {
+        let bound = self.flat.table.len() / 16 + 64;
+        if self.overlay.len() <= bound && self.flat.dead <= bound {
             return;
         }
-        let overlay = std::mem::take(&mut self.overlay);
-        let flat = Arc::make_mut(&mut self.flat);
-        for (name, change) in overlay {
-            match change {
-                Some(entry) => flat.insert(name, entry),
-                None => flat.remove(&name),
-            };
+        let mut flat = Flat::with_capacity(self.len, self.flat.texts.len());
+        for entry in self.iter() {
+            let parts = entry.parts();
+            flat.insert(parts.name, parts.value, parts.source, parts.secret);
         }
+        flat.shrink_to_fit();
+        self.flat = Arc::new(flat);
+        self.overlay = Overlay::default();
     }
 }
 
-impl std::ops::Index<&str> for Entries {
-    type Output = Entry;
-
-    /// # Panics
-    ///
-    /// When `name` has no entry.
-    fn index(&self, name: &str) -> &Entry {
-        self.get(name).expect("a name with an entry")
-    }
-}
-
-impl Extend<(Arc<str>, Entry)> for Entries {
-    fn extend<I: IntoIterator<Item = (Arc<str>, Entry)>>(&mut self, pairs: I) {
-        for (name, entry) in pairs {
-            self.insert(name, entry);
+/// Another map's entries, copied.
+impl<'a> Extend<Entry<'a>> for Entries {
+    fn extend<I: IntoIterator<Item = Entry<'a>>>(&mut self, entries: I) {
+        for entry in entries {
+            self.copy(entry);
         }
-    }
-}
-
-/// Another map's names and entries, cloned (a reference count each).
-impl<'a> Extend<(&'a Arc<str>, &'a Entry)> for Entries {
-    fn extend<I: IntoIterator<Item = (&'a Arc<str>, &'a Entry)>>(&mut self, pairs: I) {
-        self.extend(
-            pairs
-                .into_iter()
-                .map(|(name, entry)| (name.clone(), entry.clone())),
-        );
-    }
-}
-
-impl FromIterator<(Arc<str>, Entry)> for Entries {
-    fn from_iter<I: IntoIterator<Item = (Arc<str>, Entry)>>(pairs: I) -> Self {
-        let mut entries = Self::default();
-        entries.extend(pairs);
-        entries
     }
 }
 
@@ -189,7 +737,7 @@ impl PartialEq for Entries {
         self.len == other.len
             && self
                 .iter()
-                .all(|(name, entry)| other.get(name) == Some(entry))
+                .all(|entry| other.get(entry.name()) == Some(entry))
     }
 }
 
@@ -198,7 +746,8 @@ impl Eq for Entries {}
 impl fmt::Debug for Entries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `Entry`'s own `Debug` hides secret values.
-        f.debug_map().entries(self.iter()).finish()
+        let pairs = self.iter().map(|entry| (entry.name(), entry));
+        f.debug_map().entries(pairs).finish()
     }
 }
 
@@ -209,7 +758,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::snapshot::{Source, Value};
+    use crate::snapshot::Value;
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -233,17 +782,45 @@ mod tests {
         ]
     }
 
-    fn entry(value: u16) -> Entry {
-        Entry::new(Value::Integer(value.into()), Source::Default, false)
+    /// A value of each kind for `seed`, from a key of its own.
+    fn value(seed: u16) -> Value {
+        match seed % 5 {
+            0 => Value::Integer(seed.into()),
+            1 => Value::from(format!("text {seed} ✓")),
+            2 => Value::Bool(seed.is_multiple_of(2)),
+            3 => Value::from(vec!["a", "b"]),
+            _ => Value::Duration(Duration::from_millis(seed.into())),
+        }
     }
 
-    fn contents(entries: &Entries) -> BTreeMap<String, Entry> {
-        let listed: BTreeMap<String, Entry> = entries
+    fn source(seed: u16) -> Source {
+        Source::Etcd {
+            key: Arc::from(format!("/app/key-{seed}")),
+            mod_revision: seed.into(),
+        }
+    }
+
+    fn insert(entries: &mut Entries, name: &str, seed: u16) {
+        entries.insert(name, value(seed).view(), &source(seed), false);
+    }
+
+    fn contents(entries: &Entries) -> BTreeMap<String, (Value, Source)> {
+        let listed: BTreeMap<String, (Value, Source)> = entries
             .iter()
-            .map(|(name, entry)| (name.to_string(), entry.clone()))
+            .map(|entry| {
+                let pair = (entry.value().to_value(), entry.source());
+                (entry.name().to_owned(), pair)
+            })
             .collect();
         assert_eq!(listed.len(), entries.len(), "iter() yields each name once");
         listed
+    }
+
+    fn model_contents(model: &BTreeMap<String, u16>) -> BTreeMap<String, (Value, Source)> {
+        model
+            .iter()
+            .map(|(name, &seed)| (name.clone(), (value(seed), source(seed))))
+            .collect()
     }
 
     proptest! {
@@ -256,19 +833,19 @@ mod tests {
             capacity in 0usize..300,
             ops in prop::collection::vec(op(), 0..1000),
         ) {
-            let mut entries = Entries::with_capacity(capacity);
-            let mut model: BTreeMap<String, Entry> = BTreeMap::new();
-            let mut kept: Vec<(Entries, BTreeMap<String, Entry>)> = Vec::new();
+            let mut entries = Entries::with_capacity(capacity, capacity * 8);
+            let mut model: BTreeMap<String, u16> = BTreeMap::new();
+            let mut kept: Vec<(Entries, BTreeMap<String, u16>)> = Vec::new();
             for op in ops {
                 match op {
-                    Op::Insert(name, value) => {
+                    Op::Insert(name, seed) => {
                         let name = format!("n{name}");
-                        let old = entries.insert(Arc::from(name.as_str()), entry(value));
-                        prop_assert_eq!(old, model.insert(name, entry(value)));
+                        insert(&mut entries, &name, seed);
+                        model.insert(name, seed);
                     }
                     Op::Remove(name) => {
                         let name = format!("n{name}");
-                        prop_assert_eq!(entries.remove(&name), model.remove(&name));
+                        prop_assert_eq!(entries.remove(&name), model.remove(&name).is_some());
                     }
                     Op::Keep => kept.push((entries.clone(), model.clone())),
                     Op::Forget => kept.clear(),
@@ -277,46 +854,110 @@ mod tests {
                 prop_assert_eq!(entries.is_empty(), model.is_empty());
                 for name in 0..NAMES {
                     let name = format!("n{name}");
-                    prop_assert_eq!(entries.get(&name), model.get(&name));
+                    let found = entries.get(&name);
+                    prop_assert_eq!(found.map(|e| e.value().to_value()), model.get(&name).map(|&s| value(s)));
+                    prop_assert_eq!(found.map(|e| e.source()), model.get(&name).map(|&s| source(s)));
+                    prop_assert_eq!(found.map(Entry::name), model.get_key_value(&name).map(|(n, _)| n.as_str()));
                     prop_assert_eq!(entries.contains_key(&name), model.contains_key(&name));
                 }
+                // What a full read or merge leaves behind stays bounded.
+                prop_assert!(entries.flat.dead <= entries.flat.table.len() / 16 + 64);
             }
-            prop_assert_eq!(contents(&entries), model.clone());
+            prop_assert_eq!(contents(&entries), model_contents(&model));
             for (clone, then) in kept {
-                prop_assert_eq!(contents(&clone), then);
+                prop_assert_eq!(contents(&clone), model_contents(&then));
+            }
+        }
+
+        /// Every kind of value and of source reads back as it was packed, in a flat map
+        /// and in the overlay, whatever the texts hold.
+        #[test]
+        fn every_value_and_source_reads_back_as_packed(
+            name in "\\PC{0,12}",
+            text in "\\PC{0,40}",
+            other in "\\PC{0,20}",
+            number in any::<i64>(),
+            float in any::<f64>(),
+            secs in any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+            revision in any::<i64>(),
+            secret in any::<bool>(),
+        ) {
+            let values = [
+                Value::from(text.as_str()),
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Integer(number),
+                Value::Float(float),
+                Value::from(vec![text.as_str(), other.as_str()]),
+                Value::from(serde_json::json!({ "text": text, "n": number })),
+                Value::Duration(Duration::new(secs, nanos)),
+            ];
+            let key: Arc<str> = Arc::from(text.as_str());
+            let sources = [
+                Source::Etcd { key: key.clone(), mod_revision: revision },
+                Source::Env { var: Arc::from(other.as_str()) },
+                Source::Cache { key: key.clone(), mod_revision: revision },
+                Source::Default,
+                Source::Write { key: key.clone() },
+                Source::Rollout { rollout: Arc::from(other.as_str()), key, mod_revision: revision },
+            ];
+            for value in &values {
+                for source in &sources {
+                    let mut flat = Entries::default();
+                    flat.insert(&name, value.view(), source, secret);
+                    let mut shared = Entries::default();
+                    let published = shared.clone();
+                    shared.insert(&name, value.view(), source, secret);
+                    prop_assert!(!shared.overlay.is_empty() && published.is_empty());
+                    for entries in [&flat, &shared] {
+                        let entry = entries.get(&name).expect("just inserted");
+                        prop_assert_eq!(entry.name(), name.as_str());
+                        prop_assert_eq!(entry.value(), value.view());
+                        prop_assert_eq!(&entry.source(), source);
+                        prop_assert_eq!(entry.is_secret(), secret);
+                        let etcd = match source {
+                            Source::Etcd { key, mod_revision } => Some((&**key, *mod_revision)),
+                            _ => None,
+                        };
+                        prop_assert_eq!(entry.etcd(), etcd);
+                    }
+                    prop_assert_eq!(&flat, &shared);
+                }
             }
         }
     }
 
     #[test]
     fn changes_after_a_share_go_to_the_overlay_until_it_outgrows_a_sixteenth() {
-        let mut entries = Entries::with_capacity(2000);
+        let mut entries = Entries::with_capacity(2000, 0);
         for i in 0..2000 {
-            entries.insert(Arc::from(format!("n{i}")), entry(0));
+            insert(&mut entries, &format!("n{i}"), 0);
         }
         assert!(entries.overlay.is_empty(), "unshared: filled in place");
         let published = entries.clone();
         // 2000 / 16 + 64 = 189 changes fit in the overlay.
         for i in 0..189 {
-            entries.insert(Arc::from(format!("n{i}")), entry(1));
+            insert(&mut entries, &format!("n{i}"), 1);
         }
         assert_eq!(entries.overlay.len(), 189);
         assert!(Arc::ptr_eq(&entries.flat, &published.flat), "still shared");
-        entries.remove("n1999");
+        assert!(entries.remove("n1999"));
+        assert!(!entries.remove("n1999"), "removed once");
         assert!(entries.overlay.is_empty(), "merged at the 190th change");
         assert!(!Arc::ptr_eq(&entries.flat, &published.flat));
+        assert_eq!(entries.flat.dead, 0, "a merge packs the live entries only");
         assert_eq!(entries.len(), 1999);
-        assert_eq!(entries.get("n5"), Some(&entry(1)));
+        assert_eq!(entries.get("n5").map(|e| e.value()), Some(value(1).view()));
         assert_eq!(entries.get("n1999"), None);
-        assert_eq!(published.get("n5"), Some(&entry(0)));
-        assert_eq!(published.get("n1999"), Some(&entry(0)));
         assert_eq!(
-            entries,
-            entries
-                .iter()
-                .map(|(n, e)| (n.clone(), e.clone()))
-                .collect()
+            published.get("n5").map(|e| e.value()),
+            Some(ValueRef::Integer(0))
         );
+        assert!(published.get("n1999").is_some());
+        let mut copied = Entries::default();
+        copied.extend(entries.iter());
+        assert_eq!(entries, copied);
         assert_ne!(entries, published);
         let mut fewer = published.clone();
         fewer.remove("n0");
@@ -325,17 +966,46 @@ mod tests {
             "a map is not equal to one with a name more"
         );
         assert_ne!(published, fewer);
-        let values: Vec<&Entry> = entries.values().collect();
-        assert_eq!(values.len(), 1999);
-        assert_eq!(values.iter().filter(|e| ***e == entry(1)).count(), 189);
+        let ones = entries.iter().filter(|e| e.value() == value(1).view());
+        assert_eq!(ones.count(), 189);
+    }
+
+    #[test]
+    fn entries_replaced_in_place_are_packed_away_past_a_sixteenth() {
+        let mut entries = Entries::with_capacity(16, 0);
+        for i in 0..16 {
+            insert(&mut entries, &format!("n{i}"), 0);
+        }
+        // 16 / 16 + 64 = 65 entries replaced in place are kept; the 66th packs.
+        for round in 0..65 {
+            insert(&mut entries, "n0", round);
+        }
+        assert_eq!(entries.flat.dead, 65);
+        let before = entries.flat.texts.len();
+        insert(&mut entries, "n1", 7);
+        assert_eq!(entries.flat.dead, 0);
+        assert!(
+            entries.flat.texts.len() < before / 2,
+            "the dead entries' texts are gone"
+        );
+        assert_eq!(entries.get("n0").map(|e| e.value()), Some(value(64).view()));
+        assert_eq!(
+            entries.get("n1").map(|e| e.value()),
+            Some(ValueRef::Bool(false))
+        );
+        assert_eq!(entries.len(), 16);
     }
 
     #[test]
     fn debug_shows_each_name_and_hides_secret_values() {
         let mut entries = Entries::default();
-        let secret = Entry::new(Value::String(Arc::from("hunter2")), Source::Default, true);
-        entries.insert(Arc::from("db.password"), secret);
-        entries.insert(Arc::from("db.port"), entry(5432));
+        entries.insert(
+            "db.password",
+            ValueRef::String("hunter2"),
+            &Source::Default,
+            true,
+        );
+        entries.insert("db.port", ValueRef::Integer(5432), &Source::Default, false);
         let shown = format!("{entries:?}");
         assert!(shown.contains("\"db.password\""), "{shown}");
         assert!(shown.contains("5432"), "{shown}");

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::snapshot::Source;
+use crate::snapshot::{Source, ValueRef};
 use std::time::Instant;
 
 fn state() -> State {
@@ -192,7 +192,7 @@ fn first_list_publishes_and_watches_from_the_next_revision() {
     );
     assert_eq!(
         snapshot.entry("db.name").unwrap().source(),
-        &Source::Etcd {
+        Source::Etcd {
             key: Arc::from("/app/Db/Name"),
             mod_revision: 9
         }
@@ -851,7 +851,7 @@ fn a_value_that_is_not_text_is_rejected_and_the_last_good_one_stays() {
     );
     let snapshot = published(&outputs).unwrap();
     assert_eq!(snapshot.revision(), 11);
-    assert_eq!(snapshot.get("log_level"), Some(&Value::from("INFO")));
+    assert_eq!(snapshot.get("log_level"), Some(ValueRef::String("INFO")));
     assert!(notifications(&outputs).is_empty());
     assert_eq!(state.rejections().count(), 1);
 
@@ -879,7 +879,7 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
         21,
     ));
     let snapshot = published(&outputs).unwrap();
-    assert_eq!(snapshot.get("log_level"), Some(&Value::from("INFO")));
+    assert_eq!(snapshot.get("log_level"), Some(ValueRef::String("INFO")));
     assert!(notifications(&outputs).is_empty());
 }
 
@@ -901,7 +901,7 @@ fn colliding_keys_report_and_the_first_key_wins_until_it_goes() {
     // "/app/LogLevel" sorts before "/app/log_level".
     assert_eq!(
         published(&outputs).unwrap().get("log_level"),
-        Some(&Value::from("upper"))
+        Some(ValueRef::String("upper"))
     );
     assert_eq!(
         state.collisions(),
@@ -958,18 +958,18 @@ fn names_etcd_lacks_take_their_env_var_or_default_and_return_to_it_on_delete() {
         3,
     ));
     let snapshot = published(&outputs).unwrap();
-    assert_eq!(snapshot.get("level"), Some(&Value::from("DEBUG")));
+    assert_eq!(snapshot.get("level"), Some(ValueRef::String("DEBUG")));
 
     let outputs = state.step(watched(vec![del("/app/Level", 4, 3)]));
     let snapshot = published(&outputs).unwrap();
     assert_eq!(
         snapshot.get("level"),
-        Some(&Value::from("WARN")),
+        Some(ValueRef::String("WARN")),
         "the env var"
     );
     assert_eq!(
         snapshot.entry("level").unwrap().source(),
-        &Source::Env {
+        Source::Env {
             var: Arc::from("LEVEL")
         }
     );
@@ -1010,7 +1010,7 @@ fn a_revision_breaking_a_check_is_held_back_until_a_valid_one() {
     assert_eq!(snapshot.revision(), 10);
     // `min_pool` is text by the naming rules (`*_min_*` needs a word before it); the
     // check reads numbers from text.
-    assert_eq!(snapshot.get("min_pool"), Some(&Value::from("9")));
+    assert_eq!(snapshot.get("min_pool"), Some(ValueRef::String("9")));
     let changes = &notifications(&outputs)[0].changes;
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0].name.as_ref(), "max_pool");
@@ -1082,8 +1082,7 @@ fn cache_file(pairs: &[(&str, &str)], revision: i64) -> CacheRead {
     };
     let mut entries = Entries::default();
     for (name, value) in pairs {
-        let entry = Entry::new(Value::from(*value), source(name), false);
-        entries.insert(Arc::from(*name), entry);
+        entries.insert(name, ValueRef::String(value), &source(name), false);
     }
     CacheRead::Loaded(crate::cache::Loaded {
         entries,
@@ -2073,7 +2072,11 @@ fn a_rollout_the_instance_cannot_serve_is_rejected_once_and_the_base_serves() {
         let outputs = state.step(watched(vec![put("/app/_rollout/bad", doc, revision, prev)]));
         prev = Some(revision);
         let snapshot = published(&outputs).unwrap();
-        assert_eq!(snapshot.get("min_pool"), Some(&Value::from("1")), "{why}");
+        assert_eq!(
+            snapshot.get("min_pool"),
+            Some(ValueRef::String("1")),
+            "{why}"
+        );
         assert!(snapshot.rollouts().is_empty());
         assert!(notifications(&outputs).is_empty());
         let rejected = rollout_rejections(&outputs);
