@@ -206,7 +206,7 @@ impl EtcdConfig {
             reply,
         };
         let run = tasks.spawn(
-            engine
+            Box::new(engine)
                 .run(starting, cancel.clone())
                 .instrument(span.clone()),
         );
