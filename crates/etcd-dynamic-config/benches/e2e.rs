@@ -199,18 +199,17 @@ async fn run(sizes: &Sizes, full: bool) {
             memory_ratio <= 3.0,
         ));
         let per_key = |bytes: usize| bytes / sizes.memory;
-        let rest = held.saturating_sub(parts.texts + parts.fields + parts.table);
+        let rest = held.saturating_sub(parts.packed + parts.table);
         rows.push(row(
             &format!("heap held at {} keys, per key", sizes.memory),
             "(reported)",
             format!(
-                "{} B: texts {} B (name {} B, etcd key {} B, value {} B), packed fields {} B, hash table {} B, the rest {} B",
+                "{} B: packed entry {} B (name {} B, etcd key {} B, value {} B, the rest kinds, lengths and revision), hash table {} B, the rest {} B",
                 per_key(held),
-                per_key(parts.texts),
+                per_key(parts.packed),
                 per_key(parts.names),
                 per_key(parts.keys),
                 per_key(parts.values),
-                per_key(parts.fields),
                 per_key(parts.table),
                 per_key(rest)
             ),
@@ -679,14 +678,13 @@ async fn memory(etcd: &EtcdMember, client: Client, keys: usize) -> (usize, usize
 
 /// What a snapshot's heap is made of, in bytes: the texts of its names, etcd keys and
 /// string values as they are (no counts, no terminators), then the buffers of its flat
-/// map as allocated (`bench_support::heap_parts`): the texts' buffer, the packed fields
-/// (kinds, lengths, revisions, numbers) and the hash table.
+/// map as allocated (`bench_support::heap_parts`): the packed entries (those texts with
+/// each entry's kinds, lengths and revision) and the hash table.
 struct Parts {
     names: usize,
     keys: usize,
     values: usize,
-    texts: usize,
-    fields: usize,
+    packed: usize,
     table: usize,
 }
 
@@ -701,13 +699,12 @@ impl Parts {
             }
             values += entry.value().as_str().map_or(0, str::len);
         }
-        let [texts, fields, table] = etcd_dynamic_config::bench_support::heap_parts(snapshot);
+        let [packed, table] = etcd_dynamic_config::bench_support::heap_parts(snapshot);
         Self {
             names,
             keys,
             values,
-            texts,
-            fields,
+            packed,
             table,
         }
     }

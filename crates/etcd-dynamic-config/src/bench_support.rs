@@ -9,9 +9,10 @@ use crate::schema::Schema;
 use crate::settings::EtcdSettings;
 use crate::snapshot::Snapshot;
 
-/// What a snapshot's flat map holds, in bytes: texts (names, string values, keys),
-/// packed fields, and the hash table; an overlay of later changes is not counted.
-pub fn heap_parts(snapshot: &Snapshot) -> [usize; 3] {
+/// What a snapshot's flat map holds, in bytes: its packed entries (names, string
+/// values, keys, and their kinds, lengths and numbers) and its hash table; an overlay of
+/// later changes is not counted.
+pub fn heap_parts(snapshot: &Snapshot) -> [usize; 2] {
     snapshot.entries().heap()
 }
 

@@ -960,9 +960,13 @@ impl State {
         self.key_count = count;
         self.targets.clear();
         // A map of its own, filled in place (see `Entries`).
-        // Room for each key's name (about as long as its key), value and key.
-        let text_bytes = kvs.iter().map(|kv| 2 * kv.key.len() + kv.value.len()).sum();
-        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len(), text_bytes);
+        // Room for each key's name (about as long as its key), value, key and a few
+        // bytes of kinds, lengths and revision (what is left is given back below).
+        let bytes = kvs
+            .iter()
+            .map(|kv| 2 * kv.key.len() + kv.value.len() + 8)
+            .sum();
+        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len(), bytes);
         entries.extend(self.fallback.iter());
         let last_good = std::mem::replace(&mut self.entries, entries);
         self.rejected.clear();

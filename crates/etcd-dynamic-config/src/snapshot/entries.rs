@@ -1,13 +1,15 @@
 //! A snapshot's names and entries, packed: a flat map built once per full read of the
 //! prefix, under a persistent map of what changed since.
 //!
-//! The flat map holds no allocation per entry. Each entry is a few bytes of `meta`
-//! (its kinds, lengths, revision and number, most as LEB128 varints) and its texts (name,
-//! string value, etcd key) in one `String` shared by all entries; a hash table holds the
-//! offset of each entry's `meta`, found by its name's hash. Lists and JSON documents are
-//! shared (`Wide`), not copied. An [`Entry`] is a view over these bytes; the value it
-//! lends borrows them. At 100,000 small keys this holds about 80 bytes per key where an
-//! `Arc` per name, key, value and entry held 250 (see `BENCHMARKS.md`).
+//! The flat map holds no allocation per entry. Each entry is a run of bytes in one
+//! `String` shared by all entries: its kinds, then its name, value and source, numbers
+//! and lengths as varints of ASCII bytes (so that the buffer stays UTF-8 and every text
+//! in it is read as a `&str` without a check of its bytes). A hash table holds the
+//! offset of each entry, found by its name's hash: a lookup reads the table and then one
+//! run of bytes, where the name is compared and the value read. Lists and JSON
+//! documents are shared (`Wide`), not copied. An [`Entry`] is a view over these bytes;
+//! the value it lends borrows them. At 100,000 small keys this holds about 80 bytes per
+//! key where an `Arc` per name, key, value and entry held 250 (see `BENCHMARKS.md`).
 //!
 //! A full read (the first, or a re-list) fills the flat map in place. It is then shared
 //! by every snapshot until the next merge. A change after that goes into the overlay, a
@@ -121,50 +123,50 @@ impl SourceRef<'_> {
     }
 }
 
-// An entry's first byte of `meta`: the value's kind (bits 0–2), a bool's value (bit 3),
-// the source's kind (bits 4–6), the name's secrecy (bit 7).
+// An entry's first byte, ASCII: the value's kind (bits 0–2), the source's kind
+// (bits 3–5), the name's secrecy (bit 6).
 const STRING: u8 = 0;
-const BOOL: u8 = 1;
-const INTEGER: u8 = 2;
-const FLOAT: u8 = 3;
-const LIST: u8 = 4;
-const JSON: u8 = 5;
-const DURATION: u8 = 6;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const INTEGER: u8 = 3;
+const FLOAT: u8 = 4;
+const LIST: u8 = 5;
+const JSON: u8 = 6;
+const DURATION: u8 = 7;
 const KIND: u8 = 0b111;
-const TRUE: u8 = 1 << 3;
 const FROM_ETCD: u8 = 0;
 const FROM_ENV: u8 = 1;
 const FROM_CACHE: u8 = 2;
 const FROM_DEFAULT: u8 = 3;
 const FROM_WRITE: u8 = 4;
 const FROM_ROLLOUT: u8 = 5;
-const SOURCE_SHIFT: u32 = 4;
-const SECRET: u8 = 1 << 7;
+const SOURCE_SHIFT: u32 = 3;
+const SECRET: u8 = 1 << 6;
 
-/// Appends `n` as a LEB128 varint: 7 bits a byte, low bits first.
-fn put_varint(meta: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        meta.push((n & 0x7f) as u8 | 0x80);
-        n >>= 7;
+/// Appends `n` as a varint of ASCII bytes: 6 bits a byte, low bits first, bit 6 set on
+/// every byte but the last.
+fn put_varint(buf: &mut String, mut n: u64) {
+    while n >= 0x40 {
+        buf.push(char::from(0x40 | (n & 0x3f) as u8));
+        n >>= 6;
     }
-    meta.push(n as u8);
+    buf.push(char::from(n as u8));
 }
 
-/// Appends `text`'s length to `meta` and `text` to `texts`.
-fn put_text(meta: &mut Vec<u8>, texts: &mut String, text: &str) {
-    put_varint(meta, text.len() as u64);
-    texts.push_str(text);
+/// Appends `text`'s length, then `text`.
+fn put_text(buf: &mut String, text: &str) {
+    put_varint(buf, text.len() as u64);
+    buf.push_str(text);
 }
 
 /// Where packed entries are written: a flat map's buffers, or one overlay entry's.
 struct Packer<'a> {
-    meta: &'a mut Vec<u8>,
-    texts: &'a mut String,
+    buf: &'a mut String,
     wides: &'a mut Vec<Wide>,
 }
 
 impl Packer<'_> {
-    /// Packs one entry; returns the offset of its `meta`.
+    /// Packs one entry; returns its offset.
     fn pack(
         &mut self,
         name: &str,
@@ -172,11 +174,11 @@ impl Packer<'_> {
         source: SourceRef<'_>,
         secret: bool,
     ) -> usize {
-        let at = self.meta.len();
+        let at = self.buf.len();
         let kind = match value {
             ValueRef::String(_) => STRING,
-            ValueRef::Bool(false) => BOOL,
-            ValueRef::Bool(true) => BOOL | TRUE,
+            ValueRef::Bool(false) => FALSE,
+            ValueRef::Bool(true) => TRUE,
             ValueRef::Integer(_) => INTEGER,
             ValueRef::Float(_) => FLOAT,
             ValueRef::List(_) => LIST,
@@ -192,102 +194,102 @@ impl Packer<'_> {
             SourceRef::Rollout { .. } => FROM_ROLLOUT,
         };
         let secret = if secret { SECRET } else { 0 };
-        self.meta.push(kind | from << SOURCE_SHIFT | secret);
-        put_varint(self.meta, self.texts.len() as u64);
-        put_text(self.meta, self.texts, name);
+        self.buf
+            .push(char::from(kind | from << SOURCE_SHIFT | secret));
+        put_text(self.buf, name);
         match value {
-            ValueRef::String(text) => put_text(self.meta, self.texts, text),
+            ValueRef::String(text) => put_text(self.buf, text),
             ValueRef::Bool(_) => {}
-            ValueRef::Integer(number) => self.meta.extend(number.to_le_bytes()),
-            ValueRef::Float(number) => self.meta.extend(number.to_bits().to_le_bytes()),
+            // Zigzag: small negative numbers take few bytes too.
+            ValueRef::Integer(number) => {
+                put_varint(self.buf, ((number << 1) ^ (number >> 63)).cast_unsigned());
+            }
+            ValueRef::Float(number) => put_varint(self.buf, number.to_bits()),
             ValueRef::List(items) => self.share(Wide::List(items.clone())),
             ValueRef::Json(json) => self.share(Wide::Json(json.clone())),
             ValueRef::Duration(duration) => {
-                put_varint(self.meta, duration.as_secs());
-                put_varint(self.meta, duration.subsec_nanos().into());
+                put_varint(self.buf, duration.as_secs());
+                put_varint(self.buf, duration.subsec_nanos().into());
             }
         }
         match source {
             SourceRef::Etcd { key, mod_revision } | SourceRef::Cache { key, mod_revision } => {
-                put_varint(self.meta, mod_revision.cast_unsigned());
-                put_text(self.meta, self.texts, key);
+                put_varint(self.buf, mod_revision.cast_unsigned());
+                put_text(self.buf, key);
             }
-            SourceRef::Env { var: key } | SourceRef::Write { key } => {
-                put_text(self.meta, self.texts, key);
-            }
+            SourceRef::Env { var: key } | SourceRef::Write { key } => put_text(self.buf, key),
             SourceRef::Default => {}
             SourceRef::Rollout {
                 rollout,
                 key,
                 mod_revision,
             } => {
-                put_varint(self.meta, mod_revision.cast_unsigned());
-                put_text(self.meta, self.texts, key);
-                put_text(self.meta, self.texts, rollout);
+                put_varint(self.buf, mod_revision.cast_unsigned());
+                put_text(self.buf, key);
+                put_text(self.buf, rollout);
             }
         }
         at
     }
 
     fn share(&mut self, wide: Wide) {
-        put_varint(self.meta, self.wides.len() as u64);
+        put_varint(self.buf, self.wides.len() as u64);
         self.wides.push(wide);
     }
 }
 
 /// Reads one packed entry, field by field, in the order `Packer::pack` wrote them.
 struct Unpacker<'a> {
-    meta: &'a [u8],
-    texts: &'a str,
-    text_at: usize,
+    /// The entry's bytes and, after them, whatever follows in the buffer.
+    buf: &'a str,
+    at: usize,
 }
 
 impl<'a> Unpacker<'a> {
-    /// At the entry whose `meta` starts `meta`; returns its first byte too.
+    /// At `entry`'s first byte; returns that byte too.
     fn new(entry: Entry<'a>) -> (u8, Self) {
-        let (&flags, meta) = entry.meta.split_first().expect("an entry's flags");
-        let mut unpacker = Self {
-            meta,
-            texts: entry.texts,
-            text_at: 0,
-        };
-        unpacker.text_at = unpacker.varint() as usize;
-        (flags, unpacker)
+        let flags = entry.buf.as_bytes()[0];
+        (
+            flags,
+            Self {
+                buf: entry.buf,
+                at: 1,
+            },
+        )
     }
 
     fn varint(&mut self) -> u64 {
+        let bytes = self.buf.as_bytes();
         let mut n = 0;
         let mut shift = 0;
         loop {
-            let (&byte, rest) = self.meta.split_first().expect("a varint");
-            self.meta = rest;
-            n |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
+            let byte = bytes[self.at];
+            self.at += 1;
+            n |= u64::from(byte & 0x3f) << shift;
+            if byte & 0x40 == 0 {
                 return n;
             }
-            shift += 7;
+            shift += 6;
         }
-    }
-
-    fn eight(&mut self) -> [u8; 8] {
-        let (bytes, rest) = self.meta.split_first_chunk().expect("eight bytes");
-        self.meta = rest;
-        *bytes
     }
 
     fn text(&mut self) -> &'a str {
         let len = self.varint() as usize;
-        let text = &self.texts[self.text_at..self.text_at + len];
-        self.text_at += len;
+        let text = &self.buf[self.at..self.at + len];
+        self.at += len;
         text
     }
 
     fn value(&mut self, flags: u8, wides: &'a [Wide]) -> ValueRef<'a> {
         match flags & KIND {
             STRING => ValueRef::String(self.text()),
-            BOOL => ValueRef::Bool(flags & TRUE != 0),
-            INTEGER => ValueRef::Integer(i64::from_le_bytes(self.eight())),
-            FLOAT => ValueRef::Float(f64::from_bits(u64::from_le_bytes(self.eight()))),
+            FALSE => ValueRef::Bool(false),
+            TRUE => ValueRef::Bool(true),
+            INTEGER => {
+                let zigzag = self.varint();
+                ValueRef::Integer((zigzag >> 1).cast_signed() ^ -(zigzag & 1).cast_signed())
+            }
+            FLOAT => ValueRef::Float(f64::from_bits(self.varint())),
             DURATION => {
                 let secs = self.varint();
                 let nanos = self.varint() as u32;
@@ -336,11 +338,9 @@ impl<'a> Unpacker<'a> {
 /// a secret name.
 #[derive(Clone, Copy)]
 pub struct Entry<'a> {
-    /// The entry's packed fields, from its first byte on.
-    meta: &'a [u8],
-    /// Texts its `meta` points into.
-    texts: &'a str,
-    /// Values its `meta` points to.
+    /// The buffer from the entry's first byte on.
+    buf: &'a str,
+    /// The values its bytes point to.
     wides: &'a [Wide],
 }
 
@@ -384,7 +384,7 @@ impl<'a> Entry<'a> {
 
     /// Whether the schema marks the name secret.
     pub fn is_secret(&self) -> bool {
-        self.meta[0] & SECRET != 0
+        self.buf.as_bytes()[0] & SECRET != 0
     }
 
     /// The etcd key and mod revision, when the value came from etcd.
@@ -420,33 +420,34 @@ impl fmt::Debug for Entry<'_> {
 /// Packed entries and the table that finds them by name.
 #[derive(Default)]
 struct Flat {
-    /// The offset in `meta` of each live entry, by the hash of its name.
+    /// The offset in `buf` of each live entry, by the hash of its name.
     table: HashTable<usize>,
-    meta: Vec<u8>,
-    texts: String,
+    buf: String,
     wides: Vec<Wide>,
     /// Entries replaced or removed in place, whose bytes stay until the next merge.
     dead: usize,
     hasher: Hasher,
 }
 
+/// The entry at `at` in `buf`.
+fn entry_at<'a>(buf: &'a str, wides: &'a [Wide], at: usize) -> Entry<'a> {
+    Entry {
+        buf: &buf[at..],
+        wides,
+    }
+}
+
 impl Flat {
-    fn with_capacity(names: usize, text_bytes: usize) -> Self {
+    fn with_capacity(names: usize, bytes: usize) -> Self {
         Self {
             table: HashTable::with_capacity(names),
-            // A flags byte and about four varints.
-            meta: Vec::with_capacity(names * 8),
-            texts: String::with_capacity(text_bytes),
+            buf: String::with_capacity(bytes),
             ..Self::default()
         }
     }
 
     fn entry(&self, at: usize) -> Entry<'_> {
-        Entry {
-            meta: &self.meta[at..],
-            texts: &self.texts,
-            wides: &self.wides,
-        }
+        entry_at(&self.buf, &self.wides, at)
     }
 
     fn get(&self, name: &str) -> Option<Entry<'_>> {
@@ -465,21 +466,13 @@ impl Flat {
     ) -> bool {
         let Self {
             table,
-            meta,
-            texts,
+            buf,
             wides,
             dead,
             hasher,
         } = self;
-        let at = Packer { meta, texts, wides }.pack(name, value, source, secret);
-        let name_at = |at: usize| {
-            let entry = Entry {
-                meta: &meta[at..],
-                texts,
-                wides,
-            };
-            entry.name()
-        };
+        let at = Packer { buf, wides }.pack(name, value, source, secret);
+        let name_at = |at: usize| entry_at(buf, wides, at).name();
         let hash = hasher.hash_one(name);
         let slot = table.entry(
             hash,
@@ -503,20 +496,9 @@ impl Flat {
     fn remove(&mut self, name: &str) -> bool {
         let hash = self.hasher.hash_one(name);
         let Self {
-            table,
-            meta,
-            texts,
-            wides,
-            ..
+            table, buf, wides, ..
         } = self;
-        let found = table.find_entry(hash, |&at| {
-            let entry = Entry {
-                meta: &meta[at..],
-                texts,
-                wides,
-            };
-            entry.name() == name
-        });
+        let found = table.find_entry(hash, |&at| entry_at(buf, wides, at).name() == name);
         match found {
             Ok(slot) => {
                 slot.remove();
@@ -528,41 +510,33 @@ impl Flat {
     }
 
     fn shrink_to_fit(&mut self) {
-        self.meta.shrink_to_fit();
-        self.texts.shrink_to_fit();
+        self.buf.shrink_to_fit();
         self.wides.shrink_to_fit();
     }
 }
 
 /// One entry packed on its own, for the overlay.
 struct Single {
-    meta: Box<[u8]>,
-    texts: Box<str>,
+    buf: Box<str>,
     wides: Box<[Wide]>,
 }
 
 impl Single {
     fn new(name: &str, value: ValueRef<'_>, source: SourceRef<'_>, secret: bool) -> Self {
-        let (mut meta, mut texts, mut wides) = (Vec::new(), String::new(), Vec::new());
+        let (mut buf, mut wides) = (String::new(), Vec::new());
         let packer = &mut Packer {
-            meta: &mut meta,
-            texts: &mut texts,
+            buf: &mut buf,
             wides: &mut wides,
         };
         packer.pack(name, value, source, secret);
         Self {
-            meta: meta.into(),
-            texts: texts.into(),
+            buf: buf.into(),
             wides: wides.into(),
         }
     }
 
     fn entry(&self) -> Entry<'_> {
-        Entry {
-            meta: &self.meta,
-            texts: &self.texts,
-            wides: &self.wides,
-        }
+        entry_at(&self.buf, &self.wides, 0)
     }
 }
 
@@ -581,11 +555,11 @@ pub(crate) struct Entries {
 }
 
 impl Entries {
-    /// An empty map with room for `names` names and `text_bytes` bytes of their texts
-    /// (names, string values, keys) before it grows.
-    pub(crate) fn with_capacity(names: usize, text_bytes: usize) -> Self {
+    /// An empty map with room for `names` names and `bytes` bytes of their packed
+    /// entries (names, string values, keys, a few bytes more each) before it grows.
+    pub(crate) fn with_capacity(names: usize, bytes: usize) -> Self {
         Self {
-            flat: Arc::new(Flat::with_capacity(names, text_bytes)),
+            flat: Arc::new(Flat::with_capacity(names, bytes)),
             ..Self::default()
         }
     }
@@ -689,13 +663,13 @@ impl Entries {
         flat.chain(overlaid)
     }
 
-    /// What the flat map's buffers hold, in bytes: texts, packed fields, and the table
+    /// What the flat map's buffers hold, in bytes: packed entries and the table
     /// (its slots and control bytes; hashbrown keeps 7 of 8 slots usable).
-    pub(crate) fn heap(&self) -> [usize; 3] {
+    pub(crate) fn heap(&self) -> [usize; 2] {
         let flat = &self.flat;
         let slots = (flat.table.capacity() * 8 / 7).next_power_of_two();
         let table = slots * (size_of::<usize>() + 1);
-        [flat.texts.capacity(), flat.meta.capacity(), table]
+        [flat.buf.capacity(), table]
     }
 
     /// Gives back the room a full read reserved and did not use.
@@ -712,7 +686,7 @@ impl Entries {
         if self.overlay.len() <= bound && self.flat.dead <= bound {
             return;
         }
-        let mut flat = Flat::with_capacity(self.len, self.flat.texts.len());
+        let mut flat = Flat::with_capacity(self.len, self.flat.buf.len());
         for entry in self.iter() {
             let parts = entry.parts();
             flat.insert(parts.name, parts.value, parts.source, parts.secret);
@@ -981,12 +955,12 @@ mod tests {
             insert(&mut entries, "n0", round);
         }
         assert_eq!(entries.flat.dead, 65);
-        let before = entries.flat.texts.len();
+        let before = entries.flat.buf.len();
         insert(&mut entries, "n1", 7);
         assert_eq!(entries.flat.dead, 0);
         assert!(
-            entries.flat.texts.len() < before / 2,
-            "the dead entries' texts are gone"
+            entries.flat.buf.len() < before / 2,
+            "the dead entries' bytes are gone"
         );
         assert_eq!(entries.get("n0").map(|e| e.value()), Some(value(64).view()));
         assert_eq!(
