@@ -451,7 +451,11 @@ impl Flat {
     }
 
     fn get(&self, name: &str) -> Option<Entry<'_>> {
-        let hash = self.hasher.hash_one(name);
+        self.get_hashed(self.hasher.hash_one(name), name)
+    }
+
+    /// [`get`](Self::get), with the name's hash known.
+    fn get_hashed(&self, hash: u64, name: &str) -> Option<Entry<'_>> {
         let at = self.table.find(hash, |&at| self.entry(at).name() == name)?;
         Some(self.entry(*at))
     }
@@ -545,11 +549,28 @@ impl Single {
 type Overlay =
     imbl::GenericHashMap<Arc<str>, Option<Arc<Single>>, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
 
+/// One bit per name the overlay may hold, chosen by the top bits of the name's hash in
+/// the flat map: a lookup whose bit is clear goes straight to the flat map, without
+/// walking the overlay (a walk costs a scattered read at 100,000 names about as much as
+/// the flat map's own lookup). Bits are set as names go into the overlay and cleared
+/// only when it is merged; 65,536 of them keep false hits under one in ten for the
+/// 6,314 changes an overlay holds at 100,000 names.
+type Filter = Arc<[u64; FILTER_WORDS]>;
+const FILTER_WORDS: usize = 1024;
+
+/// The word and bit of [`Filter`] for a name's hash.
+fn filter_bit(hash: u64) -> (usize, u64) {
+    let bit = (hash >> 48) as usize;
+    (bit / 64, 1 << (bit % 64))
+}
+
 /// Name → entry; cloning it costs a reference count and the overlay's root.
 #[derive(Clone, Default)]
 pub(crate) struct Entries {
     flat: Arc<Flat>,
     overlay: Overlay,
+    /// Which names the overlay may hold; `None` while it holds none.
+    filter: Option<Filter>,
     /// How many names resolve to an entry.
     len: usize,
 }
@@ -566,12 +587,26 @@ impl Entries {
 
     /// The entry of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<Entry<'_>> {
-        if !self.overlay.is_empty()
-            && let Some(change) = self.overlay.get(name)
-        {
-            return change.as_deref().map(Single::entry);
+        let hash = self.flat.hasher.hash_one(name);
+        if let Some(filter) = &self.filter {
+            let (word, bit) = filter_bit(hash);
+            if filter[word] & bit != 0
+                && let Some(change) = self.overlay.get(name)
+            {
+                return change.as_deref().map(Single::entry);
+            }
         }
-        self.flat.get(name)
+        self.flat.get_hashed(hash, name)
+    }
+
+    /// Puts a change of `name` in the overlay.
+    fn overlay_insert(&mut self, name: &str, change: Option<Arc<Single>>) {
+        let (word, bit) = filter_bit(self.flat.hasher.hash_one(name));
+        let filter = self
+            .filter
+            .get_or_insert_with(|| Arc::new([0; FILTER_WORDS]));
+        Arc::make_mut(filter)[word] |= bit;
+        self.overlay.insert(Arc::from(name), change);
     }
 
     /// Whether `name` has an entry.
@@ -619,7 +654,7 @@ impl Entries {
         } else {
             let replaced = self.contains_key(name);
             let single = Single::new(name, value, source, secret);
-            self.overlay.insert(Arc::from(name), Some(Arc::new(single)));
+            self.overlay_insert(name, Some(Arc::new(single)));
             replaced
         };
         if !replaced {
@@ -640,7 +675,7 @@ impl Entries {
                 self.overlay.remove(name);
             }
         } else if self.flat.get(name).is_some() {
-            self.overlay.insert(Arc::from(name), None);
+            self.overlay_insert(name, None);
         } else {
             self.overlay.remove(name);
         }
@@ -694,6 +729,7 @@ impl Entries {
         flat.shrink_to_fit();
         self.flat = Arc::new(flat);
         self.overlay = Overlay::default();
+        self.filter = None;
     }
 }
 
