@@ -1007,6 +1007,29 @@ mod tests {
     }
 
     #[test]
+    fn entries_removed_in_place_count_as_dead_and_are_packed_away_too() {
+        let mut entries = Entries::with_capacity(200, 0);
+        for i in 0..200 {
+            insert(&mut entries, &format!("n{i}"), 0);
+        }
+        let mut packed = false;
+        for i in 0..150 {
+            let before = entries.flat.buf.len();
+            assert!(entries.remove(&format!("n{i}")));
+            let bound = entries.flat.table.len() / 16 + 64;
+            assert!(entries.flat.dead <= bound, "{} dead", entries.flat.dead);
+            packed |= entries.flat.buf.len() < before;
+        }
+        assert!(packed, "the removed entries' bytes were packed away");
+        assert_eq!(entries.len(), 50);
+        assert_eq!(
+            entries.get("n150").map(|e| e.value()),
+            Some(value(0).view())
+        );
+        assert_eq!(entries.get("n5"), None);
+    }
+
+    #[test]
     fn debug_shows_each_name_and_hides_secret_values() {
         let mut entries = Entries::default();
         entries.insert(
