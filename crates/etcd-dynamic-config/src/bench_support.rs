@@ -32,7 +32,7 @@ impl Engine {
         let kvs: Vec<Kv> = pairs
             .into_iter()
             .map(|(key, value)| Kv {
-                key: Arc::from(key),
+                key,
                 value: value.into_bytes(),
                 mod_revision: 1,
             })

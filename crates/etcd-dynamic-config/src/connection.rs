@@ -273,7 +273,7 @@ impl Connection {
             for pair in page {
                 let mod_revision = pair.mod_revision();
                 let (key, value) = pair.into_key_value();
-                if let Some(key) = utf8_key(key) {
+                if let Some(key) = utf8_string(key) {
                     kvs.push(Kv {
                         key,
                         value,
@@ -309,7 +309,7 @@ impl Connection {
                     for pair in get.take_kvs() {
                         let mod_revision = pair.mod_revision();
                         let (key, value) = pair.into_key_value();
-                        if let Some(key) = utf8_key(key) {
+                        if let Some(key) = utf8_string(key) {
                             found.push(Kv {
                                 key,
                                 value,
@@ -1057,8 +1057,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn utf8_key(key: Vec<u8>) -> Option<Arc<str>> {
+    utf8_string(key).map(Arc::from)
+}
+
+/// `key` as text; `None` (and a warning) for a key that is not UTF-8.
+fn utf8_string(key: Vec<u8>) -> Option<String> {
     match String::from_utf8(key) {
-        Ok(key) => Some(Arc::from(key)),
+        Ok(key) => Some(key),
         Err(error) => {
             tracing::warn!(
                 event = events::KEY_IGNORED,

@@ -323,13 +323,13 @@ impl EtcdClient {
         found
             .into_iter()
             .map(|kv| match String::from_utf8(kv.value) {
-                Ok(text) => Ok((kv.key.to_string(), text)),
+                Ok(text) => Ok((kv.key, text)),
                 Err(error) => Err(Error::Value {
-                    name: kv.key.to_string(),
+                    name: kv.key.clone(),
                     reason: format!("the value is not UTF-8 text ({})", error.utf8_error()),
                     origin: Source::Etcd {
                         mod_revision: kv.mod_revision,
-                        key: kv.key,
+                        key: Arc::from(kv.key),
                     },
                 }),
             })

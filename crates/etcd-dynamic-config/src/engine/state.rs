@@ -64,13 +64,13 @@ use crate::announce::Announce;
 use crate::cache::Loaded;
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::rollout::{Rollout, RolloutRejection};
-use crate::schema::KeyMap;
+use crate::schema::{Coerced, KeyMap};
 use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
 
 /// A key-value pair from a range read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Kv {
-    pub(crate) key: Arc<str>,
+    pub(crate) key: String,
     pub(crate) value: Vec<u8>,
     pub(crate) mod_revision: i64,
 }
@@ -289,12 +289,13 @@ enum Phase {
     Watching,
 }
 
-/// One key's write as the cache applies it: the value already coerced.
+/// One key's write as the cache applies it: the value already coerced, the key and the
+/// value's text borrowed from the listing or the event.
 #[derive(Debug)]
-struct Write {
-    key: Arc<str>,
+struct Write<'a> {
+    key: &'a str,
     mod_revision: i64,
-    value: Result<Value, String>,
+    value: Result<Coerced<'a>, String>,
 }
 
 /// A key that lost a name collision: kept so it can take over if the winner goes.
@@ -409,12 +410,14 @@ impl Pending {
         self.0.is_some()
     }
 
-    fn record(&mut self, name: &Arc<str>, old: Option<Value>, new: Option<Value>) {
+    fn record(&mut self, name: &str, old: Option<Value>, new: Option<Value>) {
         if let Some(changes) = &mut self.0 {
-            changes
-                .entry(name.clone())
-                .and_modify(|(_, last)| last.clone_from(&new))
-                .or_insert((old, new));
+            match changes.get_mut(name) {
+                Some((_, last)) => *last = new,
+                None => {
+                    changes.insert(Arc::from(name), (old, new));
+                }
+            }
         }
     }
 
@@ -979,25 +982,31 @@ impl State {
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
         let mut digest = 0u64;
-        // One name is written here at a time: an allocation per name, not two.
-        let mut scratch = String::new();
-        for kv in kvs {
+        // Each name is written here in turn and borrowed from it, as the key and the
+        // value's text are from the listing: nothing is allocated per key but its entry.
+        let mut name = String::new();
+        for kv in &kvs {
             // Summed in this pass, not one of its own: each key is read from memory once.
             if kv.key.starts_with(self.prefix_dir()) {
                 let print = fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision);
                 digest = digest.wrapping_add(print);
             }
             if self.keys.rollout_of(&kv.key).is_some() {
-                self.stage(&kv.key, kv.mod_revision, Some(&kv.value));
-            } else if let Some(name) = self.keys.name_for_in(&kv.key, &mut scratch) {
+                self.stage(
+                    &Arc::from(kv.key.as_str()),
+                    kv.mod_revision,
+                    Some(&kv.value),
+                );
+            } else if self.keys.name_into(&kv.key, &mut name) {
                 let write = Write {
-                    value: self.keys.schema().coerce(&name, &kv.value),
-                    key: kv.key,
+                    value: self.keys.schema().coerce_in(&name, &kv.value),
+                    key: &kv.key,
                     mod_revision: kv.mod_revision,
                 };
-                self.put(name, write, &mut ignored, &mut outputs);
+                self.put(&name, write, &mut ignored, &mut outputs);
             }
         }
+        drop(kvs);
         self.digest = Some(digest);
         // A rejected value leaves the name at its last good value.
         for name in self.rejected.keys() {
@@ -1219,11 +1228,11 @@ impl State {
         match &event.value {
             Some(raw) => {
                 let write = Write {
-                    key: event.key.clone(),
+                    key: &event.key,
                     mod_revision: event.mod_revision,
-                    value: self.keys.schema().coerce(&name, raw),
+                    value: self.keys.schema().coerce_in(&name, raw),
                 };
-                self.put(name, write, pending, outputs);
+                self.put(&name, write, pending, outputs);
             }
             None => self.delete(&name, &event.key, pending, outputs),
         }
@@ -1232,83 +1241,88 @@ impl State {
 
     fn put(
         &mut self,
-        name: Arc<str>,
-        write: Write,
+        name: &str,
+        write: Write<'_>,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
         // Another key that names this value, if any (copied only then).
         let owner = self
-            .owner(&name)
-            .filter(|owner| **owner != *write.key)
+            .owner(name)
+            .filter(|owner| *owner != write.key)
             .map(Arc::<str>::from);
-        if let Some(owner) = owner.clone().filter(|owner| *owner < write.key) {
+        if let Some(owner) = owner.clone().filter(|owner| **owner < *write.key) {
             // Another key already names this value: this one waits in the shadows.
             let shadowed = Shadowed {
-                name: name.clone(),
+                name: Arc::from(name),
                 mod_revision: write.mod_revision,
-                value: write.value,
+                value: write.value.map(Coerced::into_value),
             };
-            if self.shadowed.insert(write.key.clone(), shadowed).is_none() {
-                outputs.push(collision(&name, owner, write.key));
+            let key = Arc::<str>::from(write.key);
+            if self.shadowed.insert(key.clone(), shadowed).is_none() {
+                outputs.push(collision(name, owner, key));
             }
             return;
         }
         if let Some(owner) = owner {
             // This key sorts first: it takes the name over.
             let displaced = Shadowed {
-                name: name.clone(),
-                mod_revision: self.tracked_revision(&name, &owner).unwrap_or(0),
-                value: match self.rejected.get(&name) {
+                name: Arc::from(name),
+                mod_revision: self.tracked_revision(name, &owner).unwrap_or(0),
+                value: match self.rejected.get(name) {
                     Some(rejection) => Err(rejection.reason.clone()),
                     None => Ok(self
                         .entries
-                        .get(&name)
+                        .get(name)
                         .expect("the owner's entry")
                         .value()
                         .to_value()),
                 },
             };
             self.shadowed.insert(owner.clone(), displaced);
-            outputs.push(collision(&name, write.key.clone(), owner));
+            outputs.push(collision(name, Arc::from(write.key), owner));
         }
-        self.shadowed.remove(&write.key);
+        if !self.shadowed.is_empty() {
+            self.shadowed.remove(write.key);
+        }
         self.set_owner(name, write, pending, outputs);
     }
 
     /// Makes the written key the owner of `name`.
     fn set_owner(
         &mut self,
-        name: Arc<str>,
-        write: Write,
+        name: &str,
+        write: Write<'_>,
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
         match write.value {
             Ok(value) => {
-                self.rejected.remove(&name);
-                let source = Source::Etcd {
-                    key: write.key,
-                    mod_revision: write.mod_revision,
-                };
-                let secret = self.keys.schema().is_secret(&name);
-                if pending.is_recording() {
-                    let old = self
-                        .entries
-                        .get(&name)
-                        .map(|entry| entry.value().to_value());
-                    self.entries.insert(&name, value.view(), &source, secret);
-                    pending.record(&name, old, Some(value));
-                } else {
-                    // A full read does this once per key: nothing is cloned.
-                    self.entries.insert(&name, value.view(), &source, secret);
+                if !self.rejected.is_empty() {
+                    self.rejected.remove(name);
+                }
+                let secret = self.keys.schema().is_secret(name);
+                // A full read does this once per key: nothing is cloned.
+                let old = pending
+                    .is_recording()
+                    .then(|| self.entries.get(name).map(|entry| entry.value().to_value()));
+                self.entries.insert_from_etcd(
+                    name,
+                    value.view(),
+                    write.key,
+                    write.mod_revision,
+                    secret,
+                );
+                if let Some(old) = old {
+                    pending.record(name, old, Some(value.into_value()));
                 }
             }
             Err(reason) => {
+                let name = Arc::<str>::from(name);
                 let rejection = Rejection {
                     name: name.clone(),
                     source: Source::Etcd {
-                        key: write.key,
+                        key: Arc::from(write.key),
                         mod_revision: write.mod_revision,
                     },
                     reason,
@@ -1319,17 +1333,11 @@ impl State {
         }
     }
 
-    fn delete(
-        &mut self,
-        name: &Arc<str>,
-        key: &Arc<str>,
-        pending: &mut Pending,
-        outputs: &mut Vec<Output>,
-    ) {
+    fn delete(&mut self, name: &str, key: &str, pending: &mut Pending, outputs: &mut Vec<Output>) {
         if self.shadowed.remove(key).is_some() {
             return;
         }
-        if self.owner(name) != Some(&**key) {
+        if self.owner(name) != Some(key) {
             return;
         }
         self.rejected.remove(name);
@@ -1340,16 +1348,16 @@ impl State {
         let heir = self
             .shadowed
             .iter()
-            .find(|(_, shadowed)| shadowed.name == *name)
+            .find(|(_, shadowed)| *shadowed.name == *name)
             .map(|(key, _)| key.clone());
         if let Some(heir) = heir {
             let shadowed = self.shadowed.remove(&heir).expect("heir is shadowed");
             let write = Write {
-                key: heir,
+                key: &heir,
                 mod_revision: shadowed.mod_revision,
-                value: shadowed.value,
+                value: shadowed.value.map(Coerced::Value),
             };
-            self.set_owner(name.clone(), write, pending, outputs);
+            self.set_owner(name, write, pending, outputs);
         }
         // No key left (or only a rejected one): the env var or default applies again.
         if !self.entries.contains_key(name)
@@ -1361,9 +1369,9 @@ impl State {
     }
 }
 
-fn collision(name: &Arc<str>, winner: Arc<str>, loser: Arc<str>) -> Output {
+fn collision(name: &str, winner: Arc<str>, loser: Arc<str>) -> Output {
     Output::Collide {
-        name: name.clone(),
+        name: Arc::from(name),
         keys: vec![winner, loser],
     }
 }

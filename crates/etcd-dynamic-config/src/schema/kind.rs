@@ -36,36 +36,45 @@ impl Kind {
     /// Nested names are matched with `.` read as `_`, so `database.port` is an integer.
     pub fn infer(name: &str) -> Self {
         // Called for every key of a list: `.` is read as `_` in place, not in a copy.
+        // Each prefix and suffix is one word and a separator, so the first and the last
+        // word are compared whole; the parts looked for inside start with a separator,
+        // so only where the name holds one are they tried.
         let name = name.as_bytes();
-        let same = |a: &[u8], b: &[u8]| {
-            a.iter()
-                .zip(b)
-                .all(|(&a, &b)| a == b || (a == b'.' && b == b'_'))
-        };
-        let starts = |prefixes: &[&str]| {
-            prefixes
-                .iter()
-                .any(|p| name.len() >= p.len() && same(&name[..p.len()], p.as_bytes()))
-        };
-        let ends = |suffixes: &[&str]| {
-            suffixes
-                .iter()
-                .any(|s| name.len() >= s.len() && same(&name[name.len() - s.len()..], s.as_bytes()))
-        };
+        let separator = |b: &u8| *b == b'_' || *b == b'.';
+        let first = name.iter().position(separator).map(|at| &name[..at]);
+        let last = name.iter().rposition(separator).map(|at| &name[at + 1..]);
         let contains = |parts: &[&str]| {
-            parts.iter().any(|p| {
-                name.windows(p.len())
-                    .any(|window| same(window, p.as_bytes()))
-            })
+            let same = |a: &[u8], b: &[u8]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(&a, &b)| a == b || (a == b'.' && b == b'_'))
+            };
+            let mut at = 0;
+            while let Some(found) = name[at..].iter().position(separator) {
+                at += found;
+                let rest = &name[at..];
+                if parts
+                    .iter()
+                    .any(|p| rest.len() >= p.len() && same(&rest[..p.len()], p.as_bytes()))
+                {
+                    return true;
+                }
+                at += 1;
+            }
+            false
         };
-        if starts(&["use_", "is_", "has_"]) || ends(&["_enabled", "_debug", "_echo", "_start"]) {
+        let last_is =
+            |words: &[&str]| last.is_some_and(|last| words.iter().any(|w| w.as_bytes() == last));
+        if first.is_some_and(|first| matches!(first, b"use" | b"is" | b"has"))
+            || last_is(&["enabled", "debug", "echo", "start"])
+        {
             Self::Bool
-        } else if ends(&["_statuses", "_list", "_items"]) {
+        } else if last_is(&["statuses", "list", "items"]) {
             Self::List
-        } else if contains(&["_timeout"]) || ends(&["_seconds", "_interval", "_duration"]) {
+        } else if contains(&["_timeout"]) || last_is(&["seconds", "interval", "duration"]) {
             Self::Float
         } else if contains(&["_max_", "_min_"])
-            || ends(&["_count", "_limit", "_port", "_connections", "_size"])
+            || last_is(&["count", "limit", "port", "connections", "size"])
         {
             Self::Integer
         } else {
@@ -201,6 +210,46 @@ mod tests {
         assert_eq!(Kind::infer("retry-count"), Kind::String);
         assert_eq!(Kind::infer("a_max.b"), Kind::Integer);
         assert_eq!(Kind::infer("port"), Kind::String);
+    }
+
+    proptest::proptest! {
+        /// The rules as written (`.` made `_` in a copy, then `starts_with`, `ends_with`,
+        /// `contains`) give the kind [`Kind::infer`] gives without the copy.
+        #[test]
+        fn inferred_kinds_are_the_plain_rules(
+            words in proptest::collection::vec(
+                "(use|is|has|enabled|debug|echo|start|statuses|list|items|timeout|seconds|\
+                 interval|duration|max|min|count|limit|port|connections|size|x|_|\\.)",
+                0..6,
+            ),
+            separators in proptest::collection::vec("[._]?", 6),
+        ) {
+            let mut name = String::new();
+            for (word, separator) in words.iter().zip(&separators) {
+                name.push_str(word);
+                name.push_str(separator);
+            }
+            let plain = name.replace('.', "_");
+            let starts = |p: &[&str]| p.iter().any(|p| plain.starts_with(p));
+            let ends = |p: &[&str]| p.iter().any(|p| plain.ends_with(p));
+            let contains = |p: &[&str]| p.iter().any(|p| plain.contains(p));
+            let expected = if starts(&["use_", "is_", "has_"])
+                || ends(&["_enabled", "_debug", "_echo", "_start"])
+            {
+                Kind::Bool
+            } else if ends(&["_statuses", "_list", "_items"]) {
+                Kind::List
+            } else if contains(&["_timeout"]) || ends(&["_seconds", "_interval", "_duration"]) {
+                Kind::Float
+            } else if contains(&["_max_", "_min_"])
+                || ends(&["_count", "_limit", "_port", "_connections", "_size"])
+            {
+                Kind::Integer
+            } else {
+                Kind::String
+            };
+            proptest::prop_assert_eq!(Kind::infer(&name), expected, "{}", name);
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use validate::{Check, Validator};
 
 use crate::error::{Error, Result};
 use crate::snapshot::{Entries, Source};
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 type CoerceFn = dyn Fn(&str, &str) -> Option<Result<Value, String>> + Send + Sync;
 
@@ -452,6 +452,22 @@ impl Schema {
         self.coerce_text(name, text)
     }
 
+    /// [`coerce`](Self::coerce), borrowing the text of a string no hook or validator
+    /// looks at: a list coerces every key, and most are such strings.
+    pub(crate) fn coerce_in<'t>(&self, name: &str, raw: &'t [u8]) -> Result<Coerced<'t>, String> {
+        let text = std::str::from_utf8(raw)
+            .map_err(|error| format!("the value is not UTF-8 text ({error})"))?;
+        let spec = self.names.get(name);
+        let checked = spec.is_some_and(|spec| !spec.validators.is_empty());
+        if self.coerce.is_none() && !checked {
+            let kind = spec.and_then(|spec| spec.kind);
+            if kind.unwrap_or_else(|| Kind::infer(name)) == Kind::String {
+                return Ok(Coerced::Text(text));
+            }
+        }
+        self.coerce_text(name, text).map(Coerced::Value)
+    }
+
     fn coerce_text(&self, name: &str, text: &str) -> Result<Value, String> {
         let coerced = (|| {
             // A panicking hook rejects the value instead of taking the engine down.
@@ -604,31 +620,62 @@ impl KeyMap {
 
     /// The name `key` holds, or `None` when the schema does not load it.
     pub(crate) fn name_for(&self, key: &str) -> Option<Arc<str>> {
-        self.name_for_in(key, &mut String::new())
-    }
-
-    /// [`name_for`](Self::name_for), writing the name in `scratch` first: a list passes
-    /// the same one for every key, so that a name costs one allocation, not two.
-    pub(crate) fn name_for_in(&self, key: &str, scratch: &mut String) -> Option<Arc<str>> {
         if let Some(name) = self.by_key.get(key) {
             return Some(name.clone());
         }
-        if !self.schema.discover {
-            return None;
-        }
-        let relative = key.strip_prefix(&*self.prefix_dir)?;
-        if relative.starts_with(crate::rollout::DIR) {
-            return None; // a rollout, not a value
-        }
-        scratch.clear();
-        scratch.reserve(relative.len() + 4);
-        if !naming::push_name_from_path(relative, scratch) {
+        let mut name = String::new();
+        if !self.name_into(key, &mut name) {
             return None;
         }
         // A declared name keeps its one Arc; others get their own.
-        match self.schema.names.get_key_value(scratch.as_str()) {
+        match self.schema.names.get_key_value(name.as_str()) {
             Some((declared, _)) => Some(declared.clone()),
-            None => Some(Arc::from(scratch.as_str())),
+            None => Some(Arc::from(name)),
+        }
+    }
+
+    /// Writes the name `key` holds in `name` (cleared first); `false` when the schema does
+    /// not load the key. A list passes the same buffer for every key, and borrows the
+    /// name from it: no allocation per key.
+    pub(crate) fn name_into(&self, key: &str, name: &mut String) -> bool {
+        name.clear();
+        if let Some(declared) = self.by_key.get(key) {
+            name.push_str(declared);
+            return true;
+        }
+        if !self.schema.discover {
+            return false;
+        }
+        let Some(relative) = key.strip_prefix(&*self.prefix_dir) else {
+            return false;
+        };
+        if relative.starts_with(crate::rollout::DIR) {
+            return false; // a rollout, not a value
+        }
+        name.reserve(relative.len() + 4);
+        naming::push_name_from_path(relative, name)
+    }
+}
+
+/// A coerced value: the stored text itself, borrowed, where it is a string as it is.
+#[derive(Debug)]
+pub(crate) enum Coerced<'t> {
+    Text(&'t str),
+    Value(Value),
+}
+
+impl Coerced<'_> {
+    pub(crate) fn view(&self) -> ValueRef<'_> {
+        match self {
+            Self::Text(text) => ValueRef::String(text),
+            Self::Value(value) => value.view(),
+        }
+    }
+
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Self::Text(text) => Value::String(Arc::from(text)),
+            Self::Value(value) => value,
         }
     }
 }

@@ -16,8 +16,14 @@ pub fn snake_case(segment: &str) -> String {
 /// [`snake_case`], appended to `out` (one allocation for a whole name).
 fn push_snake_case(segment: &str, out: &mut String) {
     if segment.is_ascii() {
-        return push_snake_case_ascii(segment.as_bytes(), out);
+        push_snake_case_ascii(segment, out);
+    } else {
+        push_snake_case_chars(segment, out);
     }
+}
+
+/// [`push_snake_case`] for any text, char by char.
+fn push_snake_case_chars(segment: &str, out: &mut String) {
     let mut chars = segment.chars().peekable();
     let mut prev: Option<char> = None;
     while let Some(c) = chars.next() {
@@ -37,12 +43,18 @@ fn push_snake_case(segment: &str, out: &mut String) {
     }
 }
 
-/// [`push_snake_case`] for ASCII text, byte by byte.
-fn push_snake_case_ascii(segment: &[u8], out: &mut String) {
-    for (i, &c) in segment.iter().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            let prev = segment[i - 1];
-            let next_is_lower = segment.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+/// [`push_snake_case`] for ASCII text: what lies between upper-case letters is copied
+/// as it is, a run at a time (called for every segment of every key of a list).
+fn push_snake_case_ascii(segment: &str, out: &mut String) {
+    let bytes = segment.as_bytes();
+    let mut copied = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if !c.is_ascii_uppercase() {
+            continue;
+        }
+        out.push_str(&segment[copied..i]);
+        if let Some(&prev) = i.checked_sub(1).and_then(|before| bytes.get(before)) {
+            let next_is_lower = bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
             if prev.is_ascii_lowercase()
                 || prev.is_ascii_digit()
                 || (prev.is_ascii_uppercase() && next_is_lower)
@@ -51,7 +63,9 @@ fn push_snake_case_ascii(segment: &[u8], out: &mut String) {
             }
         }
         out.push(char::from(c.to_ascii_lowercase()));
+        copied = i + 1;
     }
+    out.push_str(&segment[copied..]);
 }
 
 /// The auto-discovered name of a key path relative to the prefix: each `/`-separated
@@ -77,14 +91,7 @@ pub(crate) fn push_name_from_path(relative: &str, name: &mut String) -> bool {
         if segment.is_empty() {
             return false;
         }
-        if segment
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            name.push_str(segment); // already snake_case
-        } else {
-            push_snake_case(segment, name);
-        }
+        push_snake_case(segment, name);
         match tail {
             Some(tail) => {
                 name.push('.');
@@ -129,18 +136,21 @@ pub const SECRET_WORDS: [&str; 10] = [
 /// schema does not declare are secret when they look it (see
 /// [`Schema::is_secret`](crate::Schema::is_secret)).
 pub fn looks_secret(name: &str) -> bool {
-    // Called for every key of a list: no allocation.
-    let mut words = name.split(['.', '_']).filter(|word| !word.is_empty());
+    // Called for every key of a list: no allocation, and bytes split faster than chars.
+    let mut words = name
+        .as_bytes()
+        .split(|&b| b == b'.' || b == b'_')
+        .filter(|word| !word.is_empty());
     let mut count = 0;
-    let mut last = "";
+    let mut last: &[u8] = &[];
     let secret_word = words.any(|word| {
         count += 1;
         last = word;
         SECRET_WORDS
             .iter()
-            .any(|secret| secret.eq_ignore_ascii_case(word))
+            .any(|secret| secret.as_bytes().eq_ignore_ascii_case(word))
     });
-    secret_word || (count > 1 && last.eq_ignore_ascii_case("key"))
+    secret_word || (count > 1 && last.eq_ignore_ascii_case(b"key"))
 }
 
 #[cfg(test)]
@@ -198,6 +208,44 @@ mod tests {
         ];
         for (segment, expected) in cases {
             assert_eq!(snake_case(segment), expected, "for {segment:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The ASCII path (runs between upper-case letters) says what the char path says.
+        #[test]
+        fn ascii_snake_case_is_the_char_rules(segment in "[A-Za-z0-9_]{0,16}") {
+            let mut fast = String::from("kept.");
+            push_snake_case_ascii(&segment, &mut fast);
+            let mut chars = String::from("kept.");
+            push_snake_case_chars(&segment, &mut chars);
+            proptest::prop_assert_eq!(fast, chars);
+        }
+
+        /// Secret words are found as a plain split at `.` and `_` finds them.
+        #[test]
+        fn secret_names_are_the_plain_rule(
+            words in proptest::collection::vec(
+                "(password|Token|DSN|key|Key|apikey|private|pwd|tokens|x|log|)",
+                0..5,
+            ),
+            separators in proptest::collection::vec("[._]", 5),
+            trailing in proptest::bool::ANY,
+        ) {
+            let mut name = String::new();
+            for (word, separator) in words.iter().zip(&separators) {
+                name.push_str(word);
+                name.push_str(separator);
+            }
+            if !trailing {
+                name.pop();
+            }
+            let split: Vec<&str> = name.split(['.', '_']).filter(|w| !w.is_empty()).collect();
+            let expected = split
+                .iter()
+                .any(|word| SECRET_WORDS.iter().any(|secret| secret.eq_ignore_ascii_case(word)))
+                || (split.len() > 1 && split.last().is_some_and(|w| w.eq_ignore_ascii_case("key")));
+            proptest::prop_assert_eq!(looks_secret(&name), expected, "{}", name);
         }
     }
 

@@ -635,6 +635,18 @@ impl Entries {
         self.put(name, value, source.into(), secret);
     }
 
+    /// Sets the entry of `name`, read from etcd's `key` at `mod_revision`.
+    pub(crate) fn insert_from_etcd(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        key: &str,
+        mod_revision: i64,
+        secret: bool,
+    ) {
+        self.put(name, value, SourceRef::Etcd { key, mod_revision }, secret);
+    }
+
     /// Sets an entry of another map as the entry of its name.
     pub(crate) fn copy(&mut self, entry: Entry<'_>) {
         let parts = entry.parts();

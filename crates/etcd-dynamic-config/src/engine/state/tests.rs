@@ -15,7 +15,7 @@ fn state() -> State {
 
 fn kv(key: &str, value: &str, mod_revision: i64) -> Kv {
     Kv {
-        key: Arc::from(key),
+        key: key.to_owned(),
         value: value.as_bytes().to_vec(),
         mod_revision,
     }
@@ -870,7 +870,7 @@ fn a_rejected_value_keeps_the_last_good_one_across_a_relist() {
     let outputs = state.step(listed_at(
         vec![
             Kv {
-                key: Arc::from("/app/LogLevel"),
+                key: "/app/LogLevel".to_owned(),
                 value: vec![0xff],
                 mod_revision: 20,
             },
