@@ -1246,6 +1246,27 @@ impl State {
         pending: &mut Pending,
         outputs: &mut Vec<Output>,
     ) {
+        if !pending.is_recording()
+            && self.rejected.is_empty()
+            && let Ok(value) = &write.value
+        {
+            // A full read, where no value was rejected: the name's owner is found, or the
+            // name taken, in one probe of the map; the rest is for a collision.
+            let secret = self.keys.schema().is_secret(name);
+            let claimed = self.entries.claim_from_etcd(
+                name,
+                value.view(),
+                write.key,
+                write.mod_revision,
+                secret,
+            );
+            if claimed.is_ok() {
+                if !self.shadowed.is_empty() {
+                    self.shadowed.remove(write.key);
+                }
+                return;
+            }
+        }
         // Another key that names this value, if any (copied only then).
         let owner = self
             .owner(name)

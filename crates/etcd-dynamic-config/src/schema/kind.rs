@@ -38,44 +38,36 @@ impl Kind {
         // Called for every key of a list: `.` is read as `_` in place, not in a copy.
         // Each prefix and suffix is one word and a separator, so the first and the last
         // word are compared whole; the parts looked for inside start with a separator,
-        // so only where the name holds one are they tried.
+        // so only where the name holds one are they tried, all in one pass.
         let name = name.as_bytes();
         let separator = |b: &u8| *b == b'_' || *b == b'.';
-        let first = name.iter().position(separator).map(|at| &name[..at]);
-        let last = name.iter().rposition(separator).map(|at| &name[at + 1..]);
-        let contains = |parts: &[&str]| {
-            let same = |a: &[u8], b: &[u8]| {
-                a.iter()
-                    .zip(b)
-                    .all(|(&a, &b)| a == b || (a == b'.' && b == b'_'))
-            };
-            let mut at = 0;
-            while let Some(found) = name[at..].iter().position(separator) {
-                at += found;
-                let rest = &name[at..];
-                if parts
-                    .iter()
-                    .any(|p| rest.len() >= p.len() && same(&rest[..p.len()], p.as_bytes()))
-                {
-                    return true;
-                }
-                at += 1;
-            }
-            false
+        let Some(last_at) = name.iter().rposition(separator) else {
+            return Self::String; // one word: every rule needs a separator
         };
-        let last_is =
-            |words: &[&str]| last.is_some_and(|last| words.iter().any(|w| w.as_bytes() == last));
-        if first.is_some_and(|first| matches!(first, b"use" | b"is" | b"has"))
-            || last_is(&["enabled", "debug", "echo", "start"])
-        {
-            Self::Bool
-        } else if last_is(&["statuses", "list", "items"]) {
-            Self::List
-        } else if contains(&["_timeout"]) || last_is(&["seconds", "interval", "duration"]) {
+        let first = &name[..name.iter().position(separator).unwrap_or(last_at)];
+        let by_last = match &name[last_at + 1..] {
+            b"enabled" | b"debug" | b"echo" | b"start" => Self::Bool,
+            b"statuses" | b"list" | b"items" => Self::List,
+            b"seconds" | b"interval" | b"duration" => Self::Float,
+            b"count" | b"limit" | b"port" | b"connections" | b"size" => Self::Integer,
+            _ => Self::String,
+        };
+        if matches!(first, b"use" | b"is" | b"has") || by_last == Self::Bool {
+            return Self::Bool;
+        }
+        if by_last == Self::List {
+            return Self::List;
+        }
+        let (mut timeout, mut max_min) = (false, false);
+        for (at, _) in name.iter().enumerate().filter(|(_, b)| separator(b)) {
+            let word = &name[at + 1..];
+            timeout |= word.starts_with(b"timeout");
+            max_min |= (word.starts_with(b"max") || word.starts_with(b"min"))
+                && word.get(3).is_some_and(separator);
+        }
+        if timeout || by_last == Self::Float {
             Self::Float
-        } else if contains(&["_max_", "_min_"])
-            || last_is(&["count", "limit", "port", "connections", "size"])
-        {
+        } else if max_min || by_last == Self::Integer {
             Self::Integer
         } else {
             Self::String

@@ -496,6 +496,48 @@ impl Flat {
         }
     }
 
+    /// Packs the entry of `name`, read from etcd's `key`, unless another key of etcd
+    /// holds the name: then nothing changes and that key is the error. One probe of the
+    /// table for both (a full read does this for every key).
+    fn claim(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        key: &str,
+        mod_revision: i64,
+        secret: bool,
+    ) -> Result<bool, Arc<str>> {
+        let Self {
+            table,
+            buf,
+            wides,
+            dead,
+            hasher,
+        } = self;
+        let name_at = |at: usize| entry_at(buf, wides, at).name();
+        let slot = table.entry(
+            hasher.hash_one(name),
+            |&old| name_at(old) == name,
+            |&old| hasher.hash_one(name_at(old)),
+        );
+        let source = SourceRef::Etcd { key, mod_revision };
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                let owner = entry_at(buf, wides, *slot.get()).etcd();
+                if let Some((owner, _)) = owner.filter(|(owner, _)| *owner != key) {
+                    return Err(Arc::from(owner));
+                }
+                *slot.get_mut() = Packer { buf, wides }.pack(name, value, source, secret);
+                *dead += 1;
+                Ok(true)
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(Packer { buf, wides }.pack(name, value, source, secret));
+                Ok(false)
+            }
+        }
+    }
+
     /// Removes the entry of `name`; returns whether there was one.
     fn remove(&mut self, name: &str) -> bool {
         let hash = self.hasher.hash_one(name);
@@ -647,6 +689,35 @@ impl Entries {
         self.put(name, value, SourceRef::Etcd { key, mod_revision }, secret);
     }
 
+    /// [`insert_from_etcd`](Self::insert_from_etcd), unless another key of etcd holds
+    /// `name`: then nothing changes, and that key is the error.
+    pub(crate) fn claim_from_etcd(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        key: &str,
+        mod_revision: i64,
+        secret: bool,
+    ) -> Result<(), Arc<str>> {
+        let replaced = match Arc::get_mut(&mut self.flat).filter(|_| self.overlay.is_empty()) {
+            // A full read filling its own map: one probe.
+            Some(flat) => flat.claim(name, value, key, mod_revision, secret)?,
+            None => {
+                let owner = self.get(name).and_then(Entry::etcd);
+                if let Some((owner, _)) = owner.filter(|(owner, _)| *owner != key) {
+                    return Err(Arc::from(owner));
+                }
+                self.insert_from_etcd(name, value, key, mod_revision, secret);
+                return Ok(());
+            }
+        };
+        if !replaced {
+            self.len += 1;
+        }
+        self.settle();
+        Ok(())
+    }
+
     /// Sets an entry of another map as the entry of its name.
     pub(crate) fn copy(&mut self, entry: Entry<'_>) {
         let parts = entry.parts();
@@ -785,6 +856,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u8, u16),
+        /// A full read's write: only when no other etcd key holds the name.
+        Claim(u8, u16),
         Remove(u8),
         /// Keep a clone, as a published snapshot does.
         Keep,
@@ -798,6 +871,8 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             6 => (0..NAMES, any::<u16>()).prop_map(|(name, value)| Op::Insert(name, value)),
+            // Few seeds (one key each): a name is often claimed again by its own key.
+            3 => (0..NAMES, 0..3u16).prop_map(|(name, value)| Op::Claim(name, value)),
             3 => (0..NAMES).prop_map(Op::Remove),
             1 => Just(Op::Keep),
             1 => Just(Op::Forget),
@@ -864,6 +939,32 @@ mod tests {
                         let name = format!("n{name}");
                         insert(&mut entries, &name, seed);
                         model.insert(name, seed);
+                    }
+                    Op::Claim(name, seed) => {
+                        let name = format!("n{name}");
+                        let Source::Etcd { key, mod_revision } = source(seed) else {
+                            unreachable!("values come from etcd")
+                        };
+                        let claimed = entries.claim_from_etcd(
+                            &name,
+                            value(seed).view(),
+                            &key,
+                            mod_revision,
+                            false,
+                        );
+                        let owner = model.get(&name).filter(|&&held| held != seed);
+                        match owner {
+                            Some(&held) => {
+                                let Source::Etcd { key, .. } = source(held) else {
+                                    unreachable!("values come from etcd")
+                                };
+                                prop_assert_eq!(claimed, Err(key));
+                            }
+                            None => {
+                                prop_assert_eq!(claimed, Ok(()));
+                                model.insert(name, seed);
+                            }
+                        }
                     }
                     Op::Remove(name) => {
                         let name = format!("n{name}");
