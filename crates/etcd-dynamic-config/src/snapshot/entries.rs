@@ -468,37 +468,13 @@ impl Flat {
         source: SourceRef<'_>,
         secret: bool,
     ) -> bool {
-        let Self {
-            table,
-            buf,
-            wides,
-            dead,
-            hasher,
-        } = self;
-        let at = Packer { buf, wides }.pack(name, value, source, secret);
-        let name_at = |at: usize| entry_at(buf, wides, at).name();
-        let hash = hasher.hash_one(name);
-        let slot = table.entry(
-            hash,
-            |&old| name_at(old) == name,
-            |&old| hasher.hash_one(name_at(old)),
-        );
-        match slot {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                *slot.get_mut() = at;
-                *dead += 1;
-                true
-            }
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(at);
-                false
-            }
-        }
+        // Nothing holds the name against it: never an error.
+        self.insert_unless(name, value, source, secret, |_| None)
+            .is_ok_and(|replaced| replaced)
     }
 
     /// Packs the entry of `name`, read from etcd's `key`, unless another key of etcd
-    /// holds the name: then nothing changes and that key is the error. One probe of the
-    /// table for both (a full read does this for every key).
+    /// holds the name: then nothing changes and that key is the error.
     fn claim(
         &mut self,
         name: &str,
@@ -506,6 +482,24 @@ impl Flat {
         key: &str,
         mod_revision: i64,
         secret: bool,
+    ) -> Result<bool, Arc<str>> {
+        let source = SourceRef::Etcd { key, mod_revision };
+        self.insert_unless(name, value, source, secret, |held| {
+            let owner = held.etcd().map(|(owner, _)| owner);
+            owner.filter(|owner| *owner != key).map(Arc::from)
+        })
+    }
+
+    /// Packs the entry of `name` unless `held`, given the entry it would replace, says
+    /// why not; returns whether it replaced one. One probe of the table for both (a full
+    /// read does this for every key).
+    fn insert_unless(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        source: SourceRef<'_>,
+        secret: bool,
+        held: impl FnOnce(Entry<'_>) -> Option<Arc<str>>,
     ) -> Result<bool, Arc<str>> {
         let Self {
             table,
@@ -520,12 +514,10 @@ impl Flat {
             |&old| name_at(old) == name,
             |&old| hasher.hash_one(name_at(old)),
         );
-        let source = SourceRef::Etcd { key, mod_revision };
         match slot {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                let owner = entry_at(buf, wides, *slot.get()).etcd();
-                if let Some((owner, _)) = owner.filter(|(owner, _)| *owner != key) {
-                    return Err(Arc::from(owner));
+                if let Some(holder) = held(entry_at(buf, wides, *slot.get())) {
+                    return Err(holder);
                 }
                 *slot.get_mut() = Packer { buf, wides }.pack(name, value, source, secret);
                 *dead += 1;
