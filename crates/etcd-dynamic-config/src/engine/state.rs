@@ -1251,7 +1251,8 @@ impl State {
             && let Ok(value) = &write.value
         {
             // A full read, where no value was rejected: the name's owner is found, or the
-            // name taken, in one probe of the map; the rest is for a collision.
+            // name taken, in one probe of the map; the rest is for a collision. (A key
+            // comes once in a listing: it waits in no shadow yet.)
             let secret = self.keys.schema().is_secret(name);
             let claimed = self.entries.claim_from_etcd(
                 name,
@@ -1261,9 +1262,6 @@ impl State {
                 secret,
             );
             if claimed.is_ok() {
-                if !self.shadowed.is_empty() {
-                    self.shadowed.remove(write.key);
-                }
                 return;
             }
         }
