@@ -1135,6 +1135,36 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_filter_lets_other_names_skip_the_overlay() {
+        let mut entries = Entries::with_capacity(1000, 0);
+        for i in 0..1000 {
+            insert(&mut entries, &format!("n{i}"), 0);
+        }
+        let published = entries.clone(); // shared: a change goes into the overlay
+        insert(&mut entries, "n0", 1);
+        let filter = entries
+            .filter
+            .as_ref()
+            .expect("a filter beside the overlay");
+        let marked = |name: &str| {
+            let (word, bit) = filter_bit(entries.flat.hasher.hash_one(name));
+            filter[word] & bit != 0
+        };
+        assert!(marked("n0"));
+        // 65,536 bits: about one other name in 65,536 shares the changed name's bit.
+        let sharing = (1..1000).filter(|i| marked(&format!("n{i}"))).count();
+        assert!(
+            sharing <= 3,
+            "{sharing} of 999 other names would walk the overlay"
+        );
+        assert_eq!(entries.get("n0").map(|e| e.value()), Some(value(1).view()));
+        assert_eq!(
+            published.get("n0").map(|e| e.value()),
+            Some(value(0).view())
+        );
+    }
+
+    #[test]
     fn debug_shows_each_name_and_hides_secret_values() {
         let mut entries = Entries::default();
         entries.insert(
