@@ -1006,7 +1006,7 @@ impl State {
                 self.put(&name, write, &mut ignored, &mut outputs);
             }
         }
-        drop(kvs);
+        free_aside(kvs);
         self.digest = Some(digest);
         // A rejected value leaves the name at its last good value.
         for name in self.rejected.keys() {
@@ -1410,6 +1410,23 @@ fn diff(old: &Entries, new: &Entries) -> Pending {
         }
     }
     pending
+}
+
+/// Frees a large listing on a thread of its own, not between building the snapshot and
+/// `start()`'s answer: each key holds two allocations. Measured from the listing's
+/// arrival to the published snapshot, over starts alternated with a listing freed in
+/// place (medians of 7): 41 ms instead of 47 ms at 100,000 keys. At 1,000,000, in two
+/// runs one after the other: 513–629 ms, against 662–926 ms freed in place. A small
+/// listing, or one whose thread cannot be made, is freed here.
+fn free_aside(kvs: Vec<Kv>) {
+    const ASIDE_FROM: usize = 10_000;
+    if kvs.len() < ASIDE_FROM {
+        return;
+    }
+    // On an error the closure, and the listing with it, is dropped here.
+    let _ = std::thread::Builder::new()
+        .name("etcd-config-free".into())
+        .spawn(move || drop(kvs));
 }
 
 #[cfg(test)]
