@@ -10,10 +10,15 @@ use etcd_client::{Client, ConnectOptions};
 use etcd_dynamic_config::{Error, EtcdConfig, EtcdSettings};
 use testkit::{EtcdMember, MemberOptions, TestCerts};
 
+/// A start that loads answers as soon as it has; one that is refused answers at once
+/// (each such test checks that it did, within 10 s). The timeout only bounds a start
+/// that would otherwise wait, long enough not to fail on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn config(settings: EtcdSettings) -> EtcdConfig {
     EtcdConfig::builder()
         .settings(settings)
-        .start_timeout(Duration::from_secs(5))
+        .start_timeout(START_TIMEOUT)
         .build()
         .expect("valid configuration")
 }
@@ -177,7 +182,7 @@ fn mtls_settings(etcd: &EtcdMember, certs: &TestCerts) -> etcd_dynamic_config::E
         .endpoints(etcd.endpoint())
         .root_key("/app")
         .ca_cert_path(certs.ca())
-        .start_timeout(Duration::from_secs(3))
+        .start_timeout(START_TIMEOUT)
         .fail_fast(true)
 }
 
