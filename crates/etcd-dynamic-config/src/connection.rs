@@ -680,12 +680,21 @@ impl Connection {
                     } if last.is_none() && header.revision >= head => {
                         if !trusted {
                             // etcd before 3.4.25 / 3.5.8 may answer ahead of queued
-                            // events (issue 15220): take what arrives meanwhile.
+                            // events (issue 15220), and the watch's creation always
+                            // does: take what arrives meanwhile. That may be the answer
+                            // that etcd compacted the revisions asked for.
                             while let Ok(next) =
                                 tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await
                             {
-                                if let Input::Watched { events, .. } = next? {
-                                    history.record(events);
+                                match next? {
+                                    Input::Watched { events, .. } => history.record(events),
+                                    Input::Compacted { compact_revision } => {
+                                        from = compact_revision;
+                                        history.kept_from = Some(compact_revision);
+                                        continue 'watch;
+                                    }
+                                    Input::Broken => return Err(self.stream_ended()),
+                                    _ => {}
                                 }
                             }
                         }

@@ -14,7 +14,8 @@ use common::{etcd_state, put, values, wait_for_revision};
 use etcd_client::{Client, GetOptions};
 use etcd_dynamic_config::schema::{Check, Schema};
 use etcd_dynamic_config::{
-    ConfigChange, Error, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot, Value, ValueRef,
+    ConfigChange, Error, EtcdClient, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot,
+    Value, ValueRef,
 };
 use testkit::{EtcdMember, FaultProxy};
 
@@ -785,4 +786,76 @@ fn a_check_that_blocks_is_reported_by_health_and_updates_resume_when_it_returns(
     );
     until("synced again", &|| config.health().is_synced());
     config.stop();
+}
+
+/// `EtcdClient::history` of one name, as `(revision, value)` pairs, newest first; bounded,
+/// so that a history that never ends fails here.
+async fn history_of(
+    client: &EtcdClient,
+    name: &str,
+    limit: usize,
+) -> (Vec<(i64, Option<String>)>, Option<i64>) {
+    let history = tokio::time::timeout(Duration::from_secs(30), client.history(name, limit))
+        .await
+        .expect("the history answers within 30 s")
+        .expect("history");
+    let changes = history
+        .changes
+        .iter()
+        .map(|change| (change.revision, change.value.clone()))
+        .collect();
+    (changes, history.kept_from)
+}
+
+#[tokio::test]
+async fn history_is_etcds_own_record_of_a_key_as_far_back_as_etcd_keeps_it() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    // Each write of the key as etcd answered it, oldest first; another key written
+    // between them, so the key's revisions are not etcd's every revision.
+    let mut written: Vec<(i64, Option<String>)> = Vec::new();
+    for value in ["a", "b", "c"] {
+        written.push((
+            put(&mut client, "/hist/Mode", value).await,
+            Some(value.into()),
+        ));
+        put(&mut client, "/hist/Other", value).await;
+    }
+    let deleted = client.delete("/hist/Mode", None).await.expect("delete");
+    written.push((deleted.header().expect("header").revision(), None));
+    written.push((put(&mut client, "/hist/Mode", "d").await, Some("d".into())));
+    let newest_first = |from: usize| written[from..].iter().rev().cloned().collect::<Vec<_>>();
+
+    let reader = EtcdClient::new(settings(&etcd.endpoint(), "/hist"), Schema::auto_discover())
+        .expect("client");
+    assert_eq!(
+        history_of(&reader, "mode", 10).await,
+        (newest_first(0), None)
+    );
+    assert_eq!(history_of(&reader, "mode", 2).await.0, newest_first(0)[..2]);
+
+    // Compacted at the key's third write: etcd keeps that write and the later ones.
+    let third = written[2].0;
+    client.compact(third, None).await.expect("compact");
+    assert_eq!(
+        history_of(&reader, "mode", 10).await,
+        (newest_first(2), Some(third))
+    );
+
+    // Compacted past the key's last write: etcd replays none of its writes, and the
+    // history ends there (it must not wait for one).
+    let head = put(&mut client, "/hist/Other", "e").await;
+    client.compact(head, None).await.expect("compact");
+    assert_eq!(
+        history_of(&reader, "mode", 10).await,
+        (Vec::new(), Some(head))
+    );
+    // A name whose key etcd no longer holds, compacted past its delete: the same.
+    client.delete("/hist/Mode", None).await.expect("delete");
+    let head = put(&mut client, "/hist/Other", "f").await;
+    client.compact(head, None).await.expect("compact");
+    assert_eq!(
+        history_of(&reader, "mode", 10).await,
+        (Vec::new(), Some(head))
+    );
 }
