@@ -319,6 +319,10 @@ mod tests {
             tracing::info!(
                 event = "update_applied",
                 revision = 7_i64,
+                changed = 3_u64,
+                seconds = 0.25_f64,
+                synced = true,
+                keys = ?["a", "b"],
                 "configuration updated"
             );
             tracing::debug!(event = "hidden", "not at info");
@@ -347,7 +351,12 @@ mod tests {
         assert_eq!(first["service.version"], "1.2.3");
         assert_eq!(first["environment"], "staging");
         assert_eq!(first["prefix"], "/app/");
+        // Each kind of field as its JSON kind.
         assert_eq!(first["revision"], 7);
+        assert_eq!(first["changed"], 3);
+        assert_eq!(first["seconds"], 0.25);
+        assert_eq!(first["synced"], true);
+        assert_eq!(first["keys"], r#"["a", "b"]"#);
         assert!(first["@timestamp"].as_str().unwrap().ends_with('Z'));
         let broken = &lines[1];
         assert_eq!(broken["error.type"], "Unavailable");

@@ -773,13 +773,10 @@ impl Entries {
         flat.chain(overlaid)
     }
 
-    /// What the flat map's buffers hold, in bytes: packed entries and the table
-    /// (its slots and control bytes; hashbrown keeps 7 of 8 slots usable).
+    /// What the flat map's buffers hold, in bytes: packed entries and the table (as
+    /// hashbrown counts it: slots, control bytes and padding).
     pub(crate) fn heap(&self) -> [usize; 2] {
-        let flat = &self.flat;
-        let slots = (flat.table.capacity() * 8 / 7).next_power_of_two();
-        let table = slots * (size_of::<usize>() + 1);
-        [flat.buf.capacity(), table]
+        [self.flat.buf.capacity(), self.flat.table.allocation_size()]
     }
 
     /// Gives back the room a full read reserved and did not use.
