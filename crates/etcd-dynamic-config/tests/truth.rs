@@ -842,6 +842,14 @@ async fn history_is_etcds_own_record_of_a_key_as_far_back_as_etcd_keeps_it() {
         (newest_first(2), Some(third))
     );
 
+    // Compacted at the key's last write: etcd keeps that one.
+    let last = written[4].0;
+    client.compact(last, None).await.expect("compact");
+    assert_eq!(
+        history_of(&reader, "mode", 10).await,
+        (newest_first(4), Some(last))
+    );
+
     // Compacted past the key's last write: etcd replays none of its writes, and the
     // history ends there (it must not wait for one).
     let head = put(&mut client, "/hist/Other", "e").await;
