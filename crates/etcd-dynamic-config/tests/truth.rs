@@ -1,7 +1,8 @@
 //! The engine serves what etcd holds, and health says so only when it is true: progress
 //! answers ahead of queued events, wiped and restored etcds, panicking user code,
-//! listeners across stop/start, freeing on drop, stop during start, and quiet prefixes on
-//! a busy etcd. Every check compares with etcd's own answer.
+//! listeners across stop/start, freeing on drop, stop during start, quiet prefixes on a
+//! busy etcd, and the history and audit trail `EtcdClient` reads and writes. Every check
+//! compares with etcd's own answer.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{etcd_state, put, values, wait_for_revision};
 use etcd_client::{Client, GetOptions};
+use etcd_dynamic_config::audit::{Audit, AuditChange, MASK};
 use etcd_dynamic_config::schema::{Check, Schema};
 use etcd_dynamic_config::{
     ConfigChange, Error, EtcdClient, EtcdConfig, EtcdSettings, HealthState, Listener, Snapshot,
@@ -866,4 +868,87 @@ async fn history_is_etcds_own_record_of_a_key_as_far_back_as_etcd_keeps_it() {
         history_of(&reader, "mode", 10).await,
         (Vec::new(), Some(head))
     );
+}
+
+#[tokio::test]
+async fn an_audited_write_and_its_record_are_one_transaction_with_secrets_masked() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/aud/Mode", "a").await;
+    put(&mut client, "/aud/DbPassword", "old-secret").await;
+    put(&mut client, "/aud/Extra", "x").await;
+    let settings = || settings(&etcd.endpoint(), "/aud");
+    let audited = EtcdClient::new(settings(), Schema::auto_discover())
+        .expect("client")
+        .with_audit(Audit {
+            author: "ops".into(),
+            reason: Some("ticket 7".into()),
+        });
+    let revision = audited
+        .put_values(
+            &[
+                ("mode".into(), "b".into()),
+                ("db_password".into(), "new-secret".into()),
+            ],
+            &["extra".into()],
+        )
+        .await
+        .expect("write");
+
+    // etcd's own answer: the record is a key of the audit prefix written at the values'
+    // revision, in their transaction.
+    let audit_prefix = audited.audit_prefix();
+    let mut held = client
+        .get(audit_prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    let records = held.take_kvs();
+    assert_eq!(records.len(), 1, "one record under {audit_prefix}");
+    assert_eq!(records[0].mod_revision(), revision);
+    let stored = records[0].value_str().expect("text");
+    assert!(
+        !stored.contains("secret"),
+        "a secret in the record: {stored}"
+    );
+
+    let trail = audited.audit_trail().await.expect("trail");
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    let record = &trail[0];
+    assert_eq!(record.revision, revision);
+    assert_eq!(
+        (
+            record.author.as_str(),
+            record.reason.as_deref(),
+            record.action.as_str()
+        ),
+        ("ops", Some("ticket 7"), "put")
+    );
+    let mut changes: Vec<(&str, Option<&str>, Option<&str>)> = record
+        .changes
+        .iter()
+        .map(|change: &AuditChange| {
+            (
+                change.key.as_str(),
+                change.old.as_deref(),
+                change.new.as_deref(),
+            )
+        })
+        .collect();
+    changes.sort_unstable();
+    assert_eq!(
+        changes,
+        [
+            ("/aud/DbPassword", Some(MASK), Some(MASK)),
+            ("/aud/Extra", Some("x"), None),
+            ("/aud/Mode", Some("a"), Some("b")),
+        ]
+    );
+
+    // A client without an audit writes no record.
+    let plain = EtcdClient::new(settings(), Schema::auto_discover()).expect("client");
+    plain
+        .put_values(&[("mode".into(), "c".into())], &[])
+        .await
+        .expect("write");
+    assert_eq!(plain.audit_trail().await.expect("trail").len(), 1);
 }
