@@ -285,3 +285,48 @@ async fn a_refusal_after_start_authenticates_again_once_then_waits_serving_the_l
     assert_eq!(values(&config.snapshot()), values(&served));
     config.stop().await;
 }
+
+#[tokio::test]
+async fn a_refusal_after_start_without_credentials_is_not_met_by_authenticating_again() {
+    const PREFIX: &str = "/open/";
+    recorder();
+    let etcd = EtcdMember::start().await;
+    let mut setup = etcd.client().await;
+    put(&mut setup, "/open/MinPool", "1").await;
+    put(&mut setup, "/open/MaxPool", "5").await;
+    let proxy = FaultProxy::start(etcd.client_port()).await;
+    let settings = EtcdSettings::builder()
+        .endpoints(proxy.endpoint())
+        .root_key("/open")
+        .build()
+        .unwrap();
+    let config = checked_config(settings);
+    config.start().await.unwrap();
+    let served = config.snapshot();
+
+    // etcd turns authentication on: a client without credentials is refused from now
+    // on, and there is nothing to authenticate with.
+    testkit::enable_auth(&mut setup, "root-password").await;
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while config.health().connected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!config.health().connected, "the cut is noticed");
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while config.health().last_error_kind.as_deref() != Some("Refused") && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = config.health();
+    assert_eq!(
+        health.last_error_kind.as_deref(),
+        Some("Refused"),
+        "{health:?}"
+    );
+    assert_eq!(health.token_refreshes, 0, "{health:?}");
+    assert_eq!(counter(PREFIX, "etcd_config_token_refreshes_total"), 0.0);
+    assert_eq!(values(&config.snapshot()), values(&served));
+    config.stop().await;
+}
