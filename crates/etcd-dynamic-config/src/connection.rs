@@ -634,6 +634,8 @@ impl Connection {
                 trusted_progress: self.trusted_progress().await,
             };
             history.writes.clear();
+            // Caught up with an untrusted answer: taking what arrives until etcd is quiet.
+            let mut draining = false;
             loop {
                 // The key's last write seen (or kept no more): nothing can follow it.
                 let seen = |history: &KeyHistory| match last {
@@ -652,6 +654,7 @@ impl Connection {
                 // etcd answers a progress request only once the watcher has caught up.
                 let next = match tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await {
                     Ok(next) => next?,
+                    Err(_) if draining => return Ok(history),
                     Err(_) => {
                         watch.request_progress().await?;
                         continue;
@@ -678,27 +681,14 @@ impl Connection {
                     Input::Progress {
                         header, trusted, ..
                     } if last.is_none() && header.revision >= head => {
-                        if !trusted {
-                            // etcd before 3.4.25 / 3.5.8 may answer ahead of queued
-                            // events (issue 15220), and the watch's creation always
-                            // does: take what arrives meanwhile. That may be the answer
-                            // that etcd compacted the revisions asked for.
-                            while let Ok(next) =
-                                tokio::time::timeout(HISTORY_PROGRESS, watch.next()).await
-                            {
-                                match next? {
-                                    Input::Watched { events, .. } => history.record(events),
-                                    Input::Compacted { compact_revision } => {
-                                        from = compact_revision;
-                                        history.kept_from = Some(compact_revision);
-                                        continue 'watch;
-                                    }
-                                    Input::Broken => return Err(self.stream_ended()),
-                                    _ => {}
-                                }
-                            }
+                        if trusted {
+                            return Ok(history);
                         }
-                        return Ok(history);
+                        // etcd before 3.4.25 / 3.5.8 may answer ahead of queued events
+                        // (issue 15220), and the watch's creation always does: what
+                        // arrives until a quiet spell is taken as above, etcd's answer
+                        // that it compacted the revisions asked for too.
+                        draining = true;
                     }
                     Input::Progress { .. } => {}
                     Input::Broken => return Err(self.stream_ended()),
