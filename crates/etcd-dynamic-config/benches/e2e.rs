@@ -162,7 +162,7 @@ async fn run(sizes: &Sizes, full: bool) {
     for &keys in cold.iter().filter(|_| wants("cold")) {
         let prefix = format!("/cold{keys}");
         seed(client.clone(), &prefix, keys).await;
-        let (ours, raw) = cold_start(&etcd, client.clone(), &prefix, keys).await;
+        let cold = cold_start(&etcd, &prefix, keys).await;
         let target = if keys >= 10_000 {
             "≤ 1.2× etcd's fastest read"
         } else {
@@ -171,9 +171,12 @@ async fn run(sizes: &Sizes, full: bool) {
         rows.push(row(
             &format!("cold start, {keys} keys"),
             target,
-            format!("{} vs raw {}", ms(ours), ms(raw)),
-            ratio(ours, raw),
-            keys < 10_000 || ratio(ours, raw) <= 1.2,
+            format!("{} vs raw {}", ms(cold.ours), ms(cold.raw)),
+            format!(
+                "{:.2}× ({:.2}–{:.2}×)",
+                cold.ratio, cold.lowest, cold.highest
+            ),
+            keys < 10_000 || cold.ratio <= 1.2,
         ));
     }
 
@@ -544,38 +547,79 @@ async fn bindings(etcd: &EtcdMember, client: Client, sizes: &Sizes) -> (Duration
     (percentile(&none, 0.5), percentile(&three, 0.5))
 }
 
-/// Starts, and raw reads, of the cold-start rows, taken in turns: one run's ratio moved
-/// by up to 0.4 between runs with three of each (2026-11-27), the raw read itself by a
-/// third.
-const COLD_ROUNDS: usize = 5;
+/// Rounds of the cold-start rows, each a start and a raw read back to back. The raw
+/// read itself moves by a third between runs (2026-11-27), and with three rounds one
+/// run's ratio moved by up to 0.4: a round's two figures share the machine's load of
+/// the moment, so the row's ratio is the median of the rounds' own ratios.
+const COLD_ROUNDS: usize = 8;
 
-/// The median of [`COLD_ROUNDS`] starts, and of as many raw reads, of `prefix`.
-async fn cold_start(
-    etcd: &EtcdMember,
-    client: Client,
-    prefix: &str,
-    keys: usize,
-) -> (Duration, Duration) {
+/// Time given to what a measurement leaves behind (the engine's thread freeing the
+/// listing, etcd's garbage collector) before the next one, so that it slows neither.
+const COLD_SETTLE: Duration = Duration::from_millis(300);
+
+/// The cold-start figures of one size: the medians of each side, and the median, lowest
+/// and highest of the rounds' ratios.
+struct ColdStart {
+    ours: Duration,
+    raw: Duration,
+    ratio: f64,
+    lowest: f64,
+    highest: f64,
+}
+
+/// [`COLD_ROUNDS`] starts of `prefix` and as many raw reads, in pairs that alternate
+/// which goes first: what one leaves behind slows the other as often as it is slowed.
+async fn cold_start(etcd: &EtcdMember, prefix: &str, keys: usize) -> ColdStart {
     let mut ours = Vec::new();
     let mut raw = Vec::new();
-    for _ in 0..COLD_ROUNDS {
-        let config = config(etcd, prefix);
-        let started = Instant::now();
-        let report = config.start().await.expect("start");
-        ours.push(started.elapsed());
-        assert_eq!(report.loaded, keys);
-        config.stop().await;
-
-        let started = Instant::now();
-        let mut client = Client::connect([etcd.endpoint()], None)
-            .await
-            .expect("connect");
-        let loaded = raw_range(&mut client, prefix).await;
-        raw.push(started.elapsed());
-        assert_eq!(loaded, keys);
+    let mut ratios = Vec::new();
+    for round in 0..COLD_ROUNDS {
+        let (start, read) = if round % 2 == 0 {
+            let start = our_start(etcd, prefix, keys).await;
+            (start, raw_read(etcd, prefix, keys).await)
+        } else {
+            let read = raw_read(etcd, prefix, keys).await;
+            (our_start(etcd, prefix, keys).await, read)
+        };
+        ours.push(start);
+        raw.push(read);
+        ratios.push(ratio(start, read));
     }
-    let _ = client;
-    (percentile(&ours, 0.5), percentile(&raw, 0.5))
+    ratios.sort_unstable_by(f64::total_cmp);
+    ColdStart {
+        ours: percentile(&ours, 0.5),
+        raw: percentile(&raw, 0.5),
+        ratio: (ratios[COLD_ROUNDS / 2 - 1] + ratios[COLD_ROUNDS / 2]) / 2.0,
+        lowest: ratios[0],
+        highest: ratios[COLD_ROUNDS - 1],
+    }
+}
+
+/// One cold start of `prefix`, which holds `keys` keys: until `start()` answers.
+async fn our_start(etcd: &EtcdMember, prefix: &str, keys: usize) -> Duration {
+    let config = config(etcd, prefix);
+    let started = Instant::now();
+    let report = config.start().await.expect("start");
+    let took = started.elapsed();
+    assert_eq!(report.loaded, keys);
+    config.stop().await;
+    drop(config);
+    tokio::time::sleep(COLD_SETTLE).await;
+    took
+}
+
+/// One raw read of `prefix`, which holds `keys` keys, connecting included.
+async fn raw_read(etcd: &EtcdMember, prefix: &str, keys: usize) -> Duration {
+    let started = Instant::now();
+    let mut client = Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("connect");
+    let loaded = raw_range(&mut client, prefix).await;
+    let took = started.elapsed();
+    assert_eq!(loaded, keys);
+    drop(client);
+    tokio::time::sleep(COLD_SETTLE).await;
+    took
 }
 
 /// etcd's fastest read of `prefix`: one range without a limit (paging makes etcd walk the
