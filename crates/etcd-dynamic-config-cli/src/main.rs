@@ -819,7 +819,11 @@ async fn history(context: &Context, name: &str, limit: usize) -> Result<u8> {
             None => "(deleted)".to_owned(),
             Some(value) => shown(context, name, Some(value)),
         };
-        outln!("rev {:<8} {value}", change.revision);
+        if history.kept_from.is_some_and(|kept| change.revision < kept) {
+            outln!("rev {:<8} {value} (the value now)", change.revision);
+        } else {
+            outln!("rev {:<8} {value}", change.revision);
+        }
     }
     if history.changes.is_empty() {
         outln!("(no writes in etcd's history)");

@@ -1018,6 +1018,13 @@ fn history_diff_and_rollback_read_etcds_own_revisions() {
         !history.lines().any(|line| line.starts_with("rev 2 ")),
         "the write at revision 2 was compacted away: {history}"
     );
+    // A name last written before the compaction: etcd still holds its value now.
+    let kept = stdout(setup.cli().args(["history", "feature.new_checkout"]));
+    assert_eq!(
+        kept.lines().nth(1),
+        Some("rev 5        on (the value now)"),
+        "{kept}"
+    );
     setup
         .cli()
         .args(["rollback", "--to-rev", &start.to_string()])

@@ -599,7 +599,8 @@ impl Connection {
 
     /// Every write of `key` that etcd still holds, oldest first, up to etcd's head when
     /// asked: replayed by a watch from revision 1, or from the oldest revision etcd keeps
-    /// when it compacted the rest.
+    /// when it compacted the rest. The key's value now is one of them, even when etcd
+    /// compacted past the revision that wrote it.
     ///
     /// # Errors
     ///
@@ -613,7 +614,11 @@ impl Connection {
             .await
             .map_err(|error| classify(&peer, error))?;
         let head = header_of(&peer, now.header())?.revision;
-        let last = now.kvs().first().map(etcd_client::KeyValue::mod_revision);
+        let current = now
+            .kvs()
+            .first()
+            .map(|kv| (kv.mod_revision(), kv.value().to_vec()));
+        let last = current.as_ref().map(|(revision, _)| *revision);
         let mut history = KeyHistory {
             writes: Vec::new(),
             head,
@@ -649,6 +654,10 @@ impl Connection {
                     None => false,
                 };
                 if seen(&history) {
+                    if let Some((revision, value)) = current.filter(|_| history.writes.is_empty()) {
+                        // Compacted past its last write: the range still holds it.
+                        history.writes.push((revision, Some(value)));
+                    }
                     return Ok(history);
                 }
                 // etcd answers a progress request only once the watcher has caught up.

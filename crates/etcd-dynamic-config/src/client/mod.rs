@@ -250,7 +250,9 @@ impl EtcdClient {
         changes: impl FnOnce() -> Vec<AuditChange>,
     ) -> Option<(String, String)> {
         let audit = self.audit.as_ref()?;
-        let changes = changes();
+        let mut changes = changes();
+        // A delete of a key etcd does not hold changes nothing.
+        changes.retain(|change| change.old.is_some() || change.new.is_some());
         let record = AuditRecord {
             revision: 0,
             at: audit::now(),
@@ -801,9 +803,10 @@ pub struct History {
     /// etcd's head when the history was read.
     pub head: i64,
     /// The oldest revision etcd keeps, when it compacted the ones before: earlier
-    /// values are gone.
+    /// values are gone, but for the value now, which etcd holds whenever it was written.
     pub kept_from: Option<i64>,
-    /// Newest first.
+    /// Newest first. The value now is the newest, even when the revision that wrote it
+    /// is older than `kept_from`.
     pub changes: Vec<HistoryEntry>,
 }
 
