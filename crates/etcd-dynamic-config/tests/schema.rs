@@ -526,6 +526,13 @@ fn the_process_wide_instance_is_the_control_unit_configuration() {
     let config = etcd_dynamic_config::etcd_config().expect("the test environment is valid");
     assert_eq!(config.prefix(), "/APPS/ControlUnit/");
     assert!(config.schema().is_secret("postgres_dsn"));
+    // The ControlUnit schema itself, not a name that merely looks secret.
+    let declared = config.schema().declared("postgres_dsn").expect("declared");
+    assert!(declared.is_secret());
+    assert_eq!(
+        config.schema().names().count(),
+        etcd_dynamic_config::Schema::control_unit().names().count()
+    );
     assert!(
         std::ptr::eq(config, etcd_dynamic_config::etcd_config().unwrap()),
         "one instance"

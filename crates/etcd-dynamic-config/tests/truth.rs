@@ -900,6 +900,8 @@ async fn an_audited_write_and_its_record_are_one_transaction_with_secrets_masked
     // etcd's own answer: the record is a key of the audit prefix written at the values'
     // revision, in their transaction.
     let audit_prefix = audited.audit_prefix();
+    // Outside the configuration's prefix, where its readers never look.
+    assert_eq!(audit_prefix, "/_audit/aud/");
     let mut held = client
         .get(audit_prefix.as_str(), Some(GetOptions::new().with_prefix()))
         .await
