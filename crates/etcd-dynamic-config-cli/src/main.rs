@@ -819,11 +819,13 @@ async fn history(context: &Context, name: &str, limit: usize) -> Result<u8> {
             None => "(deleted)".to_owned(),
             Some(value) => shown(context, name, Some(value)),
         };
-        if history.kept_from.is_some_and(|kept| change.revision < kept) {
-            outln!("rev {:<8} {value} (the value now)", change.revision);
+        // Written before what etcd keeps: the range still holds it as the value now.
+        let now = if history.kept_from.is_some_and(|kept| change.revision < kept) {
+            " (the value now)"
         } else {
-            outln!("rev {:<8} {value}", change.revision);
-        }
+            ""
+        };
+        outln!("rev {:<8} {value}{now}", change.revision);
     }
     if history.changes.is_empty() {
         outln!("(no writes in etcd's history)");
