@@ -956,3 +956,35 @@ async fn an_audited_write_and_its_record_are_one_transaction_with_secrets_masked
         .expect("write");
     assert_eq!(plain.audit_trail().await.expect("trail").len(), 1);
 }
+
+#[tokio::test]
+async fn a_client_given_a_prefix_reads_and_writes_under_it_not_under_the_settings_one() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/one/Mode", "one").await;
+    put(&mut client, "/two/Mode", "two").await;
+    let given = EtcdClient::new(settings(&etcd.endpoint(), "/one"), Schema::auto_discover())
+        .expect("client")
+        .with_prefix("/two")
+        .expect("a valid prefix");
+    assert_eq!(given.prefix(), "/two/");
+    let loaded = given.load().await.expect("load");
+    assert_eq!(
+        loaded.snapshot.get("mode").and_then(|value| value.as_str()),
+        Some("two")
+    );
+    let revision = given
+        .put_values(&[("mode".into(), "2".into())], &[])
+        .await
+        .expect("write");
+    // etcd's own answer: the given prefix's key was written, the settings' one was not.
+    for (key, value, mod_revision) in [("/two/Mode", "2", revision), ("/one/Mode", "one", 2)] {
+        let held = client.get(key, None).await.expect("get");
+        let kv = &held.kvs()[0];
+        assert_eq!(
+            (kv.value_str().expect("text"), kv.mod_revision()),
+            (value, mod_revision),
+            "{key}"
+        );
+    }
+}
