@@ -2198,3 +2198,98 @@ fn an_event_for_a_key_the_cache_never_saw_diverges_even_beside_a_rejected_owner(
     let outputs = state.step(watched(vec![put("/app/log_level", "DEBUG", 7, Some(5))]));
     assert_eq!(control(&outputs), ["List(Diverged { key_revision: 7 })"]);
 }
+
+#[test]
+fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
+    use crate::schema::{Name, Schema};
+    // Enough keys to be split, with what each part must hand over in key order: names
+    // two keys collide on (the winner before the split and the loser after, or both on
+    // one side), values a check or UTF-8 rejects, rollouts and keys outside the prefix.
+    let schema = Schema::builder()
+        .discover(true)
+        .name(Name::new("k00007").one_of(["ok"]))
+        .name(Name::new("k11000").one_of(["ok"]))
+        .build()
+        .unwrap();
+    let keys = Arc::new(schema).bind("/app").unwrap();
+    let count = 3 * SPLIT_FROM;
+    let mut kvs: Vec<Kv> = (0..count)
+        .map(|i| kv(&format!("/app/K{i:05}"), &format!("v{i}"), 2 + i as i64))
+        .collect();
+    for i in [
+        3,
+        SPLIT_FROM - 1,
+        SPLIT_FROM,
+        SPLIT_FROM + 1,
+        2 * SPLIT_FROM,
+        count - 1,
+    ] {
+        kvs.push(kv(&format!("/app/k{i:05}"), "lower", 1));
+    }
+    // A check rejects "v7" before the split and passes "ok" after it; UTF-8 rejects
+    // one value after it.
+    for kv in &mut kvs {
+        match kv.key.as_str() {
+            "/app/K11000" => kv.value = b"ok".to_vec(),
+            "/app/K20001" => kv.value = vec![0xff, 0xfe],
+            _ => {}
+        }
+    }
+    kvs.push(kv(
+        "/app/_rollout/canary",
+        &rollout_doc(50, &[("zone", "eu")], &[("/app/K00001", "x")], &[]),
+        3,
+    ));
+    kvs.push(kv("/application/X", "outside", 4));
+    kvs.push(kv("/app", "the prefix itself", 5));
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    let head = i64::try_from(count).unwrap() + 10;
+
+    let take_in = |split_from: usize| {
+        let mut state = State::new(keys.clone(), Entries::default());
+        state.split_from = split_from;
+        let outputs = state.step(listed_at(kvs.clone(), head));
+        (state, outputs)
+    };
+    let (split, split_outputs) = take_in(SPLIT_FROM);
+    let (whole, whole_outputs) = take_in(usize::MAX);
+    if std::thread::available_parallelism().map_or(1, usize::from) > 1 {
+        assert!(split_listing(kvs.len(), SPLIT_FROM) < kvs.len() / 2);
+    }
+    assert_eq!(split_listing(kvs.len(), usize::MAX), kvs.len());
+
+    let snapshot = published(&split_outputs).expect("the listing is published");
+    assert_eq!(
+        values(&snapshot),
+        values(&published(&whole_outputs).unwrap())
+    );
+    assert_eq!(snapshot.len(), count - 2, "k00007 and k20001 are rejected");
+    assert_eq!(snapshot.get("k00003"), Some(ValueRef::String("v3")));
+    assert_eq!(
+        snapshot.get(&format!("k{:05}", SPLIT_FROM)),
+        Some(ValueRef::String(&format!("v{SPLIT_FROM}")))
+    );
+    assert_eq!(split.collisions(), whole.collisions());
+    assert_eq!(split.collisions().len(), 6);
+    let rejected =
+        |state: &State| -> Vec<String> { state.rejections().map(|r| r.name.to_string()).collect() };
+    assert_eq!(rejected(&split), ["k00007", "k20001"]);
+    assert_eq!(rejected(&split), rejected(&whole));
+    assert_eq!(split.rollouts.len(), 1);
+    assert_eq!(split.rollouts.len(), whole.rollouts.len());
+    assert_eq!(split.digest, whole.digest);
+    assert_ne!(split.digest, Some(0));
+    assert_eq!(split.key_count, whole.key_count);
+    let collided = |outputs: &[Output]| -> Vec<String> {
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Collide { name, keys } => Some(format!("{name} {keys:?}")),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(collided(&split_outputs), collided(&whole_outputs));
+    assert_eq!(confirmations(&split_outputs), [head]);
+    assert_eq!(confirmations(&whole_outputs), [head]);
+}
