@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes its figures into BENCHMARKS.md, between the
 # `<!-- begin: NAME -->` / `<!-- end: NAME -->` markers: no figure there is copied by
-# hand. Takes about ten minutes on 2 cores.
+# hand. Takes about twenty minutes on 2 cores.
 #
 #   bench/report.sh                 # in-process, end-to-end (etcd 3.4), CLI at scale (etcd 3.5)
 #   E2E_COLD=1000,10000 bench/report.sh   # other cold-start sizes (default: up to 1M keys)
