@@ -988,3 +988,86 @@ async fn a_client_given_a_prefix_reads_and_writes_under_it_not_under_the_setting
         );
     }
 }
+
+#[tokio::test]
+async fn a_write_expecting_a_revision_is_refused_after_a_put_or_delete_since_and_lands_otherwise() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/Mode", "one").await;
+    put(&mut client, "/app/Gone", "here").await;
+    let writer = EtcdClient::new(settings(&etcd.endpoint(), "/app"), Schema::auto_discover())
+        .expect("client");
+    let seen = put(&mut client, "/app/Other", "x").await;
+    // Each change since `seen`: a delete (which no key's mod revision shows), then a put.
+    for change in ["delete", "put"] {
+        let expected = match change {
+            "delete" => {
+                client.delete("/app/Gone", None).await.expect("delete");
+                seen
+            }
+            _ => {
+                let now = put(&mut client, "/app/Fresh", "new").await;
+                put(&mut client, "/app/Other", "y").await;
+                now
+            }
+        };
+        let refused = writer
+            .put_values_expecting(&[("mode".into(), "two".into())], &[], expected)
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Conflict { .. })),
+            "{change}: {refused:?}"
+        );
+        let held = client.get("/app/Mode", None).await.expect("get");
+        assert_eq!(held.kvs()[0].value_str().expect("text"), "one", "{change}");
+    }
+    // Nothing written since: the write lands, at the revision it says.
+    let now = put(&mut client, "/app/Other", "z").await;
+    let revision = writer
+        .put_values_expecting(&[("mode".into(), "two".into())], &[], now)
+        .await
+        .expect("a write over nothing new");
+    let held = client.get("/app/Mode", None).await.expect("get");
+    let kv = &held.kvs()[0];
+    assert_eq!(
+        (kv.value_str().expect("text"), kv.mod_revision()),
+        ("two", revision)
+    );
+}
+
+#[tokio::test]
+async fn a_load_at_a_past_revision_is_etcds_range_then_and_one_etcd_lacks_is_refused_at_once() {
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    let first = put(&mut client, "/app/Mode", "one").await;
+    let middle = put(&mut client, "/app/Extra", "x").await;
+    let head = put(&mut client, "/app/Mode", "two").await;
+    let reader = EtcdClient::new(settings(&etcd.endpoint(), "/app"), Schema::auto_discover())
+        .expect("client");
+    let then = reader.load_at(middle).await.expect("a revision etcd holds");
+    assert_eq!(then.revision, middle);
+    assert_eq!(
+        values(&then.snapshot),
+        etcd_state(&mut client, "/app", middle).await
+    );
+    assert_eq!(values(&then.snapshot)["mode"], "one");
+
+    // A revision past the head, and one compacted away: refused, naming it, at once
+    // (not retried as if the answer were too large).
+    client.compact(head, None).await.expect("compact");
+    for (revision, says) in [
+        (head + 100, "beyond etcd's head"),
+        (first, "no longer in etcd's history"),
+    ] {
+        let answer = tokio::time::timeout(Duration::from_secs(20), reader.load_at(revision))
+            .await
+            .expect("an answer within 20 s");
+        match answer {
+            Err(Error::Refused { reason, .. }) => {
+                assert!(reason.contains(says), "{revision}: {reason}");
+                assert!(reason.contains(&revision.to_string()), "{reason}");
+            }
+            other => panic!("{revision}: {:?}", other.map(|loaded| loaded.revision)),
+        }
+    }
+}
