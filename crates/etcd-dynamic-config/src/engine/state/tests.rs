@@ -2293,3 +2293,47 @@ fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
     assert_eq!(confirmations(&split_outputs), [head]);
     assert_eq!(confirmations(&whole_outputs), [head]);
 }
+
+#[test]
+fn a_listing_from_split_from_keys_on_has_its_last_two_thirds_coerced_on_a_second_thread() {
+    use crate::schema::Schema;
+    use std::sync::Mutex;
+    // Each name the hook coerces, with the thread it was coerced on.
+    let seen: Arc<Mutex<BTreeMap<String, Option<String>>>> = Arc::default();
+    let schema = {
+        let seen = seen.clone();
+        Schema::builder()
+            .discover(true)
+            .coerce(move |name, _| {
+                let thread = std::thread::current().name().map(str::to_owned);
+                seen.lock().unwrap().insert(name.to_owned(), thread);
+                None
+            })
+            .build()
+            .unwrap()
+    };
+    let keys = Arc::new(schema).bind("/app").unwrap();
+    let two_cores = std::thread::available_parallelism().map_or(1, usize::from) > 1;
+    for len in [SPLIT_FROM - 1, SPLIT_FROM, 3 * SPLIT_FROM + 2] {
+        seen.lock().unwrap().clear();
+        let kvs: Vec<Kv> = (0..len)
+            .map(|i| kv(&format!("/app/k{i:05}"), "v", 2 + i as i64))
+            .collect();
+        let mut state = State::new(keys.clone(), Entries::default());
+        let outputs = state.step(listed_at(kvs, i64::try_from(len).unwrap() + 2));
+        assert_eq!(published(&outputs).expect("published").len(), len);
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), len, "every name is coerced once");
+        let on_helper: Vec<usize> = (0..len)
+            .filter(|i| seen[&format!("k{i:05}")].as_deref() == Some("etcd-config-list"))
+            .collect();
+        // Below `SPLIT_FROM`, or on one core, all on this thread; else from a third on.
+        let first = if len < SPLIT_FROM || !two_cores {
+            len
+        } else {
+            len / 3
+        };
+        assert_eq!(on_helper, (first..len).collect::<Vec<_>>(), "{len} keys");
+    }
+}
