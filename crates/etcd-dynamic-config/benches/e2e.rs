@@ -550,8 +550,10 @@ async fn bindings(etcd: &EtcdMember, client: Client, sizes: &Sizes) -> (Duration
 /// Rounds of the cold-start rows, each a start and a raw read back to back. The raw
 /// read itself moves by a third between runs (2026-11-27), and with three rounds one
 /// run's ratio moved by up to 0.4: a round's two figures share the machine's load of
-/// the moment, so the row's ratio is the median of the rounds' own ratios.
-const COLD_ROUNDS: usize = 8;
+/// the moment, so the row's ratio is the median of the rounds' own ratios. With eight
+/// rounds that median still moved by 0.13 between two runs an hour apart (2026-11-28):
+/// fifteen, an odd number, so the median is one round's own ratio.
+const COLD_ROUNDS: usize = 15;
 
 /// Time given to what a measurement leaves behind (the engine's thread freeing the
 /// listing, etcd's garbage collector) before the next one, so that it slows neither.
@@ -589,7 +591,7 @@ async fn cold_start(etcd: &EtcdMember, prefix: &str, keys: usize) -> ColdStart {
     ColdStart {
         ours: percentile(&ours, 0.5),
         raw: percentile(&raw, 0.5),
-        ratio: (ratios[COLD_ROUNDS / 2 - 1] + ratios[COLD_ROUNDS / 2]) / 2.0,
+        ratio: ratios[COLD_ROUNDS / 2],
         lowest: ratios[0],
         highest: ratios[COLD_ROUNDS - 1],
     }

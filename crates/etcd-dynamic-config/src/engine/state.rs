@@ -965,14 +965,10 @@ impl State {
         self.cluster = Some(header.cluster);
         self.key_count = count;
         self.targets.clear();
-        // A map of its own, filled in place (see `Entries`).
-        // Room for each key's name (about as long as its key), value, key and a few
-        // bytes of kinds, lengths and revision (what is left is given back below).
-        let bytes = kvs
-            .iter()
-            .map(|kv| 2 * kv.key.len() + kv.value.len() + 8)
-            .sum();
-        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len(), bytes);
+        // A map of its own, filled in place (see `Entries`); what is left of its room is
+        // given back below.
+        let room = listing_room(&kvs);
+        let mut entries = Entries::with_capacity(self.fallback.len() + kvs.len(), room);
         entries.extend(self.fallback.iter());
         let last_good = std::mem::replace(&mut self.entries, entries);
         self.rejected.clear();
@@ -986,7 +982,8 @@ impl State {
         let mut ignored = Pending::ignoring();
         // The table is filled in key order on this thread. The last two thirds of a large
         // listing are named and coerced meanwhile on another (see `split_listing`).
-        let (head, tail) = kvs.split_at(split_listing(kvs.len(), self.split_from));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let (head, tail) = kvs.split_at(split_listing(kvs.len(), self.split_from, cores));
         let helper_keys = (!tail.is_empty()).then(|| self.keys.clone());
         let mut digest = 0u64;
         std::thread::scope(|scope| {
@@ -1538,9 +1535,8 @@ const SPLIT_FROM: usize = 10_000;
 /// a throwaway harness, medians of 40 builds alternated with builds on one thread): 0.78×
 /// and 0.80× the time at 100,000 keys, 0.76× at 1,000,000; with half the keys on the
 /// second thread 0.90× and 0.96×, with three quarters 0.85× and 0.91×. From `split_from`
-/// keys (see [`SPLIT_FROM`]), and only where there are two cores.
-fn split_listing(len: usize, split_from: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+/// keys (see [`SPLIT_FROM`]), and only where there are two `cores` or more.
+fn split_listing(len: usize, split_from: usize, cores: usize) -> usize {
     if len < split_from || cores < 2 {
         len
     } else {
@@ -1553,16 +1549,27 @@ fn split_listing(len: usize, split_from: usize) -> usize {
 /// arrival to the published snapshot, over starts alternated with a listing freed in
 /// place (medians of 7): 41 ms instead of 47 ms at 100,000 keys. At 1,000,000, in two
 /// runs one after the other: 513–629 ms, against 662–926 ms freed in place. A small
-/// listing, or one whose thread cannot be made, is freed here.
-fn free_aside(kvs: Vec<Kv>) {
+/// listing, or one whose thread cannot be made, is freed here. Returns whether the
+/// listing went to a thread of its own.
+fn free_aside(kvs: Vec<Kv>) -> bool {
     const ASIDE_FROM: usize = 10_000;
     if kvs.len() < ASIDE_FROM {
-        return;
+        return false;
     }
     // On an error the closure, and the listing with it, is dropped here.
-    let _ = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("etcd-config-free".into())
-        .spawn(move || drop(kvs));
+        .spawn(move || drop(kvs))
+        .is_ok()
+}
+
+/// The room a listing's entries are packed into before the map grows: for each key its
+/// name (about as long as its key), its value, the key itself, and a few bytes of kinds,
+/// lengths and revision. A name much longer than its key (a mapping) makes it grow.
+fn listing_room(kvs: &[Kv]) -> usize {
+    kvs.iter()
+        .map(|kv| 2 * kv.key.len() + kv.value.len() + 8)
+        .sum()
 }
 
 #[cfg(test)]

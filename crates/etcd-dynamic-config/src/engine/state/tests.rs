@@ -2253,10 +2253,8 @@ fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
     };
     let (split, split_outputs) = take_in(SPLIT_FROM);
     let (whole, whole_outputs) = take_in(usize::MAX);
-    if std::thread::available_parallelism().map_or(1, usize::from) > 1 {
-        assert!(split_listing(kvs.len(), SPLIT_FROM) < kvs.len() / 2);
-    }
-    assert_eq!(split_listing(kvs.len(), usize::MAX), kvs.len());
+    assert!(split_listing(kvs.len(), SPLIT_FROM, 2) < kvs.len() / 2);
+    assert_eq!(split_listing(kvs.len(), usize::MAX, 2), kvs.len());
 
     let snapshot = published(&split_outputs).expect("the listing is published");
     assert_eq!(
@@ -2335,5 +2333,60 @@ fn a_listing_from_split_from_keys_on_has_its_last_two_thirds_coerced_on_a_second
             len / 3
         };
         assert_eq!(on_helper, (first..len).collect::<Vec<_>>(), "{len} keys");
+    }
+}
+
+#[test]
+fn a_listing_is_split_at_a_third_from_split_from_keys_on_and_only_where_there_are_two_cores() {
+    for cores in [2, 3, 16] {
+        assert_eq!(split_listing(0, SPLIT_FROM, cores), 0);
+        assert_eq!(
+            split_listing(SPLIT_FROM - 1, SPLIT_FROM, cores),
+            SPLIT_FROM - 1
+        );
+        assert_eq!(split_listing(SPLIT_FROM, SPLIT_FROM, cores), SPLIT_FROM / 3);
+        assert_eq!(split_listing(30_001, SPLIT_FROM, cores), 10_000);
+        assert_eq!(split_listing(30_001, usize::MAX, cores), 30_001);
+    }
+    for cores in [0, 1] {
+        assert_eq!(split_listing(30_001, SPLIT_FROM, cores), 30_001);
+    }
+}
+
+#[test]
+fn a_listing_from_ten_thousand_keys_on_is_freed_on_a_thread_of_its_own() {
+    let listing = |len: usize| -> Vec<Kv> {
+        (0..len)
+            .map(|i| kv(&format!("/app/k{i:05}"), "v", 2))
+            .collect()
+    };
+    assert!(!free_aside(Vec::new()));
+    assert!(!free_aside(listing(9_999)));
+    assert!(free_aside(listing(10_000)));
+    assert!(free_aside(listing(10_001)));
+}
+
+#[test]
+fn a_listings_entries_fit_the_room_reserved_for_them_which_is_less_than_twice_theirs() {
+    // Names as long as their keys but for the prefix, and values of a few kinds.
+    for value in ["v", "a value of twenty-two", "12345", "true"] {
+        let kvs: Vec<Kv> = (0..1_000)
+            .map(|i| kv(&format!("/app/service.k{i:05}"), value, 2 + i))
+            .collect();
+        let room = listing_room(&kvs);
+        let mut state = state();
+        state.step(listed_at(kvs, 1_010));
+        assert_eq!(state.entries.len(), 1_000);
+        // After the listing the map gives back the room it did not use; had it grown,
+        // what it holds would exceed the room.
+        let [held, _] = state.entries.heap();
+        assert!(
+            held <= room,
+            "{value:?}: {held} bytes held in {room} reserved"
+        );
+        assert!(
+            room < 2 * held,
+            "{value:?}: {room} reserved for {held} bytes"
+        );
     }
 }
