@@ -73,6 +73,7 @@ impl Snapshot {
     }
 
     /// The value of `name`, borrowed from the snapshot.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<ValueRef<'_>> {
         self.entries.get(name).map(|entry| entry.value())
     }

@@ -247,6 +247,7 @@ struct Unpacker<'a> {
 
 impl<'a> Unpacker<'a> {
     /// At `entry`'s first byte; returns that byte too.
+    #[inline]
     fn new(entry: Entry<'a>) -> (u8, Self) {
         let flags = entry.buf.as_bytes()[0];
         (
@@ -258,6 +259,7 @@ impl<'a> Unpacker<'a> {
         )
     }
 
+    #[inline]
     fn varint(&mut self) -> u64 {
         let bytes = self.buf.as_bytes();
         let mut n = 0;
@@ -273,6 +275,7 @@ impl<'a> Unpacker<'a> {
         }
     }
 
+    #[inline]
     fn text(&mut self) -> &'a str {
         let len = self.varint() as usize;
         let text = &self.buf[self.at..self.at + len];
@@ -280,6 +283,7 @@ impl<'a> Unpacker<'a> {
         text
     }
 
+    #[inline]
     fn value(&mut self, flags: u8, wides: &'a [Wide]) -> ValueRef<'a> {
         match flags & KIND {
             STRING => ValueRef::String(self.text()),
@@ -366,11 +370,22 @@ impl<'a> Entry<'a> {
     }
 
     /// The name.
+    #[inline]
     pub(crate) fn name(self) -> &'a str {
         Unpacker::new(self).1.text()
     }
 
+    /// Whether the name is `name`: the lengths compared first, then the bytes, without
+    /// a check that the slice falls on a character boundary (the lookup's test).
+    #[inline]
+    fn is_named(self, name: &str) -> bool {
+        let (_, mut unpacker) = Unpacker::new(self);
+        let len = unpacker.varint() as usize;
+        len == name.len() && self.buf.as_bytes()[unpacker.at..unpacker.at + len] == *name.as_bytes()
+    }
+
     /// The value, borrowed from the snapshot; [`ValueRef::to_value`] makes it one's own.
+    #[inline]
     pub fn value(&self) -> ValueRef<'a> {
         let (flags, mut unpacker) = Unpacker::new(*self);
         unpacker.text();
@@ -430,6 +445,7 @@ struct Flat {
 }
 
 /// The entry at `at` in `buf`.
+#[inline]
 fn entry_at<'a>(buf: &'a str, wides: &'a [Wide], at: usize) -> Entry<'a> {
     Entry {
         buf: &buf[at..],
@@ -446,6 +462,7 @@ impl Flat {
         }
     }
 
+    #[inline]
     fn entry(&self, at: usize) -> Entry<'_> {
         entry_at(&self.buf, &self.wides, at)
     }
@@ -455,8 +472,9 @@ impl Flat {
     }
 
     /// [`get`](Self::get), with the name's hash known.
+    #[inline]
     fn get_hashed(&self, hash: u64, name: &str) -> Option<Entry<'_>> {
-        let at = self.table.find(hash, |&at| self.entry(at).name() == name)?;
+        let at = self.table.find(hash, |&at| self.entry(at).is_named(name))?;
         Some(self.entry(*at))
     }
 
@@ -536,7 +554,7 @@ impl Flat {
         let Self {
             table, buf, wides, ..
         } = self;
-        let found = table.find_entry(hash, |&at| entry_at(buf, wides, at).name() == name);
+        let found = table.find_entry(hash, |&at| entry_at(buf, wides, at).is_named(name));
         match found {
             Ok(slot) => {
                 slot.remove();
@@ -620,6 +638,7 @@ impl Entries {
     }
 
     /// The entry of `name`.
+    #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<Entry<'_>> {
         let hash = self.flat.hasher.hash_one(name);
         if let Some(filter) = &self.filter {
@@ -1038,6 +1057,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_map_made_with_room_holds_that_many_names_and_bytes_before_it_grows() {
+        let entries = Entries::with_capacity(3000, 70_000);
+        assert!(entries.flat.table.capacity() >= 3000);
+        assert!(entries.flat.buf.capacity() >= 70_000);
+        assert!(entries.is_empty());
     }
 
     #[test]

@@ -2253,8 +2253,8 @@ fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
     };
     let (split, split_outputs) = take_in(SPLIT_FROM);
     let (whole, whole_outputs) = take_in(usize::MAX);
-    assert!(split_listing(kvs.len(), SPLIT_FROM, 2) < kvs.len() / 2);
-    assert_eq!(split_listing(kvs.len(), usize::MAX, 2), kvs.len());
+    assert!(split_listing(kvs.len(), SPLIT_FROM, || 2) < kvs.len() / 2);
+    assert_eq!(split_listing(kvs.len(), usize::MAX, || 2), kvs.len());
 
     let snapshot = published(&split_outputs).expect("the listing is published");
     assert_eq!(
@@ -2339,18 +2339,21 @@ fn a_listing_from_split_from_keys_on_has_its_last_two_thirds_coerced_on_a_second
 #[test]
 fn a_listing_is_split_at_a_third_from_split_from_keys_on_and_only_where_there_are_two_cores() {
     for cores in [2, 3, 16] {
-        assert_eq!(split_listing(0, SPLIT_FROM, cores), 0);
-        assert_eq!(
-            split_listing(SPLIT_FROM - 1, SPLIT_FROM, cores),
-            SPLIT_FROM - 1
-        );
+        let cores = || cores;
         assert_eq!(split_listing(SPLIT_FROM, SPLIT_FROM, cores), SPLIT_FROM / 3);
         assert_eq!(split_listing(30_001, SPLIT_FROM, cores), 10_000);
-        assert_eq!(split_listing(30_001, usize::MAX, cores), 30_001);
     }
     for cores in [0, 1] {
-        assert_eq!(split_listing(30_001, SPLIT_FROM, cores), 30_001);
+        assert_eq!(split_listing(30_001, SPLIT_FROM, || cores), 30_001);
     }
+    // Below the threshold the core count is not asked for.
+    let unasked = || -> usize { panic!("the core count was asked for") };
+    assert_eq!(split_listing(0, SPLIT_FROM, unasked), 0);
+    assert_eq!(
+        split_listing(SPLIT_FROM - 1, SPLIT_FROM, unasked),
+        SPLIT_FROM - 1
+    );
+    assert_eq!(split_listing(30_001, usize::MAX, unasked), 30_001);
 }
 
 #[test]
