@@ -537,8 +537,11 @@ async fn bindings(etcd: &EtcdMember, client: Client, sizes: &Sizes) -> [Duration
                         for binding in &bound {
                             std::hint::black_box(binding.load());
                         }
-                        let snapshot = config.snapshot();
-                        if bound.is_empty() && read_at != Some(snapshot.revision()) {
+                        // The same reads without a binding: when the revision is new.
+                        let snapshot = bound.is_empty().then(|| config.snapshot());
+                        if let Some(snapshot) = snapshot
+                            && read_at != Some(snapshot.revision())
+                        {
                             read_at = Some(snapshot.revision());
                             for _ in 0..3 {
                                 std::hint::black_box(

@@ -375,8 +375,8 @@ impl<'a> Entry<'a> {
         Unpacker::new(self).1.text()
     }
 
-    /// Whether the name is `name`: the lengths compared first, then the bytes, without
-    /// a check that the slice falls on a character boundary (the lookup's test).
+    /// Whether the name is `name` (the lookup's test): compared as bytes, so the name is
+    /// not sliced as text, which checks that both ends fall on character boundaries.
     #[inline]
     fn is_named(self, name: &str) -> bool {
         let (_, mut unpacker) = Unpacker::new(self);
