@@ -296,6 +296,8 @@ struct Write<'a> {
     key: &'a str,
     mod_revision: i64,
     value: Result<Coerced<'a>, String>,
+    /// Whether the schema keeps the name's value secret.
+    secret: bool,
 }
 
 /// A key that lost a name collision: kept so it can take over if the winner goes.
@@ -980,36 +982,27 @@ impl State {
         }
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
-        // The table is filled in key order on this thread. The last two thirds of a large
-        // listing are named and coerced meanwhile on another (see `split_listing`).
+        // The table is filled in key order on this thread. The rest of a large listing is
+        // named and coerced meanwhile on another, and taken in here part by part (see
+        // `split_listing` and `hand_over`).
         let cores = || std::thread::available_parallelism().map_or(1, usize::from);
         let (head, tail) = kvs.split_at(split_listing(kvs.len(), self.split_from, cores));
-        let helper_keys = (!tail.is_empty()).then(|| self.keys.clone());
+        let keys = self.keys.clone();
         let mut digest = 0u64;
-        std::thread::scope(|scope| {
-            let helper = helper_keys.as_ref().and_then(|keys| {
-                std::thread::Builder::new()
-                    .name("etcd-config-list".into())
-                    .spawn_scoped(scope, move || Prepared::of(keys, tail))
-                    .ok()
-            });
-            // Each name is written here in turn and borrowed from it, as the key and the
-            // value's text are from the listing: nothing is allocated per key but its entry.
-            let mut name = String::new();
-            digest = self.take_listed_here(head, &mut name, &mut ignored, &mut outputs);
-            // A helper that panicked, or could not start, leaves its part to this thread.
-            match helper.and_then(|helper| helper.join().ok()) {
-                Some(prepared) => {
-                    digest = digest.wrapping_add(prepared.digest);
-                    for (kv, (listed, range)) in tail.iter().zip(prepared.listed) {
-                        let name = &prepared.names[range];
-                        self.take_listed(kv, listed, name, &mut ignored, &mut outputs);
-                    }
-                }
-                None => {
-                    let part = self.take_listed_here(tail, &mut name, &mut ignored, &mut outputs);
-                    digest = digest.wrapping_add(part);
-                }
+        // Each name is written here in turn and borrowed from it, as the key and the value's
+        // text are from the listing: nothing is allocated per key but its entry.
+        let mut name = String::new();
+        let prepare = |part| Prepared::of(&keys, part);
+        hand_over(head, tail, HANDOVER, prepare, |part, prepared| {
+            let Some(prepared) = prepared else {
+                let share = self.take_listed_here(part, &mut name, &mut ignored, &mut outputs);
+                digest = digest.wrapping_add(share);
+                return;
+            };
+            digest = digest.wrapping_add(prepared.digest);
+            for (kv, (listed, range)) in part.iter().zip(prepared.listed) {
+                let name = &prepared.names[range];
+                self.take_listed(kv, listed, name, &mut ignored, &mut outputs);
             }
         });
         free_aside(kvs);
@@ -1084,11 +1077,12 @@ impl State {
                     Some(&kv.value),
                 );
             }
-            Listed::Value(value) => {
+            Listed::Value { value, secret } => {
                 let write = Write {
                     value,
                     key: &kv.key,
                     mod_revision: kv.mod_revision,
+                    secret,
                 };
                 self.put(name, write, ignored, outputs);
             }
@@ -1283,6 +1277,7 @@ impl State {
                     key: &event.key,
                     mod_revision: event.mod_revision,
                     value: self.keys.schema().coerce_in(&name, raw),
+                    secret: self.keys.schema().is_secret(&name),
                 };
                 self.put(&name, write, pending, outputs);
             }
@@ -1305,13 +1300,12 @@ impl State {
             // A full read, where no value was rejected: the name's owner is found, or the
             // name taken, in one probe of the map; the rest is for a collision. (A key
             // comes once in a listing: it waits in no shadow yet.)
-            let secret = self.keys.schema().is_secret(name);
             let claimed = self.entries.claim_from_etcd(
                 name,
                 value.view(),
                 write.key,
                 write.mod_revision,
-                secret,
+                write.secret,
             );
             if claimed.is_ok() {
                 return;
@@ -1372,7 +1366,6 @@ impl State {
                 if !self.rejected.is_empty() {
                     self.rejected.remove(name);
                 }
-                let secret = self.keys.schema().is_secret(name);
                 // A full read does this once per key: nothing is cloned.
                 let old = pending
                     .is_recording()
@@ -1382,7 +1375,7 @@ impl State {
                     value.view(),
                     write.key,
                     write.mod_revision,
-                    secret,
+                    write.secret,
                 );
                 if let Some(old) = old {
                     pending.record(name, old, Some(value.into_value()));
@@ -1427,6 +1420,7 @@ impl State {
                 key: &heir,
                 mod_revision: shadowed.mod_revision,
                 value: shadowed.value.map(Coerced::Value),
+                secret: self.keys.schema().is_secret(name),
             };
             self.set_owner(name, write, pending, outputs);
         }
@@ -1468,8 +1462,12 @@ fn diff(old: &Entries, new: &Entries) -> Pending {
 enum Listed<'kv> {
     /// A rollout's key.
     Rollout,
-    /// A value of the name written beside it, coerced (or why not).
-    Value(Result<Coerced<'kv>, String>),
+    /// A value of the name written beside it, coerced (or why not), and whether the
+    /// schema keeps it secret.
+    Value {
+        value: Result<Coerced<'kv>, String>,
+        secret: bool,
+    },
     /// A key the schema does not load.
     Unloaded,
 }
@@ -1479,7 +1477,10 @@ fn classify<'kv>(keys: &KeyMap, kv: &'kv Kv, name: &mut String) -> Listed<'kv> {
     if keys.rollout_of(&kv.key).is_some() {
         Listed::Rollout
     } else if keys.name_into(&kv.key, name) {
-        Listed::Value(keys.schema().coerce_in(name, &kv.value))
+        Listed::Value {
+            value: keys.schema().coerce_in(name, &kv.value),
+            secret: keys.schema().is_secret(name),
+        }
     } else {
         Listed::Unloaded
     }
@@ -1514,7 +1515,7 @@ impl<'kv> Prepared<'kv> {
             prepared.digest = prepared.digest.wrapping_add(summed(keys, kv));
             let listed = classify(keys, kv, &mut name);
             let start = prepared.names.len();
-            if matches!(listed, Listed::Value(_)) {
+            if matches!(listed, Listed::Value { .. }) {
                 prepared.names.push_str(&name);
             }
             prepared.listed.push((listed, start..prepared.names.len()));
@@ -1523,18 +1524,74 @@ impl<'kv> Prepared<'kv> {
     }
 }
 
+/// Keys per part a second thread hands over (see [`hand_over`]): about a millisecond of
+/// its work, against a few microseconds to hand a part over.
+const HANDOVER: usize = 4096;
+
+/// Parts a second thread prepares ahead of this one, at most (see [`hand_over`]). A part
+/// of classified keys holds about 300 KiB (76 bytes a key: its name, what it coerced to).
+const HANDOVER_AHEAD: usize = 4;
+
+/// Gives `take` the `head`, then `tail` in parts of `part_len`, in order: the head to do
+/// all of on this thread (`None`), each part of the tail with what `prepare` made of it
+/// meanwhile on a second thread, at most [`HANDOVER_AHEAD`] parts ahead. A part is taken
+/// as soon as it is ready, while its items are still in the cache the two threads share,
+/// not when the whole tail is. What the second thread did not prepare (it panicked, or
+/// could not start) is given to `take` with `None` after the rest.
+fn hand_over<'t, T: Sync, P: Send>(
+    head: &'t [T],
+    tail: &'t [T],
+    part_len: usize,
+    prepare: impl Fn(&'t [T]) -> P + Send,
+    mut take: impl FnMut(&'t [T], Option<P>),
+) {
+    std::thread::scope(|scope| {
+        let (parts, ready) = std::sync::mpsc::sync_channel(HANDOVER_AHEAD);
+        let helper = (!tail.is_empty()).then(|| {
+            std::thread::Builder::new()
+                .name("etcd-config-list".into())
+                .spawn_scoped(scope, move || {
+                    for part in tail.chunks(part_len) {
+                        // This thread stops taking parts only if it panics.
+                        if parts.send(prepare(part)).is_err() {
+                            break;
+                        }
+                    }
+                })
+        });
+        take(head, None);
+        let mut taken = 0;
+        if let Some(Ok(helper)) = helper {
+            // The parts end when the helper is done, or panicked.
+            for prepared in ready {
+                let part = &tail[taken..tail.len().min(taken + part_len)];
+                take(part, Some(prepared));
+                taken += part.len();
+            }
+            // Joined, so that a panic stays on its thread rather than ending the scope.
+            let _ = helper.join();
+        }
+        if taken < tail.len() {
+            take(&tail[taken..], None);
+        }
+    });
+}
+
 /// From how many keys a listing is taken in on two threads: below it, a thread's start
 /// costs more than it saves.
 const SPLIT_FROM: usize = 10_000;
 
 /// Where a listing of `len` keys is split: the keys from there on are classified (named,
 /// coerced, fingerprinted) on a second thread while this one takes in the keys before,
-/// then taken in here in key order. Classifying a key costs about as much as taking it
-/// into the table (`perf`), so the second thread gets two thirds: it finishes about when
-/// this one reaches its part. Timed outside the engine (`bench_support::Engine::listed`,
-/// a throwaway harness, medians of 40 builds alternated with builds on one thread): 0.78×
-/// and 0.80× the time at 100,000 keys, 0.76× at 1,000,000; with half the keys on the
-/// second thread 0.90× and 0.96×, with three quarters 0.85× and 0.91×. From `split_from`
+/// then taken in here in key order, part by part as they are ready (see [`hand_over`]).
+/// Taking a key into the table costs this thread about twice what classifying it costs
+/// the other (`perf` of the build on one thread, default schema), so this thread is the
+/// bottleneck and does as little classifying as it can; a quarter rather than less, for a
+/// schema whose coercion costs more. Timed outside the engine (throwaway harnesses over
+/// `bench_support::Engine::listed`, 30 builds back to back, builds alternated with the
+/// last two thirds handed over whole when prepared): 0.88× the time at 100,000 keys
+/// (medians of five runs, 35.1 against 39.8 ms), the same at 1,000,000 (four runs,
+/// 552 against 562 ms, where filling the table waits on memory). From `split_from`
 /// keys (see [`SPLIT_FROM`]), and only where there are two `cores` or more: asked only
 /// of a listing that large, since the standard library reads the process's CPU quota
 /// from files for it (about 40 µs and 21 system calls per call here, `strace -c`).
@@ -1542,7 +1599,7 @@ fn split_listing(len: usize, split_from: usize, cores: impl FnOnce() -> usize) -
     if len < split_from || cores() < 2 {
         len
     } else {
-        len / 3
+        len / 4
     }
 }
 

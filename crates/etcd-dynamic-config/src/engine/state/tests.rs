@@ -2293,7 +2293,7 @@ fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
 }
 
 #[test]
-fn a_listing_from_split_from_keys_on_has_its_last_two_thirds_coerced_on_a_second_thread() {
+fn a_listing_from_split_from_keys_on_has_its_last_three_quarters_coerced_on_a_second_thread() {
     use crate::schema::Schema;
     use std::sync::Mutex;
     // Each name the hook coerces, with the thread it was coerced on.
@@ -2326,22 +2326,22 @@ fn a_listing_from_split_from_keys_on_has_its_last_two_thirds_coerced_on_a_second
         let on_helper: Vec<usize> = (0..len)
             .filter(|i| seen[&format!("k{i:05}")].as_deref() == Some("etcd-config-list"))
             .collect();
-        // Below `SPLIT_FROM`, or on one core, all on this thread; else from a third on.
+        // Below `SPLIT_FROM`, or on one core, all on this thread; else from a quarter on.
         let first = if len < SPLIT_FROM || !two_cores {
             len
         } else {
-            len / 3
+            len / 4
         };
         assert_eq!(on_helper, (first..len).collect::<Vec<_>>(), "{len} keys");
     }
 }
 
 #[test]
-fn a_listing_is_split_at_a_third_from_split_from_keys_on_and_only_where_there_are_two_cores() {
+fn a_listing_is_split_at_a_quarter_from_split_from_keys_on_and_only_where_there_are_two_cores() {
     for cores in [2, 3, 16] {
         let cores = || cores;
-        assert_eq!(split_listing(SPLIT_FROM, SPLIT_FROM, cores), SPLIT_FROM / 3);
-        assert_eq!(split_listing(30_001, SPLIT_FROM, cores), 10_000);
+        assert_eq!(split_listing(SPLIT_FROM, SPLIT_FROM, cores), SPLIT_FROM / 4);
+        assert_eq!(split_listing(30_003, SPLIT_FROM, cores), 7_500);
     }
     for cores in [0, 1] {
         assert_eq!(split_listing(30_001, SPLIT_FROM, || cores), 30_001);
@@ -2354,6 +2354,101 @@ fn a_listing_is_split_at_a_third_from_split_from_keys_on_and_only_where_there_ar
         SPLIT_FROM - 1
     );
     assert_eq!(split_listing(30_001, usize::MAX, unasked), 30_001);
+}
+
+/// What `hand_over` gave `take`, call by call: the items, and what was prepared of them
+/// (the items again, and the thread they were prepared on) or `None`.
+type Taken = Vec<(Vec<usize>, Option<(Vec<usize>, Option<String>)>)>;
+
+/// `hand_over` of `head` and `tail` in parts of `part_len`, each prepared by `prepare`.
+fn handed_over(
+    head: &[usize],
+    tail: &[usize],
+    part_len: usize,
+    prepare: impl Fn(&[usize]) + Send + Sync,
+) -> Taken {
+    let mut taken = Vec::new();
+    let prepare = |part: &[usize]| {
+        prepare(part);
+        let thread = std::thread::current().name().map(str::to_owned);
+        (part.to_vec(), thread)
+    };
+    hand_over(head, tail, part_len, prepare, |part, prepared| {
+        taken.push((part.to_vec(), prepared));
+    });
+    taken
+}
+
+#[test]
+fn hand_over_gives_the_head_then_each_part_of_the_tail_in_order_prepared_on_a_second_thread() {
+    let items: Vec<usize> = (0..1_000).collect();
+    let (head, tail) = items.split_at(100);
+    let taken = handed_over(head, tail, 64, |_| {});
+
+    assert_eq!(
+        taken[0],
+        (head.to_vec(), None),
+        "the head first, all of it here"
+    );
+    let parts = &taken[1..];
+    assert_eq!(parts.len(), 900_usize.div_ceil(64));
+    for (at, (part, prepared)) in parts.iter().enumerate() {
+        let start = 100 + 64 * at;
+        let expected: Vec<usize> = (start..1_000.min(start + 64)).collect();
+        assert_eq!(*part, expected);
+        let (prepared, thread) = prepared.as_ref().expect("prepared on the second thread");
+        assert_eq!(*prepared, expected, "each part with what was made of it");
+        assert_eq!(thread.as_deref(), Some("etcd-config-list"));
+    }
+}
+
+#[test]
+fn hand_over_without_a_tail_gives_the_head_alone_and_starts_no_thread() {
+    let items: Vec<usize> = (0..10).collect();
+    let taken = handed_over(&items, &[], 4, |_| panic!("nothing to prepare"));
+    assert_eq!(taken, [(items, None)]);
+}
+
+#[test]
+fn a_second_thread_that_panics_leaves_what_it_did_not_hand_over_to_this_thread() {
+    let items: Vec<usize> = (0..1_000).collect();
+    let (head, tail) = items.split_at(100);
+    // The fourth part panics: three are handed over.
+    let taken = handed_over(head, tail, 64, |part| {
+        assert!(part[0] < 100 + 3 * 64, "a preparation panicked");
+    });
+
+    assert_eq!(taken.len(), 1 + 3 + 1);
+    assert_eq!(taken[0], (head.to_vec(), None));
+    assert!(taken[1..4].iter().all(|(_, prepared)| prepared.is_some()));
+    let (rest, prepared) = &taken[4];
+    assert_eq!(*rest, (100 + 3 * 64..1_000).collect::<Vec<_>>());
+    assert_eq!(*prepared, None, "the rest is left to this thread");
+    let all: Vec<usize> = taken.into_iter().flat_map(|(part, _)| part).collect();
+    assert_eq!(all, items, "every item once, in order");
+}
+
+#[test]
+fn a_second_thread_prepares_at_most_handover_ahead_parts_ahead_of_this_one() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let items: Vec<usize> = (0..40).collect();
+    let prepared = AtomicUsize::new(0);
+    let mut ahead = Vec::new();
+    let mut taken = 0;
+    let prepare = |_: &[usize]| prepared.fetch_add(1, Ordering::SeqCst);
+    hand_over(&[], &items, 2, prepare, |_, part| {
+        if part.is_some() {
+            // Time for the second thread to run as far ahead as it may.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            taken += 1;
+            ahead.push(prepared.load(Ordering::SeqCst) - taken);
+        }
+    });
+
+    assert_eq!(taken, 20);
+    // A part waiting in the queue, or prepared and waiting to be put in it.
+    let most = ahead.iter().max().copied();
+    assert_eq!(most, Some(HANDOVER_AHEAD + 1), "{ahead:?}");
 }
 
 #[test]
