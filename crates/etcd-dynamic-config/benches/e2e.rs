@@ -182,12 +182,22 @@ async fn run(sizes: &Sizes, full: bool) {
     }
 
     if wants("burst") {
-        let lag = burst(&etcd, client.clone(), sizes.burst).await;
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..BURST_ROUNDS {
+            let (lag, raw_lag) = burst(&etcd, client.clone(), sizes.burst).await;
+            ours.push(lag);
+            raw.push(raw_lag);
+        }
+        ours.sort_unstable();
+        let lag = percentile(&ours, 0.5);
         rows.push(row(
-            &format!("burst of {} puts: last put → visible", sizes.burst),
+            &format!(
+                "burst of {} puts: last put → visible, median of {BURST_ROUNDS}",
+                sizes.burst
+            ),
             "≤ 100 ms",
-            ms(lag),
-            String::from("-"),
+            format!("{} vs raw watch {}", ms(lag), ms(percentile(&raw, 0.5))),
+            format!("{}–{}", ms(ours[0]), ms(ours[BURST_ROUNDS - 1])),
             lag <= Duration::from_millis(100),
         ));
     }
@@ -685,11 +695,36 @@ async fn raw_range(client: &mut Client, prefix: &str) -> usize {
     }
 }
 
+/// Rounds of the burst row. One burst's lag is decided by what etcd, this process or the
+/// machine does in its last milliseconds: one report read 152.6 ms where three runs of
+/// the row alone right after it read 0.046–0.080 ms (2026-11-28). So the row is the
+/// median of several, with their range, and a raw watch beside it tells etcd's share.
+const BURST_ROUNDS: usize = 5;
+
 /// 16 writers put `puts` values as fast as etcd takes them; returns the time from the
-/// last put returning to the snapshot reaching the highest revision written.
-async fn burst(etcd: &EtcdMember, client: Client, puts: usize) -> Duration {
+/// last put returning to the snapshot reaching the highest revision written, and to a
+/// plain `etcd-client` watch on the same prefix (on this runtime) seeing it: zero when
+/// the raw watch saw it before the put's call returned.
+async fn burst(etcd: &EtcdMember, client: Client, puts: usize) -> (Duration, Duration) {
     let config = config(etcd, "/burst");
     config.start().await.expect("start");
+    let (seen, mut raw_seen) = tokio::sync::watch::channel((0, Instant::now()));
+    let mut watcher = client.clone();
+    let mut stream = watcher
+        .watch("/burst/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .expect("raw watch");
+    let raw_watch = tokio::spawn(async move {
+        while let Ok(Some(response)) = stream.message().await {
+            let at = Instant::now();
+            let top = response.events().iter().filter_map(|event| event.kv());
+            if let Some(revision) = top.map(|kv| kv.mod_revision()).max()
+                && seen.send((revision, at)).is_err()
+            {
+                return;
+            }
+        }
+    });
     let mut writers = Vec::new();
     for lane in 0..16 {
         let mut client = client.clone();
@@ -721,8 +756,14 @@ async fn burst(etcd: &EtcdMember, client: Client, puts: usize) -> Duration {
         .await
         .expect("alive");
     let lag = returned.elapsed();
+    let raw = raw_seen.wait_for(|(revision, _)| *revision >= top);
+    let (_, raw_at) = *tokio::time::timeout(Duration::from_secs(60), raw)
+        .await
+        .expect("the raw watch sees the last put within a minute")
+        .expect("the raw watch is running");
+    raw_watch.abort();
     config.stop().await;
-    lag
+    (lag, raw_at.saturating_duration_since(returned))
 }
 
 /// Heap held by a started configuration of `keys` keys, and the raw bytes they hold.
