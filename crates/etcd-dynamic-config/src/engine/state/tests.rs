@@ -2403,7 +2403,7 @@ fn hand_over_gives_the_head_then_each_part_of_the_tail_in_order_prepared_on_a_se
 }
 
 #[test]
-fn hand_over_without_a_tail_gives_the_head_alone_and_starts_no_thread() {
+fn hand_over_without_a_tail_gives_the_head_alone_and_prepares_nothing() {
     let items: Vec<usize> = (0..10).collect();
     let taken = handed_over(&items, &[], 4, |_| panic!("nothing to prepare"));
     assert_eq!(taken, [(items, None)]);
