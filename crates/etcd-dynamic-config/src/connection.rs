@@ -785,8 +785,8 @@ async fn open_watch(
         //   9 ms in 14 bursts. (etcd-io/etcd#16839 reports prev_kv reads as a cost.)
         // It stays: the cost is etcd 3.4's, under a write flood on a large keyspace, and
         // nothing cheaper gives the same two checks. Without it, keeping the fingerprint
-        // needs every key's previous value, which the engine does not hold for keys no
-        // name maps to.
+        // needs every key's previous bytes as etcd held them, which the engine does not
+        // keep: it holds coerced values, and nothing for keys no name maps to.
         .with_prev_key()
         .with_progress_notify();
     client
