@@ -1587,15 +1587,20 @@ const SPLIT_FROM: usize = 10_000;
 /// Taking a key into the table costs this thread about twice what classifying it costs
 /// the other (default schema, 100,000 keys: 57 ms on one thread, 41 ms with five sixths
 /// classified on the second; `perf` shows this thread busy throughout), so this thread
-/// is the bottleneck and does as little classifying as it can; a quarter rather than
-/// less, for a schema whose coercion costs more. Timed outside the engine (throwaway harnesses over
-/// `bench_support::Engine::listed`, 30 builds back to back, builds alternated with the
-/// last two thirds handed over whole when prepared): 0.88× the time at 100,000 keys
-/// (medians of five runs, 35.1 against 39.8 ms), the same at 1,000,000 (four runs,
-/// 552 against 562 ms, where filling the table waits on memory). From `split_from`
-/// keys (see [`SPLIT_FROM`]), and only where there are two `cores` or more: asked only
-/// of a listing that large, since the standard library reads the process's CPU quota
-/// from files for it (about 40 µs and 21 system calls per call here, `strace -c`).
+/// is the bottleneck and classifies little: a quarter. Less gained too little to keep,
+/// and a schema whose coercion costs more would make the second thread the bottleneck:
+/// a sixteenth (at least 2,048 keys) built in 0.94× the time at 1,000,000 keys and 0.92×
+/// at 100,000, nothing at 10,000, where a sixteenth without the floor was slower (4.45
+/// against 3.8 ms, this thread waiting for the first part). Handing the tail over in
+/// parts, against the last two thirds handed over whole when prepared: 0.88× the time at
+/// 100,000 keys (medians of five runs, 35.1 against 39.8 ms), the same at 1,000,000
+/// (four runs, 552 against 562 ms, where filling the table waits on memory). All timed
+/// outside the engine (2026-11-28): throwaway harnesses over
+/// `bench_support::Engine::listed`, the ways interleaved, each run timing builds back to
+/// back (4–6 at 1,000,000 keys, 30 at 100,000, 100–200 at 10,000). From `split_from` keys
+/// (see [`SPLIT_FROM`]), and only where there are two `cores` or more: asked only of a
+/// listing that large, since the standard library reads the process's CPU quota from
+/// files for it (about 40 µs and 21 system calls per call here, `strace -c`).
 fn split_listing(len: usize, split_from: usize, cores: impl FnOnce() -> usize) -> usize {
     if len < split_from || cores() < 2 {
         len
