@@ -15,8 +15,8 @@ use crate::value::ValueDeserializer;
 pub use crate::value::{Source, Value, ValueRef};
 
 mod entries;
-pub(crate) use entries::Entries;
 pub use entries::Entry;
+pub(crate) use entries::{Entries, Packed};
 
 /// What `Debug` shows instead of a secret value.
 pub(crate) const REDACTED: &str = "[REDACTED]";

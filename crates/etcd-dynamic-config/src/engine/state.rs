@@ -65,7 +65,8 @@ use crate::cache::Loaded;
 use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::rollout::{Rollout, RolloutRejection};
 use crate::schema::{Coerced, KeyMap};
-use crate::snapshot::{ConfigChange, Entries, Entry, Snapshot, Source, Value, ValueChange};
+use crate::snapshot::{ConfigChange, Entries, Entry, Packed, Snapshot, Source, Value, ValueChange};
+use crate::value::ValueRef;
 
 /// A key-value pair from a range read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -983,26 +984,27 @@ impl State {
         let mut outputs = Vec::new();
         let mut ignored = Pending::ignoring();
         // The table is filled in key order on this thread. The rest of a large listing is
-        // named and coerced meanwhile on another, and taken in here part by part (see
-        // `split_listing` and `hand_over`).
+        // named, coerced and packed meanwhile on another, and taken in here part by part
+        // (see `split_listing` and `hand_over`).
         let cores = || std::thread::available_parallelism().map_or(1, usize::from);
         let (head, tail) = kvs.split_at(split_listing(kvs.len(), self.split_from, cores));
         let keys = self.keys.clone();
         let mut digest = 0u64;
-        // Each name is written here in turn and borrowed from it, as the key and the value's
-        // text are from the listing: nothing is allocated per key but its entry.
-        let mut name = String::new();
         let prepare = |part| Prepared::of(&keys, part);
         hand_over(head, tail, HANDOVER, prepare, |part, prepared| {
-            let Some(prepared) = prepared else {
-                let share = self.take_listed_here(part, &mut name, &mut ignored, &mut outputs);
-                digest = digest.wrapping_add(share);
-                return;
+            let mut take = |part, prepared: Prepared<'_>| {
+                digest = digest.wrapping_add(prepared.digest);
+                self.take_prepared(part, prepared, &mut ignored, &mut outputs);
             };
-            digest = digest.wrapping_add(prepared.digest);
-            for (kv, (listed, range)) in part.iter().zip(prepared.listed) {
-                let name = &prepared.names[range];
-                self.take_listed(kv, listed, name, &mut ignored, &mut outputs);
+            match prepared {
+                Some(prepared) => take(part, prepared),
+                // This thread's share, prepared here a part at a time, taken in while the
+                // part is in the cache.
+                None => {
+                    for part in part.chunks(HANDOVER) {
+                        take(part, prepare(part));
+                    }
+                }
             }
         });
         free_aside(kvs);
@@ -1043,21 +1045,50 @@ impl State {
         outputs
     }
 
-    /// Classifies and takes in `kvs` on this thread; returns their share of the digest.
-    fn take_listed_here(
+    /// Takes in `kvs` as `prepared`: the values packed there in runs (see
+    /// [`Entries::take_packed`]), any other key one by one, as a change would be.
+    fn take_prepared(
         &mut self,
         kvs: &[Kv],
-        name: &mut String,
+        prepared: Prepared<'_>,
         ignored: &mut Pending,
         outputs: &mut Vec<Output>,
-    ) -> u64 {
-        let mut digest = 0u64;
-        for kv in kvs {
-            digest = digest.wrapping_add(summed(&self.keys, kv));
-            let listed = classify(&self.keys, kv, name);
-            self.take_listed(kv, listed, name, ignored, outputs);
+    ) {
+        let appended = self.entries.append_packed(&prepared.packed);
+        let mut others = prepared.others.into_iter();
+        let mut next = 0;
+        while next < kvs.len() {
+            // As `put` takes a value in while none was rejected.
+            if let Some(appended) = appended
+                && self.rejected.is_empty()
+            {
+                next += self.entries.take_packed(appended, &prepared.keys[next..]);
+            }
+            let Some(kv) = kvs.get(next) else {
+                break;
+            };
+            match prepared.keys[next] {
+                // A value not taken in with its run (its name is held, or a value was
+                // rejected before it): as packed.
+                Some(at) => {
+                    let entry = prepared.packed.entry(at);
+                    let value = match entry.value() {
+                        ValueRef::String(text) => Coerced::Text(text),
+                        value => Coerced::Value(value.to_value()),
+                    };
+                    let listed = Listed::Value {
+                        value: Ok(value),
+                        secret: entry.is_secret(),
+                    };
+                    self.take_listed(kv, listed, entry.name(), ignored, outputs);
+                }
+                None => {
+                    let (listed, name) = others.next().expect("each key not packed is listed");
+                    self.take_listed(kv, listed, &prepared.names[name], ignored, outputs);
+                }
+            }
+            next += 1;
         }
-        digest
     }
 
     /// Takes one listed key into the table: `name` is the name `listed` found.
@@ -1495,10 +1526,16 @@ fn summed(keys: &KeyMap, kv: &Kv) -> u64 {
     }
 }
 
-/// Part of a listing classified on a thread of its own: each key's classification and
-/// the place of its name in `names`, and the part's share of the digest.
+/// Part of a listing classified, and its values packed, apart from the state (on a
+/// second thread, or ahead of taking them in): for each key its entry's offset in
+/// `packed`, or `None` for a key whose classification is in `others`
+/// (a rollout's key, one the schema does not load, a rejected value, a list or a JSON
+/// document, which a map shares rather than packs), with its name's place in `names`;
+/// and the part's share of the digest.
 struct Prepared<'kv> {
-    listed: Vec<(Listed<'kv>, std::ops::Range<usize>)>,
+    keys: Vec<Option<usize>>,
+    packed: Packed,
+    others: Vec<(Listed<'kv>, std::ops::Range<usize>)>,
     names: String,
     digest: u64,
 }
@@ -1506,19 +1543,37 @@ struct Prepared<'kv> {
 impl<'kv> Prepared<'kv> {
     fn of(keys: &KeyMap, kvs: &'kv [Kv]) -> Self {
         let mut prepared = Self {
-            listed: Vec::with_capacity(kvs.len()),
-            names: String::with_capacity(kvs.iter().map(|kv| kv.key.len()).sum()),
+            keys: Vec::with_capacity(kvs.len()),
+            packed: Packed::with_capacity(listing_room(kvs)),
+            others: Vec::new(),
+            names: String::new(),
             digest: 0,
         };
         let mut name = String::new();
         for kv in kvs {
             prepared.digest = prepared.digest.wrapping_add(summed(keys, kv));
             let listed = classify(keys, kv, &mut name);
-            let start = prepared.names.len();
-            if matches!(listed, Listed::Value { .. }) {
-                prepared.names.push_str(&name);
+            let packed = match &listed {
+                Listed::Value {
+                    value: Ok(value),
+                    secret,
+                } => prepared.packed.pack_from_etcd(
+                    &name,
+                    value.view(),
+                    &kv.key,
+                    kv.mod_revision,
+                    *secret,
+                ),
+                _ => None,
+            };
+            if packed.is_none() {
+                let start = prepared.names.len();
+                if matches!(listed, Listed::Value { .. }) {
+                    prepared.names.push_str(&name);
+                }
+                prepared.others.push((listed, start..prepared.names.len()));
             }
-            prepared.listed.push((listed, start..prepared.names.len()));
+            prepared.keys.push(packed);
         }
         prepared
     }
@@ -1529,7 +1584,7 @@ impl<'kv> Prepared<'kv> {
 const HANDOVER: usize = 4096;
 
 /// Parts a second thread prepares ahead of this one, at most (see [`hand_over`]). A part
-/// of classified keys holds about 300 KiB (76 bytes a key: its name, what it coerced to).
+/// holds about 400 KiB at 100 bytes a key: its entry packed, and where.
 const HANDOVER_AHEAD: usize = 4;
 
 /// Gives `take` the `head`, then `tail` in parts of `part_len`, in order: the head to do
@@ -1582,25 +1637,30 @@ fn hand_over<'t, T: Sync, P: Send>(
 const SPLIT_FROM: usize = 10_000;
 
 /// Where a listing of `len` keys is split: the keys from there on are classified (named,
-/// coerced, fingerprinted) on a second thread while this one takes in the keys before,
-/// then taken in here in key order, part by part as they are ready (see [`hand_over`]).
-/// Taking a key into the table costs this thread about twice what classifying it costs
-/// the other (default schema, 100,000 keys: 57 ms on one thread, 41 ms with five sixths
-/// classified on the second; `perf` shows this thread busy throughout), so this thread
-/// is the bottleneck and classifies little: a quarter. Less gained too little to keep,
-/// and a schema whose coercion costs more would make the second thread the bottleneck:
-/// a sixteenth (at least 2,048 keys) built in 0.94× the time at 1,000,000 keys and 0.92×
-/// at 100,000, nothing at 10,000, where a sixteenth without the floor was slower (4.45
-/// against 3.8 ms, this thread waiting for the first part). Handing the tail over in
-/// parts, against the last two thirds handed over whole when prepared: 0.88× the time at
-/// 100,000 keys (medians of five runs, 35.1 against 39.8 ms), the same at 1,000,000
-/// (four runs, 552 against 562 ms, where filling the table waits on memory). All timed
-/// outside the engine (2026-11-28): throwaway harnesses over
-/// `bench_support::Engine::listed`, the ways interleaved, each run timing builds back to
-/// back (4–6 at 1,000,000 keys, 30 at 100,000, 100–200 at 10,000). From `split_from` keys
-/// (see [`SPLIT_FROM`]), and only where there are two `cores` or more: asked only of a
-/// listing that large, since the standard library reads the process's CPU quota from
-/// files for it (about 40 µs and 21 system calls per call here, `strace -c`).
+/// coerced, fingerprinted) and their values packed on a second thread, while this one does
+/// the same for the keys before and takes them in; then they are taken in here in key
+/// order, part by part as they are ready (see [`hand_over`]). Taking a packed value in is
+/// one probe of the table, and this thread classifies its own share too, so it stays the
+/// bottleneck and classifies a quarter. With values packed on the second thread, a half,
+/// a third and an eighth built 1,000,000 keys in 351, 294 and 302 ms against 278 ms with a
+/// quarter, and 100,000 keys in 24.9, 23.5 and 22.7 against 22.3 ms (medians of four runs
+/// each). Packing there, against taking each classified key in and packing it here: 0.69×
+/// the time at 1,000,000 keys (medians of six runs, 305 against 445 ms), 0.95× at 100,000
+/// and the same at 10,000. In `perf` of the way before, a third of this thread's time at
+/// 1,000,000 keys went to loading each key's classification, written on the other core,
+/// and to `Arc::get_mut`'s atomic operation once per key (see [`Entries::take_packed`]).
+/// Before values were packed there, a sixteenth (at least 2,048 keys) built in 0.94× the
+/// time at 1,000,000 keys and 0.92× at 100,000, nothing at 10,000, where a sixteenth
+/// without the floor was slower (4.45 against 3.8 ms, this thread waiting for the first
+/// part); and handing the tail over in parts, against the last two thirds handed over
+/// whole when prepared, built in 0.88× the time at 100,000 keys (medians of five runs,
+/// 35.1 against 39.8 ms) and the same at 1,000,000. All timed outside the engine
+/// (2026-11-28): throwaway harnesses over `bench_support::Engine::listed`, the ways
+/// interleaved, each run timing builds back to back (5 at 1,000,000 keys, 21–30 at
+/// 100,000, 100–200 at 10,000). From `split_from` keys (see [`SPLIT_FROM`]), and only
+/// where there are two `cores` or more: asked only of a listing that large, since the
+/// standard library reads the process's CPU quota from files for it (about 40 µs and 21
+/// system calls per call here, `strace -c`).
 fn split_listing(len: usize, split_from: usize, cores: impl FnOnce() -> usize) -> usize {
     if len < split_from || cores() < 2 {
         len

@@ -2293,6 +2293,143 @@ fn a_large_listing_taken_in_on_two_threads_equals_one_taken_in_on_one() {
 }
 
 #[test]
+fn a_large_listing_takes_each_key_in_once_whatever_breaks_a_run_of_packed_values() {
+    use crate::schema::{Name, Schema};
+    use std::sync::Mutex;
+    // Values are packed where they are classified and taken in in runs. A run breaks at
+    // a name an env var holds, at a second key of a name, at a list (shared, not
+    // packed) and at a rollout's key, before the split and after it.
+    let coerced: Arc<Mutex<BTreeMap<(String, String), usize>>> = Arc::default();
+    let schema = {
+        let coerced = coerced.clone();
+        Schema::builder()
+            .discover(true)
+            .name(Name::new("k00003"))
+            .name(Name::new("k25000"))
+            .name(Name::new("from_env"))
+            .coerce(move |name, text| {
+                let mut coerced = coerced.lock().unwrap();
+                *coerced
+                    .entry((name.to_owned(), text.to_owned()))
+                    .or_default() += 1;
+                None
+            })
+            .build()
+            .unwrap()
+    };
+    let schema = Arc::new(schema);
+    let env = |var: &str| matches!(var, "K00003" | "K25000" | "FROM_ENV").then(|| "env".to_owned());
+    let (fallback, _) = schema.fallback(&env);
+    coerced.lock().unwrap().clear();
+    let count = 3 * SPLIT_FROM;
+    let mut kvs: Vec<Kv> = (0..count)
+        .map(|i| kv(&format!("/app/K{i:05}"), &format!("v{i}"), 10 + i as i64))
+        .collect();
+    kvs.push(kv("/app/k00002", "lower", 2));
+    kvs.push(kv("/app/k20000", "lower", 3));
+    kvs.push(kv("/app/K00005/items", "a,b", 4));
+    kvs.push(kv("/app/K20005/items", "c,d", 5));
+    kvs.push(kv(
+        "/app/_rollout/canary",
+        &rollout_doc(50, &[("zone", "eu")], &[("/app/K00001", "x")], &[]),
+        6,
+    ));
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    let digest = kvs.iter().fold(0u64, |sum, kv| {
+        sum.wrapping_add(fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision))
+    });
+    let head = i64::try_from(count).unwrap() + 10;
+    let mut state = State::new(schema.bind("/app").unwrap(), fallback);
+    let outputs = state.step(listed_at(kvs.clone(), head));
+    let snapshot = published(&outputs).expect("the listing is published");
+
+    let mut expected: BTreeMap<String, String> = (0..count)
+        .map(|i| (format!("k{i:05}"), format!("v{i}")))
+        .collect();
+    expected.insert("k00005.items".into(), "a,b".into());
+    expected.insert("k20005.items".into(), "c,d".into());
+    expected.insert("from_env".into(), "env".into());
+    let got = values(&snapshot);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(name, value)| got.get(*name) != Some(value))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+    assert_eq!(got.len(), expected.len());
+    assert!(matches!(
+        snapshot.get("k20005.items"),
+        Some(ValueRef::List(items)) if items.len() == 2
+    ));
+    for (name, key, mod_revision) in [
+        ("k00003", "/app/K00003", 13),
+        ("k25000", "/app/K25000", 25_010),
+        ("k20000", "/app/K20000", 20_010),
+        ("k00005.items", "/app/K00005/items", 4),
+    ] {
+        let source = snapshot.entry(name).unwrap().source();
+        let key = Arc::from(key);
+        assert_eq!(source, Source::Etcd { key, mod_revision }, "{name}");
+    }
+    assert_eq!(
+        snapshot.entry("from_env").unwrap().source(),
+        Source::Env {
+            var: Arc::from("FROM_ENV")
+        }
+    );
+    let collisions: Vec<String> = state
+        .collisions()
+        .iter()
+        .map(|(name, keys)| format!("{name} {keys:?}"))
+        .collect();
+    assert_eq!(
+        collisions,
+        [
+            r#"k00002 ["/app/K00002", "/app/k00002"]"#,
+            r#"k20000 ["/app/K20000", "/app/k20000"]"#
+        ]
+    );
+    assert_eq!(state.rollouts.len(), 1);
+    assert_eq!(state.digest, Some(digest));
+    // Each key's value coerced once, wherever its run broke.
+    let coerced = coerced.lock().unwrap();
+    assert_eq!(coerced.len(), count + 4, "each (name, text) once");
+    assert!(coerced.values().all(|times| *times == 1), "{coerced:?}");
+}
+
+#[test]
+fn a_listing_over_hundreds_of_defaults_keeps_every_value_when_its_map_is_merged_midway() {
+    use crate::schema::{Name, Schema};
+    // The first 600 keys each replace a default in place; past a sixteenth of the names
+    // the map is merged into a new one while the listing is taken in, and what was
+    // appended to the old one must not go into the new one.
+    let count = 2 * SPLIT_FROM;
+    let declared: Vec<String> = (0..600).map(|i| format!("k{i:05}")).collect();
+    let mut schema = Schema::builder().discover(true);
+    for name in &declared {
+        schema = schema.name(Name::new(name).default("default"));
+    }
+    let schema = Arc::new(schema.build().unwrap());
+    let (fallback, _) = schema.fallback(&|_| None);
+    assert_eq!(fallback.len(), declared.len());
+    let kvs: Vec<Kv> = (0..count)
+        .map(|i| kv(&format!("/app/K{i:05}"), &format!("v{i}"), 10 + i as i64))
+        .collect();
+    let mut state = State::new(schema.bind("/app").unwrap(), fallback);
+    let outputs = state.step(listed_at(kvs, i64::try_from(count).unwrap() + 10));
+    let snapshot = published(&outputs).expect("the listing is published");
+
+    assert_eq!(snapshot.len(), count);
+    for i in 0..count {
+        let name = format!("k{i:05}");
+        let entry = snapshot.entry(&name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(entry.value(), ValueRef::String(&format!("v{i}")), "{name}");
+        let key = Arc::from(format!("/app/K{i:05}"));
+        let mod_revision = 10 + i as i64;
+        assert_eq!(entry.source(), Source::Etcd { key, mod_revision }, "{name}");
+    }
+}
+
+#[test]
 fn a_listing_from_split_from_keys_on_has_its_last_three_quarters_coerced_on_a_second_thread() {
     use crate::schema::Schema;
     use std::sync::Mutex;
