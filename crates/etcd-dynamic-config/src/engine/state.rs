@@ -1057,7 +1057,7 @@ impl State {
         let appended = self.entries.append_packed(&prepared.packed);
         let mut others = prepared.others.into_iter();
         let mut next = 0;
-        while next < kvs.len() {
+        loop {
             // As `put` takes a value in while none was rejected.
             if let Some(appended) = appended
                 && self.rejected.is_empty()

@@ -1190,6 +1190,7 @@ mod tests {
 
     #[test]
     fn entries_packed_apart_are_taken_in_runs_that_stop_at_a_name_held_or_a_key_not_packed() {
+        assert!(Packed::with_capacity(300).buf.capacity() >= 300);
         let mut entries = Entries::with_capacity(8, 256);
         let env = Source::Env {
             var: Arc::from("B"),

@@ -2474,6 +2474,58 @@ fn a_listing_from_split_from_keys_on_has_its_last_three_quarters_coerced_on_a_se
 }
 
 #[test]
+fn a_part_is_prepared_with_its_values_packed_and_every_other_key_classified() {
+    use crate::schema::{Name, Schema};
+    let schema = Schema::builder()
+        .discover(true)
+        .name(Name::new("checked").one_of(["ok"]))
+        .build()
+        .unwrap();
+    let keys = Arc::new(schema).bind("/app").unwrap();
+    let rollout = rollout_doc(50, &[("zone", "eu")], &[("/app/Level", "x")], &[]);
+    let kvs = vec![
+        kv("/app/Checked", "bad", 2),
+        kv("/app/Level", "INFO", 3),
+        kv("/app/Tags/items", "a,b", 4),
+        kv("/app/_rollout/canary", &rollout, 5),
+        kv("/app/Pool/max_size", "8", 6),
+    ];
+    let prepared = Prepared::of(&keys, &kvs);
+
+    let packed: Vec<bool> = prepared.keys.iter().map(Option::is_some).collect();
+    assert_eq!(packed, [false, true, false, false, true]);
+    let entry = |i: usize| prepared.packed.entry(prepared.keys[i].unwrap());
+    assert_eq!(entry(1).name(), "level");
+    assert_eq!(entry(1).value(), ValueRef::String("INFO"));
+    assert_eq!(entry(4).value(), ValueRef::Integer(8));
+    let others: Vec<(&str, &str)> = prepared
+        .others
+        .iter()
+        .map(|(listed, name)| {
+            let kind = match listed {
+                Listed::Value { value: Err(_), .. } => "rejected",
+                Listed::Value { value: Ok(_), .. } => "value",
+                Listed::Rollout => "rollout",
+                Listed::Unloaded => "unloaded",
+            };
+            (kind, &prepared.names[name.clone()])
+        })
+        .collect();
+    assert_eq!(
+        others,
+        [
+            ("rejected", "checked"),
+            ("value", "tags.items"),
+            ("rollout", "")
+        ]
+    );
+    let digest = kvs.iter().fold(0u64, |sum, kv| {
+        sum.wrapping_add(fingerprint(kv.key.as_bytes(), &kv.value, kv.mod_revision))
+    });
+    assert_eq!(prepared.digest, digest);
+}
+
+#[test]
 fn a_listing_is_split_at_a_quarter_from_split_from_keys_on_and_only_where_there_are_two_cores() {
     for cores in [2, 3, 16] {
         let cores = || cores;
