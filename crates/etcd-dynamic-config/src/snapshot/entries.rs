@@ -11,7 +11,9 @@
 //! the value it lends borrows them. At 100,000 small keys this holds about 80 bytes per
 //! key where an `Arc` per name, key, value and entry held 250 (see `BENCHMARKS.md`).
 //!
-//! A full read (the first, or a re-list) fills the flat map in place. It is then shared
+//! A full read (the first, or a re-list) fills the flat map in place: entries packed apart
+//! where the listing is classified (a [`Packed`]) are appended to its buffer whole and
+//! taken into the table by one probe each. It is then shared
 //! by every snapshot until the next merge. A change after that goes into the overlay, a
 //! persistent map of one packed entry each, so the next snapshot shares all but
 //! O(log changes) nodes with the one before.
