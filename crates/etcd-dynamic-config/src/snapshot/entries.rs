@@ -515,6 +515,22 @@ fn entry_at<'a>(buf: &'a str, wides: &'a [Wide], at: usize) -> Entry<'a> {
     }
 }
 
+/// The slot of `table` for `name`: found by its hash, names compared in `buf`.
+fn slot_of<'t>(
+    table: &'t mut HashTable<usize>,
+    buf: &str,
+    wides: &[Wide],
+    hasher: &Hasher,
+    name: &str,
+) -> hashbrown::hash_table::Entry<'t, usize> {
+    let name_at = |at: usize| entry_at(buf, wides, at).name();
+    table.entry(
+        hasher.hash_one(name),
+        |&old| name_at(old) == name,
+        |&old| hasher.hash_one(name_at(old)),
+    )
+}
+
 impl Flat {
     fn with_capacity(names: usize, bytes: usize) -> Self {
         Self {
@@ -589,13 +605,7 @@ impl Flat {
             hasher,
             ..
         } = self;
-        let name_at = |at: usize| entry_at(buf, wides, at).name();
-        let slot = table.entry(
-            hasher.hash_one(name),
-            |&old| name_at(old) == name,
-            |&old| hasher.hash_one(name_at(old)),
-        );
-        match slot {
+        match slot_of(table, buf, wides, hasher, name) {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
                 if let Some(holder) = held(entry_at(buf, wides, *slot.get())) {
                     return Err(holder);
@@ -757,17 +767,13 @@ impl Entries {
             hasher,
             ..
         } = flat;
-        let name_at = |at: usize| entry_at(buf, wides, at).name();
         let mut taken = 0;
         for &at in packed.iter().map_while(Option::as_ref) {
             let at = appended.base + at;
-            let name = name_at(at);
-            let slot = table.entry(
-                hasher.hash_one(name),
-                |&old| name_at(old) == name,
-                |&old| hasher.hash_one(name_at(old)),
-            );
-            let hashbrown::hash_table::Entry::Vacant(slot) = slot else {
+            let name = entry_at(buf, wides, at).name();
+            let hashbrown::hash_table::Entry::Vacant(slot) =
+                slot_of(table, buf, wides, hasher, name)
+            else {
                 break;
             };
             slot.insert(at);
