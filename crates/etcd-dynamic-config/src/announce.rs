@@ -1,7 +1,7 @@
 //! The fleet view: each running configuration that is asked to (`EtcdSettings__Instance`,
 //! or [`EtcdSettingsBuilder::announce`](crate::EtcdSettingsBuilder::announce)) keeps one
 //! record of itself in etcd, and operators read them all
-//! ([`EtcdClient::instances`](crate::EtcdClient::instances), `etcd-dynamic-config status`).
+//! ([`EtcdClient::fleet`](crate::EtcdClient::fleet), `etcd-dynamic-config status`).
 //!
 //! A record lives under `/_status` followed by the configuration's prefix (`/app` →
 //! `/_status/app/<instance id>`): outside the prefix, so readers of the configuration never

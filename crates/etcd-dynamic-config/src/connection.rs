@@ -121,6 +121,11 @@ impl Connection {
     }
 
     /// Connects (and authenticates) to the endpoint in use, once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the endpoint does not answer in time; otherwise what
+    /// etcd's refusal classifies as (wrong credentials, TLS settings).
     async fn client(&mut self) -> Result<Client> {
         if let Some(client) = &self.client {
             return Ok(client.clone());
@@ -207,7 +212,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect); a revision compacted between pages is retryable.
+    /// As [`client`](Self::client); a revision compacted between pages is retryable.
     pub(crate) async fn list(&mut self, prefix_dir: &str) -> Result<Listing> {
         self.list_at(prefix_dir, 0).await
     }
@@ -300,7 +305,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn get_keys(&mut self, keys: &[&str]) -> Result<Vec<Kv>> {
         let peer = self.peer();
         let mut kv = self.client().await?.kv_client();
@@ -334,7 +339,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn lease_grant(&mut self, ttl: Duration) -> Result<i64> {
         let peer = self.peer();
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -352,7 +357,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn lease_renew(&mut self, id: i64) -> Result<i64> {
         let peer = self.peer();
         let mut client = self.client().await?;
@@ -373,7 +378,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn lease_revoke(&mut self, id: i64) -> Result<()> {
         let peer = self.peer();
         self.client()
@@ -389,7 +394,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn put_leased(
         &mut self,
         key: &str,
@@ -411,7 +416,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn head(&mut self, prefix_dir: &str, applied: i64) -> Result<HeadRead> {
         let peer = self.peer();
         let range_end = prefix_end(prefix_dir.as_bytes());
@@ -461,7 +466,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn probe(&mut self, prefix_dir: &str, revision: i64) -> Result<Probe> {
         let peer = self.peer();
         let mut kv = self
@@ -532,7 +537,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect); [`Error::TooLarge`] beyond etcd's limits.
+    /// As [`client`](Self::client); [`Error::TooLarge`] beyond etcd's limits.
     pub(crate) async fn write(
         &mut self,
         puts: &[(String, String)],
@@ -611,7 +616,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn key_history(&mut self, key: &str) -> Result<KeyHistory> {
         let peer = self.peer();
         let client = self.client().await?;
@@ -720,7 +725,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect).
+    /// As [`client`](Self::client).
     pub(crate) async fn watch(&mut self, prefix_dir: &str, from_revision: i64) -> Result<Watch> {
         let peer = self.peer();
         let ahead = self
@@ -910,7 +915,7 @@ impl Watch {
     ///
     /// # Errors
     ///
-    /// As [`Connection::connect`].
+    /// As [`Connection::client`].
     pub(crate) async fn next(&mut self) -> Result<Input> {
         let response = match self.stream.message().await {
             Ok(Some(response)) => response,
