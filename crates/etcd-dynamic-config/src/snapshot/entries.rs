@@ -748,8 +748,8 @@ impl Entries {
     /// [`append_packed`](Self::append_packed) appended, in order, each as the entry of its
     /// name; returns how many it took. It stops at a `None` and at a name that has an
     /// entry already, and takes none when the flat map is no longer the one appended to
-    /// (it was merged, or is shared). An entry not taken changes nothing: its bytes stay
-    /// unused until the next merge.
+    /// (it was merged, or is shared) or changes are overlaid on it. An entry not taken
+    /// changes nothing: its bytes stay unused until the next merge.
     pub(crate) fn take_packed(&mut self, appended: Appended, packed: &[Option<usize>]) -> usize {
         if !self.overlay.is_empty() {
             return 0;
