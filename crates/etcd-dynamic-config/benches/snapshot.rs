@@ -4,12 +4,16 @@
 //!   (SPEC target: ≤ 50 ns median), for one name and for names in a scattered order,
 //!   beside an `arc-swap` load and a `HashMap` lookup of the same names (target ≤ 2×)
 //!   and the same read from an `imbl::OrdMap` of the same entries (the denser map);
-//!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns), and
+//!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns), beside
+//!   `read/bare_arc_swap_guard`, the `arc-swap` guard load it is built on, and
 //!   `read/binding_load_full`, the same as an `Arc` to keep.
 //! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
 //!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
 //!   copy). `update/copy_whole_map` is the cost an O(n) design would pay per update,
 //!   measured in the same run for comparison.
+//! - `list/build_10000`: the first snapshot built from a listing of 10,000 keys.
+//! - `bind/*`: a typed binding's first `load()` after a publish, 100,000 names read as a
+//!   type, with the names' order kept from the flat map and (`_sorting`) sorted first.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -119,6 +123,9 @@ fn read(c: &mut Criterion) {
         .expect("published");
     let binding = config_with(snapshot).bind::<Bound>().expect("binds");
     group.bench_function("binding_load", |b| b.iter(|| binding.load()));
+    // What `load()` is built on: a load of an `arc-swap` guard, nothing else.
+    let bare = arc_swap::ArcSwap::from_pointee(0_u64);
+    group.bench_function("bare_arc_swap_guard", |b| b.iter(|| **bare.load()));
     group.bench_function("binding_load_full", |b| b.iter(|| binding.load_full()));
     group.finish();
 }
@@ -180,17 +187,28 @@ fn list(c: &mut Criterion) {
 }
 
 /// What a typed binding's first `load()` after a publish pays: the whole snapshot read as
-/// the type.
+/// the type. After a put (its name in the overlay), the names' order is the one the flat
+/// map keeps; the first read after a full read or a merge sorts it (`_sorting`).
 fn bind(c: &mut Criterion) {
     type Tree = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
     let mut group = c.benchmark_group("bind");
     group.sample_size(10);
-    let mut engine = Engine::listed("/bench", pairs(100_000), 1);
-    let snapshot = engine
-        .apply(&[("/bench/Service000/Key000000", "v")], 2)
-        .expect("published");
+    let published = || {
+        let mut engine = Engine::listed("/bench", pairs(100_000), 1);
+        engine
+            .apply(&[("/bench/Service000/Key000000", "v")], 2)
+            .expect("published")
+    };
+    let snapshot = published();
     group.bench_function("read_whole_as_type_100000", |b| {
         b.iter(|| snapshot.deserialize::<Tree>().expect("reads"));
+    });
+    group.bench_function("read_whole_as_type_100000_sorting", |b| {
+        b.iter_batched(
+            published,
+            |snapshot| snapshot.deserialize::<Tree>().expect("reads"),
+            criterion::BatchSize::PerIteration,
+        );
     });
     group.finish();
 }

@@ -261,15 +261,14 @@ impl ConfigChange {
 }
 
 /// The snapshot's names and values in the order of a walk of their tree: segment by
-/// segment (`.` sorts before any other character), so that the names below each group
-/// (`database.*`) are one run. A name that is also a group is an error.
+/// segment (`.` sorts before any other character, see [`tree_cmp`](entries::tree_cmp)), so that the names
+/// below each group (`database.*`) are one run. A name that is also a group is an error.
 fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, ValueRef<'_>)>, String> {
-    let mut names: Vec<(&str, ValueRef<'_>)> = snapshot
+    let names: Vec<(&str, ValueRef<'_>)> = snapshot
         .entries
-        .iter()
+        .in_tree_order()
         .map(|entry| (entry.name(), entry.value()))
         .collect();
-    names.sort_unstable_by(|(a, _), (b, _)| tree_cmp(a, b));
     // A group sorts right after the value of the same name.
     for pair in names.windows(2) {
         let (value, below) = (pair[0].0, pair[1].0);
@@ -281,15 +280,6 @@ fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, ValueRef<'_>)>, String> 
         }
     }
     Ok(names)
-}
-
-/// Orders names as their lists of segments: bytewise, but `.` before any other byte.
-fn tree_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let rank =
-        |byte: Option<&u8>| byte.map(|&byte| if byte == b'.' { 0 } else { u16::from(byte) + 1 });
-    rank(a.get(common)).cmp(&rank(b.get(common)))
 }
 
 /// The snapshot as a tree of names, for reading it into nested structs: a value, or a
@@ -510,6 +500,61 @@ pub(crate) mod tests {
             missing.to_string().contains("missing field `host`"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_snapshot_changed_since_its_full_read_reads_as_its_names_are_now() {
+        type Tree = BTreeMap<String, BTreeMap<String, String>>;
+        let source = Source::Etcd {
+            key: Arc::from("/app/Key"),
+            mod_revision: 1,
+        };
+        let mut entries = Entries::default();
+        let set = |entries: &mut Entries, name: &str, text: &str| {
+            entries.insert(name, ValueRef::String(text), &source, false);
+        };
+        for name in ["a.x", "a-b.y", "b.z"] {
+            set(&mut entries, name, name);
+        }
+        let tree = |pairs: &[(&str, &str, &str)]| -> Tree {
+            let mut tree = Tree::new();
+            for &(group, name, text) in pairs {
+                let group = tree.entry(group.to_owned()).or_default();
+                group.insert(name.to_owned(), text.to_owned());
+            }
+            tree
+        };
+        // Shared by a snapshot, the flat map stays as read; changes go over it.
+        let first = Snapshot::new(1, entries.clone());
+        let as_read = tree(&[("a", "x", "a.x"), ("a-b", "y", "a-b.y"), ("b", "z", "b.z")]);
+        assert_eq!(first.deserialize::<Tree>().unwrap(), as_read);
+        set(&mut entries, "a.w", "new");
+        set(&mut entries, "a-b.y", "changed");
+        assert!(entries.remove("b.z"));
+        let second = Snapshot::new(2, entries.clone());
+        let changed = tree(&[
+            ("a", "w", "new"),
+            ("a", "x", "a.x"),
+            ("a-b", "y", "changed"),
+        ]);
+        assert_eq!(second.deserialize::<Tree>().unwrap(), changed);
+        // A value put where a group is: an error, until it is deleted again.
+        set(&mut entries, "a", "value");
+        let error = Snapshot::new(3, entries.clone())
+            .deserialize::<Tree>()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("a.w is below a, which is a value"),
+            "{error}"
+        );
+        assert!(entries.remove("a"));
+        assert_eq!(
+            Snapshot::new(4, entries).deserialize::<Tree>().unwrap(),
+            changed
+        );
+        assert_eq!(first.deserialize::<Tree>().unwrap(), as_read);
     }
 
     #[test]

@@ -22,10 +22,16 @@
 //! into a new flat map. That costs O(n) once per n/16 changes: O(1) per change,
 //! amortized. The bound also keeps reads fast, because a lookup that misses a small
 //! overlay costs little.
+//!
+//! A typed read of the whole snapshot walks the names in the order of their tree
+//! ([`tree_cmp`]). The flat map sorts its names once, when first walked so, and keeps that
+//! order while it is shared; a walk then merges in the overlay's changes, sorted apart.
+//! So each binding's read after an update walks the names in O(n), not O(n log n).
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -504,6 +510,19 @@ struct Flat {
     hasher: Hasher,
     /// Set when a [`Packed`] is first appended (see [`flat_id`]); 0 until then.
     id: u64,
+    /// The offsets of the live entries, names in [`tree_cmp`] order: sorted by the first
+    /// walk in that order, then kept while the map is shared (the next merge makes a new
+    /// map), so that each typed read after an update walks the names in O(n), not sorts
+    /// them again. Cleared when the map is changed in place.
+    tree_order: OnceLock<Box<[usize]>>,
+}
+
+/// The flat map, to change in place, when no snapshot shares it (a full read filling
+/// it); its tree order is dropped, to be sorted again when next asked for.
+fn unshared(flat: &mut Arc<Flat>) -> Option<&mut Flat> {
+    let flat = Arc::get_mut(flat)?;
+    flat.tree_order.take();
+    Some(flat)
 }
 
 /// The entry at `at` in `buf`.
@@ -543,6 +562,19 @@ impl Flat {
     #[inline]
     fn entry(&self, at: usize) -> Entry<'_> {
         entry_at(&self.buf, &self.wides, at)
+    }
+
+    /// The offsets of the live entries, names in [`tree_cmp`] order (sorted once).
+    fn tree_order(&self) -> &[usize] {
+        self.tree_order.get_or_init(|| {
+            let mut names: Vec<(&str, usize)> = self
+                .table
+                .iter()
+                .map(|&at| (self.entry(at).name(), at))
+                .collect();
+            names.sort_unstable_by(|(a, _), (b, _)| tree_cmp(a, b));
+            names.into_iter().map(|(_, at)| at).collect()
+        })
     }
 
     fn get(&self, name: &str) -> Option<Entry<'_>> {
@@ -689,6 +721,17 @@ fn filter_bit(hash: u64) -> (usize, u64) {
     (bit / 64, 1 << (bit % 64))
 }
 
+/// Orders names as their lists of segments: bytewise, but `.` before any other byte, so
+/// that the names below each group (`database.*`) are one run, right after the value of
+/// the group's own name, if any.
+pub(crate) fn tree_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let rank =
+        |byte: Option<&u8>| byte.map(|&byte| if byte == b'.' { 0 } else { u16::from(byte) + 1 });
+    rank(a.get(common)).cmp(&rank(b.get(common)))
+}
+
 /// Name → entry; cloning it costs a reference count and the overlay's root.
 #[derive(Clone, Default)]
 pub(crate) struct Entries {
@@ -732,7 +775,7 @@ impl Entries {
         if !self.overlay.is_empty() {
             return None;
         }
-        let flat = Arc::get_mut(&mut self.flat)?;
+        let flat = unshared(&mut self.flat)?;
         if flat.id == 0 {
             flat.id = flat_id();
         }
@@ -756,8 +799,7 @@ impl Entries {
         }
         // Once for the run: asked once per entry, `Arc::get_mut`'s atomic operation waited
         // for the table's writes, 80 % of this function at 1,000,000 keys in `perf`.
-        let Some(flat) = Arc::get_mut(&mut self.flat).filter(|flat| flat.id == appended.flat)
-        else {
+        let Some(flat) = unshared(&mut self.flat).filter(|flat| flat.id == appended.flat) else {
             return 0;
         };
         let Flat {
@@ -841,7 +883,7 @@ impl Entries {
         mod_revision: i64,
         secret: bool,
     ) -> Result<(), Arc<str>> {
-        let replaced = match Arc::get_mut(&mut self.flat).filter(|_| self.overlay.is_empty()) {
+        let replaced = match unshared(&mut self.flat).filter(|_| self.overlay.is_empty()) {
             // A full read filling its own map: one probe.
             Some(flat) => flat.claim(name, value, key, mod_revision, secret)?,
             None => {
@@ -867,7 +909,7 @@ impl Entries {
     }
 
     fn put(&mut self, name: &str, value: ValueRef<'_>, source: SourceRef<'_>, secret: bool) {
-        let replaced = if let Some(flat) = Arc::get_mut(&mut self.flat) {
+        let replaced = if let Some(flat) = unshared(&mut self.flat) {
             // No snapshot shares the flat map (a full read is filling it): write in place.
             let overlaid = if self.overlay.is_empty() {
                 None
@@ -894,7 +936,7 @@ impl Entries {
             return false;
         }
         self.len -= 1;
-        if let Some(flat) = Arc::get_mut(&mut self.flat) {
+        if let Some(flat) = unshared(&mut self.flat) {
             flat.remove(name);
             if !self.overlay.is_empty() {
                 self.overlay.remove(name);
@@ -923,6 +965,41 @@ impl Entries {
         flat.chain(overlaid)
     }
 
+    /// Every entry, names in [`tree_cmp`] order: the flat map's order, sorted once per
+    /// flat map, with the overlay's changes (at most a sixteenth of the names) sorted and
+    /// merged in.
+    pub(crate) fn in_tree_order(&self) -> impl Iterator<Item = Entry<'_>> {
+        let mut changes: Vec<(&str, Option<Entry<'_>>)> = self
+            .overlay
+            .iter()
+            .map(|(name, change)| (&**name, change.as_deref().map(Single::entry)))
+            .collect();
+        changes.sort_unstable_by(|(a, _), (b, _)| tree_cmp(a, b));
+        let mut changes = changes.into_iter().peekable();
+        let flat = &*self.flat;
+        let mut kept = flat
+            .tree_order()
+            .iter()
+            .map(|&at| flat.entry(at))
+            .peekable();
+        std::iter::from_fn(move || {
+            loop {
+                let Some(&(changed, _)) = changes.peek() else {
+                    return kept.next();
+                };
+                // A name of the flat map that changed since: the change replaces it.
+                match kept.peek().map(|entry| tree_cmp(entry.name(), changed)) {
+                    Some(Ordering::Less) => return kept.next(),
+                    Some(Ordering::Equal) => drop(kept.next()),
+                    Some(Ordering::Greater) | None => {}
+                }
+                if let Some((_, Some(entry))) = changes.next() {
+                    return Some(entry);
+                }
+            }
+        })
+    }
+
     /// What the flat map's buffers hold, in bytes: packed entries and the table (as
     /// hashbrown counts it: slots, control bytes and padding).
     pub(crate) fn heap(&self) -> [usize; 2] {
@@ -931,7 +1008,7 @@ impl Entries {
 
     /// Gives back the room a full read reserved and did not use.
     pub(crate) fn shrink_to_fit(&mut self) {
-        if let Some(flat) = Arc::get_mut(&mut self.flat) {
+        if let Some(flat) = unshared(&mut self.flat) {
             flat.shrink_to_fit();
         }
     }
@@ -1004,8 +1081,37 @@ mod tests {
         Forget,
     }
 
-    /// Names `n0`..`n127`: more than the 64 changes an overlay holds before a merge.
+    /// 128 names: more than the 64 changes an overlay holds before a merge.
     const NAMES: u8 = 128;
+
+    /// The name numbered `i`: plain, in groups, and beside groups with bytes that sort
+    /// before `.` (`-`, `!`), where the tree's order is not the bytes' order.
+    fn name_of(i: u8) -> String {
+        match i % 4 {
+            0 => format!("n{i}"),
+            1 => format!("g.n{}.v", i % 12),
+            2 => format!("g-{}", i % 12),
+            _ => format!("g.n{}!{i}", i % 12),
+        }
+    }
+
+    /// The names of `model` in the tree's order, told by comparing their lists of
+    /// segments (`tree_cmp` compares bytes).
+    fn model_tree_order(model: &BTreeMap<String, u16>) -> Vec<(String, Value)> {
+        let mut names: Vec<(String, Value)> = model
+            .iter()
+            .map(|(name, &seed)| (name.clone(), value(seed)))
+            .collect();
+        names.sort_by(|(a, _), (b, _)| a.split('.').cmp(b.split('.')));
+        names
+    }
+
+    fn tree_order(entries: &Entries) -> Vec<(String, Value)> {
+        entries
+            .in_tree_order()
+            .map(|entry| (entry.name().to_owned(), entry.value().to_value()))
+            .collect()
+    }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -1063,7 +1169,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
         /// The map agrees with a plain map after every step, whether the flat map is
-        /// shared or not and across merges; a clone kept earlier never changes.
+        /// shared or not and across merges, looked up and walked in the tree's order; a
+        /// clone kept earlier never changes.
         #[test]
         fn agrees_with_a_plain_map_and_clones_never_change(
             capacity in 0usize..300,
@@ -1075,12 +1182,12 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(name, seed) => {
-                        let name = format!("n{name}");
+                        let name = name_of(name);
                         insert(&mut entries, &name, seed);
                         model.insert(name, seed);
                     }
                     Op::Claim(name, seed) => {
-                        let name = format!("n{name}");
+                        let name = name_of(name);
                         let Source::Etcd { key, mod_revision } = source(seed) else {
                             unreachable!("values come from etcd")
                         };
@@ -1106,7 +1213,7 @@ mod tests {
                         }
                     }
                     Op::Remove(name) => {
-                        let name = format!("n{name}");
+                        let name = name_of(name);
                         prop_assert_eq!(entries.remove(&name), model.remove(&name).is_some());
                     }
                     Op::Keep => kept.push((entries.clone(), model.clone())),
@@ -1115,7 +1222,7 @@ mod tests {
                 prop_assert_eq!(entries.len(), model.len());
                 prop_assert_eq!(entries.is_empty(), model.is_empty());
                 for name in 0..NAMES {
-                    let name = format!("n{name}");
+                    let name = name_of(name);
                     let found = entries.get(&name);
                     prop_assert_eq!(found.map(|e| e.value().to_value()), model.get(&name).map(|&s| value(s)));
                     prop_assert_eq!(found.map(|e| e.source()), model.get(&name).map(|&s| source(s)));
@@ -1124,10 +1231,14 @@ mod tests {
                 }
                 // What a full read or merge leaves behind stays bounded.
                 prop_assert!(entries.flat.dead <= entries.flat.table.len() / 16 + 64);
+                // The order is kept with the flat map: walked after each step, it is
+                // kept across steps that share the map and dropped by those that change it.
+                prop_assert_eq!(tree_order(&entries), model_tree_order(&model));
             }
             prop_assert_eq!(contents(&entries), model_contents(&model));
             for (clone, then) in kept {
                 prop_assert_eq!(contents(&clone), model_contents(&then));
+                prop_assert_eq!(tree_order(&clone), model_tree_order(&then));
             }
         }
 
