@@ -43,6 +43,9 @@ for n in (1000, 100000):
     get = estimate("read", f"snapshot_get/{n}")
     row(f"`config.snapshot().get(name)`, one name, {n:,} names", "≤ 50 ns", ns(get), "yes" if get <= 50 else "**no**")
 for n in (1000, 100000):
+    get = estimate("read", f"cached_get/{n}")
+    row(f"the same through a thread's own handle (`config.cached()`, then `load().get(name)`), {n:,} names", "≤ 50 ns", ns(get), "yes" if get <= 50 else "**no**")
+for n in (1000, 100000):
     ours, bare = estimate("read", f"snapshot_get_scattered/{n}"), estimate("read", f"bare_arc_swap_hashmap/{n}")
     ratio = ours / bare
     row(f"`snapshot().get`, names in a scattered order, {n:,} names, vs an `arc-swap` load and a `HashMap` lookup of the same names",
@@ -56,6 +59,8 @@ load, guard = estimate("read", "binding_load"), estimate("read", "bare_arc_swap_
 row("typed struct `binding.load()` (a borrow), beside the `arc-swap` guard load it is built on", "≤ 20 ns",
     f"{ns(load)} (guard alone {ns(guard)}: {load / guard:.2f}×)", "yes" if load <= 20 else "**no**")
 row("typed struct `binding.load_full()` (an `Arc` to keep)", "(reported)", ns(estimate("read", "binding_load_full")), "-")
+cached = estimate("read", "binding_cached_load")
+row("typed struct, a thread's own handle (`binding.cached()`): `load()`", "≤ 20 ns", ns(cached), "yes" if cached <= 20 else "**no**")
 for n in (1000, 100000):
     put = estimate("update", f"one_put/{n}")
     row(f"apply one put and publish, {n:,} names", "≤ 50 µs, no O(n) copy", ns(put), "yes" if put <= 50_000 else "**no**")

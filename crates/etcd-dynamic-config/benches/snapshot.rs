@@ -1,12 +1,14 @@
 //! The read path and the update path, in process, without a server.
 //!
 //! - `read/*`: `config.snapshot()` then `get(name)`, the way an application reads a value
-//!   (SPEC target: ≤ 50 ns median), for one name and for names in a scattered order,
+//!   (SPEC target: ≤ 50 ns median), for one name (`read/cached_get`: the same through a
+//!   thread's own `CachedSnapshot`) and for names in a scattered order,
 //!   beside an `arc-swap` load and a `HashMap` lookup of the same names (target ≤ 2×)
 //!   and the same read from an `imbl::OrdMap` of the same entries (the denser map);
 //!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns), beside
 //!   `read/bare_arc_swap_guard`, the `arc-swap` guard load it is built on, and
-//!   `read/binding_load_full`, the same as an `Arc` to keep.
+//!   `read/binding_load_full`, the same as an `Arc` to keep, and
+//!   `read/binding_cached_load`, the same through a thread's `CachedBinding`.
 //! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
 //!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
 //!   copy). `update/copy_whole_map` is the cost an O(n) design would pay per update,
@@ -61,6 +63,11 @@ fn read(c: &mut Criterion) {
         assert!(config.snapshot().get(&name).is_some());
         group.bench_with_input(BenchmarkId::new("snapshot_get", n), &name, |b, name| {
             b.iter(|| config.snapshot().get(black_box(name)).is_some());
+        });
+        // The same through a thread's own handle, which takes no reference count.
+        let mut cached = config.cached();
+        group.bench_with_input(BenchmarkId::new("cached_get", n), &name, |b, name| {
+            b.iter(|| cached.load().get(black_box(name)).is_some());
         });
         // Names in a scattered order (the same for both): `snapshot().get` against the
         // bare minimum, an `arc-swap` load and a `HashMap` lookup (target ≤ 2×).
@@ -127,6 +134,10 @@ fn read(c: &mut Criterion) {
     let bare = arc_swap::ArcSwap::from_pointee(0_u64);
     group.bench_function("bare_arc_swap_guard", |b| b.iter(|| **bare.load()));
     group.bench_function("binding_load_full", |b| b.iter(|| binding.load_full()));
+    let mut cached = binding.cached();
+    group.bench_function("binding_cached_load", |b| {
+        b.iter(|| std::sync::Arc::as_ptr(cached.load()))
+    });
     group.finish();
 }
 

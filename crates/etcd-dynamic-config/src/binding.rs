@@ -83,6 +83,52 @@ impl<T: fmt::Debug> fmt::Debug for BindingGuard<T> {
     }
 }
 
+/// A [`Binding`] held by one thread, which keeps the value it loaded last: each
+/// [`load`](Self::load) checks that it is still the latest (three atomic loads, no atomic
+/// write) and lends it, where [`Binding::load`] takes a guard from `arc-swap` and gives
+/// it back, an atomic write each way. Made by [`Binding::cached`]; loading needs `&mut`,
+/// so each thread keeps its own. The first `load` after a publish reads the snapshot
+/// as [`Binding::load`] does, once for the binding and all its handles.
+///
+/// It keeps its value in memory until its next `load`, even after newer ones are
+/// published: drop it when its thread stops loading.
+pub struct CachedBinding<T> {
+    binding: Binding<T>,
+    cache: arc_swap::Cache<Values<T>, Arc<T>>,
+}
+
+/// A binding's value, for [`arc_swap::Cache`], which reads it through `Deref`.
+struct Values<T>(Arc<Shared<T>>);
+
+impl<T> std::ops::Deref for Values<T> {
+    type Target = ArcSwap<T>;
+
+    fn deref(&self) -> &ArcSwap<T> {
+        &self.0.value
+    }
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> CachedBinding<T> {
+    /// The latest value, as [`Binding::load`], lent until the next `load`.
+    pub fn load(&mut self) -> &Arc<T> {
+        self.binding.refresh();
+        self.cache.load()
+    }
+
+    /// The binding this handle loads.
+    pub fn binding(&self) -> &Binding<T> {
+        &self.binding
+    }
+}
+
+impl<T> fmt::Debug for CachedBinding<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedBinding")
+            .field("binding", &self.binding)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     /// A binding of the store's snapshots, reading the current one now.
     ///
@@ -116,6 +162,16 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     pub fn load_full(&self) -> Arc<T> {
         self.refresh();
         self.shared.value.load_full()
+    }
+
+    /// A handle for one thread that loads the value often, such as a worker's loop:
+    /// see [`CachedBinding`].
+    pub fn cached(&self) -> CachedBinding<T> {
+        self.refresh();
+        CachedBinding {
+            binding: self.clone(),
+            cache: arc_swap::Cache::new(Values(self.shared.clone())),
+        }
     }
 
     /// Why the latest revision did not read as `T`, while it does not.
@@ -248,15 +304,19 @@ mod tests {
         assert_eq!(binding.last_error(), None);
         assert_eq!(READS.load(Ordering::SeqCst), 4);
 
-        // Readers racing a writer: at most one read per publish, and each reader sees
-        // the revisions in order.
+        // Readers racing a writer, half of them through cached handles: at most one
+        // read per publish, and each reader sees the revisions in order.
         std::thread::scope(|scope| {
-            for _ in 0..4 {
+            for reader in 0..4 {
                 let binding = binding.clone();
                 scope.spawn(move || {
+                    let mut cached = (reader % 2 == 1).then(|| binding.cached());
                     let mut last = 0;
                     for _ in 0..2_000 {
-                        let level = binding.load().level.clone();
+                        let level = match &mut cached {
+                            Some(cached) => cached.load().level.clone(),
+                            None => binding.load().level.clone(),
+                        };
                         let revision = level.trim_start_matches('L').parse().unwrap_or(0);
                         assert!(revision >= last, "{revision} after {last}");
                         last = revision;
@@ -269,5 +329,21 @@ mod tests {
         });
         assert_eq!(binding.load().level, "L2099");
         assert!(READS.load(Ordering::SeqCst) <= 4 + 100, "{READS:?}");
+
+        // A cached handle: the binding's values, from the binding's reads.
+        let mut cached = binding.cached();
+        let reads = READS.load(Ordering::SeqCst);
+        assert_eq!(cached.load().level, "L2099");
+        writer.publish(snapshot(3000, "WARN"));
+        assert_eq!(cached.load().level, "WARN");
+        assert_eq!(binding.load().level, "WARN");
+        assert_eq!(READS.load(Ordering::SeqCst), reads + 1, "one read for both");
+        writer.publish(snapshot(3001, "boom"));
+        assert_eq!(cached.load().level, "WARN", "a failed read keeps the value");
+        assert!(cached.binding().last_error().unwrap().contains("panicked"));
+        writer.publish(snapshot(3002, "ERROR"));
+        let moved = std::thread::spawn(move || cached.load().level.clone());
+        assert_eq!(moved.join().unwrap(), "ERROR");
+        assert_eq!(READS.load(Ordering::SeqCst), reads + 3);
     }
 }

@@ -70,6 +70,11 @@ impl EtcdConfig {
         self.config.snapshot()
     }
 
+    /// See [`crate::EtcdConfig::cached`].
+    pub fn cached(&self) -> crate::CachedSnapshot {
+        self.config.cached()
+    }
+
     /// See [`crate::EtcdConfig::on_change`].
     pub fn on_change(&self, callback: impl Fn(&ConfigChange) + Send + 'static) -> crate::Listener {
         self.config.on_change(callback)

@@ -23,7 +23,7 @@ use crate::report::{Rejection, RevisionRejection, StartReport, StartSource};
 use crate::schema::{KeyMap, Schema};
 use crate::settings::EtcdSettings;
 use crate::snapshot::{ConfigChange, Snapshot, Value};
-use crate::store::{Changes, Listener, Snapshots, Store, Subscription};
+use crate::store::{CachedSnapshot, Changes, Listener, Snapshots, Store, Subscription};
 
 /// Reads an environment variable: the process environment, or one a test supplies.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -341,6 +341,11 @@ impl EtcdConfig {
     /// The current snapshot: one atomic load, no lock, no network.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.store.load()
+    }
+
+    /// The current snapshot for one thread that reads it often: see [`CachedSnapshot`].
+    pub fn cached(&self) -> CachedSnapshot {
+        CachedSnapshot::new(self.inner.store.current())
     }
 
     /// A receiver of the latest snapshot.

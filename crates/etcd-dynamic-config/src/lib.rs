@@ -67,7 +67,7 @@ mod value;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-pub use binding::{Binding, BindingGuard};
+pub use binding::{Binding, BindingGuard, CachedBinding};
 pub use client::{
     EtcdClient, Fleet, History, HistoryEntry, Loaded, Rollback, RolloutStatus, Standing,
 };
@@ -78,7 +78,7 @@ pub use report::{Rejection, RevisionRejection, StartReport, StartSource};
 pub use schema::Schema;
 pub use settings::{DEFAULT_START_TIMEOUT, EtcdSettings, EtcdSettingsBuilder};
 pub use snapshot::{ConfigChange, Entry, Snapshot, Source, Value, ValueChange, ValueRef};
-pub use store::{Changes, Listener, MAILBOX_VALUES, Snapshots, Subscription};
+pub use store::{CachedSnapshot, Changes, Listener, MAILBOX_VALUES, Snapshots, Subscription};
 
 #[cfg(test)]
 mod tests {

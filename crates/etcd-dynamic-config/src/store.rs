@@ -115,6 +115,50 @@ impl Current {
     }
 }
 
+/// The current snapshot, held by one thread that reads it often, such as a worker's
+/// loop: each [`load`](Self::load) checks that the snapshot it keeps is still the current
+/// one (one atomic load, no atomic write) and lends it, where
+/// [`EtcdConfig::snapshot`](crate::EtcdConfig::snapshot) hands out an `Arc`, an atomic
+/// write to take it and one to let it go. Made by
+/// [`EtcdConfig::cached`](crate::EtcdConfig::cached); loading needs `&mut`, so each
+/// thread keeps its own.
+///
+/// It keeps its snapshot in memory until its next `load`, even after newer ones are
+/// published: drop it when its thread stops reading.
+pub struct CachedSnapshot {
+    cache: arc_swap::Cache<Served, Arc<Snapshot>>,
+}
+
+/// The snapshot being served, for [`arc_swap::Cache`], which reads it through `Deref`.
+struct Served(Arc<Current>);
+
+impl std::ops::Deref for Served {
+    type Target = ArcSwap<Snapshot>;
+
+    fn deref(&self) -> &ArcSwap<Snapshot> {
+        &self.0.snapshot
+    }
+}
+
+impl CachedSnapshot {
+    pub(crate) fn new(current: Arc<Current>) -> Self {
+        Self {
+            cache: arc_swap::Cache::new(Served(current)),
+        }
+    }
+
+    /// The current snapshot, lent until the next `load`.
+    pub fn load(&mut self) -> &Arc<Snapshot> {
+        self.cache.load()
+    }
+}
+
+impl std::fmt::Debug for CachedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedSnapshot").finish_non_exhaustive()
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         for mailbox in lock(&self.listeners).iter().filter_map(Weak::upgrade) {
@@ -509,6 +553,28 @@ mod tests {
     use super::*;
     use crate::snapshot::ValueChange;
     use crate::value::Value;
+
+    #[test]
+    fn a_cached_snapshot_is_the_current_one_at_each_load_and_lets_the_old_go_then() {
+        let store = Store::new();
+        let writer = store.begin_run();
+        let mut cached = CachedSnapshot::new(store.current());
+        assert_eq!(cached.load().revision(), 0);
+        let publish = |revision| {
+            let snapshot = Snapshot::new(revision, crate::snapshot::Entries::default());
+            writer.publish(Arc::new(snapshot));
+        };
+        publish(5);
+        assert_eq!(cached.load().revision(), 5);
+        assert!(Arc::ptr_eq(cached.load(), &store.load()));
+        let held = Arc::downgrade(cached.load());
+        publish(6);
+        assert!(held.upgrade().is_some(), "kept until the next load");
+        assert_eq!(cached.load().revision(), 6);
+        assert!(held.upgrade().is_none(), "let go at the next load");
+        let moved = std::thread::spawn(move || cached.load().revision());
+        assert_eq!(moved.join().unwrap(), 6);
+    }
 
     /// Revision `revision` sets name `n{revision % names}` to the revision, from what it
     /// held before.

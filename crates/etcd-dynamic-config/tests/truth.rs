@@ -590,6 +590,57 @@ fn threads_named(prefix: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_s_cached_handles_serve_what_etcd_holds_at_each_revision() {
+    #[derive(serde::Deserialize)]
+    struct App {
+        log_level: String,
+        workers: String,
+    }
+    let etcd = EtcdMember::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/app/LogLevel", "INFO").await;
+    put(&mut client, "/app/Workers", "w0").await;
+    let config = config(&etcd.endpoint(), "/app");
+    config.start().await.expect("start");
+    let binding = config.bind::<App>().unwrap();
+    // A reader thread with its own handles, asked for what it serves at each revision.
+    let (ask, asked) = std::sync::mpsc::channel::<i64>();
+    let (answer, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn({
+        let (mut snapshot, mut typed) = (config.cached(), binding.cached());
+        move || {
+            for revision in asked {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while snapshot.load().revision() < revision && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let served = snapshot.load().clone();
+                let app = typed.load();
+                let pair = (app.log_level.clone(), app.workers.clone());
+                answer.send((served, pair)).expect("the test listens");
+            }
+        }
+    });
+    for round in 0..20 {
+        let key = if round % 2 == 0 {
+            "LogLevel"
+        } else {
+            "Workers"
+        };
+        let revision = put(&mut client, &format!("/app/{key}"), &format!("v{round}")).await;
+        ask.send(revision).unwrap();
+        let (served, (log_level, workers)) = answers.recv().await.expect("an answer");
+        assert_eq!(served.revision(), revision, "round {round}");
+        let expected = etcd_state(&mut client, "/app", revision).await;
+        assert_eq!(values(&served), expected, "round {round}");
+        assert_eq!(Some(&log_level), expected.get("log_level"), "round {round}");
+        assert_eq!(Some(&workers), expected.get("workers"), "round {round}");
+    }
+    drop(ask);
+    reader.join().expect("reader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_handle_frees_the_engine_its_watch_and_its_threads() {
     let etcd = EtcdMember::start().await;
     let mut client = etcd.client().await;
@@ -610,9 +661,10 @@ async fn dropping_every_handle_frees_the_engine_its_watch_and_its_threads() {
             let _ = own.snapshot();
         });
         let binding = config.bind::<App>().unwrap();
+        let cached = (config.cached(), binding.cached());
         let revision = put(&mut client, "/app/LogLevel", "DEBUG").await;
         wait_for_revision(&config, revision).await;
-        drop((listener, binding, config));
+        drop((listener, binding, config, cached));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
