@@ -261,8 +261,9 @@ impl ConfigChange {
 }
 
 /// The snapshot's names and values in the order of a walk of their tree: segment by
-/// segment (`.` sorts before any other character, see [`tree_cmp`](entries::tree_cmp)), so that the names
-/// below each group (`database.*`) are one run. A name that is also a group is an error.
+/// segment (`.` sorts before any other character: [`tree_cmp`](entries::tree_cmp)), so
+/// that the names below each group (`database.*`) are one run. A name that is also a
+/// group is an error.
 fn tree_order(snapshot: &Snapshot) -> Result<Vec<(&str, ValueRef<'_>)>, String> {
     let names: Vec<(&str, ValueRef<'_>)> = snapshot
         .entries

@@ -513,7 +513,8 @@ struct Flat {
     /// The offsets of the live entries, names in [`tree_cmp`] order: sorted by the first
     /// walk in that order, then kept while the map is shared (the next merge makes a new
     /// map), so that each typed read after an update walks the names in O(n), not sorts
-    /// them again. Cleared when the map is changed in place.
+    /// them again. Cleared when the map is changed in place. 8 bytes a name, held only
+    /// by a map that was read as a type ([`heap`](Entries::heap) leaves it out).
     tree_order: OnceLock<Box<[usize]>>,
 }
 
