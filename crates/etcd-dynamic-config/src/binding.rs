@@ -332,6 +332,7 @@ mod tests {
 
         // A cached handle: the binding's values, from the binding's reads.
         let mut cached = binding.cached();
+        assert!(format!("{cached:?}").starts_with("CachedBinding { binding: Binding {"));
         let reads = READS.load(Ordering::SeqCst);
         assert_eq!(cached.load().level, "L2099");
         writer.publish(snapshot(3000, "WARN"));

@@ -559,6 +559,7 @@ mod tests {
         let store = Store::new();
         let writer = store.begin_run();
         let mut cached = CachedSnapshot::new(store.current());
+        assert_eq!(format!("{cached:?}"), "CachedSnapshot { .. }");
         assert_eq!(cached.load().revision(), 0);
         let publish = |revision| {
             let snapshot = Snapshot::new(revision, crate::snapshot::Entries::default());
