@@ -7,7 +7,7 @@
 //!   and the same read from an `imbl::OrdMap` of the same entries (the denser map);
 //!   `read/binding_load`, a typed struct's `load()` (target ≤ 20 ns), beside
 //!   `read/bare_arc_swap_guard`, the `arc-swap` guard load it is built on, and
-//!   `read/binding_load_full`, the same as an `Arc` to keep, and
+//!   `read/binding_load_full`, the same as an `Arc` to keep;
 //!   `read/binding_cached_load`, the same through a thread's `CachedBinding`.
 //! - `update/*`: applying one put (and a 10-key transaction) to the state machine and
 //!   publishing the new snapshot, at 1,000 and 100,000 keys (target: ≤ 50 µs, no O(n)
