@@ -668,11 +668,22 @@ impl Engine {
                 status.rejected_rollouts = rejected_rollouts;
             });
         }
+        // Counted before anything is published: whoever sees the new snapshot finds it
+        // counted (a scrape right after a publish missed it, 2026-11-28).
+        self.count(|metrics| {
+            for output in &outputs {
+                match output {
+                    Output::Notify(_) => metrics.updates_applied.increment(1),
+                    Output::Reject(_) => metrics.updates_rejected.increment(1),
+                    Output::RejectRevision(_) => metrics.revisions_rejected.increment(1),
+                    _ => {}
+                }
+            }
+        });
         for output in outputs {
             match output {
                 Output::Publish(snapshot) => self.writer.publish(snapshot),
                 Output::Notify(change) => {
-                    self.count(|metrics| metrics.updates_applied.increment(1));
                     tracing::info!(
                         event = events::UPDATE_APPLIED,
                         revision = change.revision,
@@ -686,12 +697,8 @@ impl Engine {
                     );
                     self.writer.notify(change);
                 }
-                Output::Reject(rejection) => {
-                    self.count(|metrics| metrics.updates_rejected.increment(1));
-                    rejection.log();
-                }
+                Output::Reject(rejection) => rejection.log(),
                 Output::RejectRevision(rejection) => {
-                    self.count(|metrics| metrics.revisions_rejected.increment(1));
                     tracing::warn!(
                     event = events::REVISION_REJECTED,
                     revision = rejection.revision,
