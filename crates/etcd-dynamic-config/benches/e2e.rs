@@ -720,7 +720,8 @@ async fn raw_range(client: &mut Client, prefix: &str) -> usize {
 /// raw watches' lags in that round, which tell etcd's share. It was etcd's: after the
 /// cold-start rows etcd 3.4 holds 1.1 million more keys, and then its watches with
 /// `prev_kv` (the engine's, and the raw one) can fall behind a burst by up to a second,
-/// where the raw watch without it stays under 0.1 ms (see `open_watch` in
+/// each on its own, so the engine's can lag while the raw one keeps up, and the other
+/// way round; the raw watch without it stays under 0.1 ms (see `open_watch` in
 /// `connection.rs`).
 const BURST_ROUNDS: usize = 5;
 

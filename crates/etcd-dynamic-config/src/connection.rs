@@ -777,10 +777,15 @@ async fn open_watch(
         //   with prev_kv fell just as far behind (869 ms in that burst), one without it
         //   never by more than 0.05 ms. On etcd 3.5.1 no watch fell behind by more than
         //   9 ms in 14 bursts. (etcd-io/etcd#16839 reports prev_kv reads as a cost.)
+        //   Each stream with prev_kv falls behind on its own: in 30 more such bursts
+        //   (2026-11-29) the engine alone was 107-127 ms late in two, idle on its stream
+        //   until etcd sent the last revisions; opened without prev_kv it was never over
+        //   6.7 ms late in 16, while raw prev_kv watches beside it reached 235 ms.
         // It stays: the cost is etcd 3.4's, under a write flood on a large keyspace, and
         // nothing cheaper gives the same two checks. Without it, keeping the fingerprint
-        // needs every key's previous bytes as etcd held them, which the engine does not
-        // keep: it holds coerced values, and nothing for keys no name maps to.
+        // needs a record of every key's last write as etcd held it (its fingerprint,
+        // found by the key), which the engine does not keep: it holds coerced values by
+        // name, and nothing for keys no name maps to.
         .with_prev_key()
         .with_progress_notify();
     client
