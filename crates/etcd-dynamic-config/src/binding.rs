@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
 
 use crate::observe::events;
+use crate::snapshot::Snapshot;
 use crate::store::Current;
 
 /// The configuration as a `T`, as of the latest applied revision.
@@ -30,10 +31,20 @@ pub struct Binding<T> {
 struct Shared<T> {
     store: Arc<Current>,
     value: ArcSwap<T>,
-    /// The store generation `value` was read from (or failed to read from).
+    /// How many publishes had ended when the snapshot last read was loaded: that
+    /// snapshot or an older one's count. While as many have begun, it is the latest.
     read_at: AtomicU64,
-    /// Why that generation did not read as `T`; held while a reader reads again.
-    last_error: Mutex<Option<String>>,
+    /// The last read; held while a reader reads again.
+    read: Mutex<Read>,
+}
+
+/// What a binding read last.
+struct Read {
+    /// The snapshot, to tell it from a newer one (held weakly: its entries are not kept
+    /// alive, and its address is not reused while this is held).
+    from: Weak<Snapshot>,
+    /// Why it did not read as `T`.
+    error: Option<String>,
 }
 
 impl<T> Clone for Binding<T> {
@@ -48,9 +59,9 @@ impl<T> fmt::Debug for Binding<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let last_error = self
             .shared
-            .last_error
+            .read
             .try_lock()
-            .map(|error| error.clone())
+            .map(|read| read.error.clone())
             .unwrap_or_default();
         f.debug_struct("Binding")
             .field("type", &std::any::type_name::<T>())
@@ -136,14 +147,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     ///
     /// [`Error::Bind`](crate::Error::Bind) when the current snapshot does not read as `T`.
     pub(crate) fn new(store: Arc<Current>) -> crate::Result<Self> {
-        let read_at = store.generation();
-        let value = store.load().deserialize::<T>()?;
+        let read_at = store.ended();
+        let snapshot = store.load();
+        let value = snapshot.deserialize::<T>()?;
         Ok(Self {
             shared: Arc::new(Shared {
                 store,
                 value: ArcSwap::from_pointee(value),
                 read_at: AtomicU64::new(read_at),
-                last_error: Mutex::new(None),
+                read: Mutex::new(Read {
+                    from: Arc::downgrade(&snapshot),
+                    error: None,
+                }),
             }),
         })
     }
@@ -177,31 +192,41 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
     /// Why the latest revision did not read as `T`, while it does not.
     pub fn last_error(&self) -> Option<String> {
         self.refresh();
-        self.lock_error().clone()
+        self.lock_read().error.clone()
     }
 
-    fn lock_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock_read(&self) -> std::sync::MutexGuard<'_, Read> {
         self.shared
-            .last_error
+            .read
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads the latest snapshot as `T` if a newer one was published since the last
-    /// read; keeps the previous value when it does not read (or the deserializer
-    /// panics).
+    /// Reads the current snapshot as `T` if a publish has begun since the last read and
+    /// stored a snapshot other than the one read; keeps the previous value when it does
+    /// not read (or the deserializer panics).
+    ///
+    /// So a thread that has seen a snapshot (through `snapshot()`, a handle or a
+    /// subscription) loads a value read from it or a newer one, and each snapshot is
+    /// read at most once.
     fn refresh(&self) {
         let shared = &*self.shared;
-        if shared.read_at.load(Ordering::Acquire) == shared.store.generation() {
+        if shared.read_at.load(Ordering::Acquire) == shared.store.begun() {
             return;
         }
-        let mut last_error = self.lock_error();
+        let mut last = self.lock_read();
         // Another reader may have read it while this one waited.
-        let generation = shared.store.generation();
-        if shared.read_at.load(Ordering::Acquire) == generation {
+        if shared.read_at.load(Ordering::Acquire) == shared.store.begun() {
             return;
         }
+        let ended = shared.store.ended();
         let snapshot = shared.store.load();
+        if std::ptr::eq(last.from.as_ptr(), Arc::as_ptr(&snapshot)) {
+            // Read already: a publish has begun and not yet stored its snapshot, or had
+            // not ended when it was read.
+            shared.read_at.store(ended, Ordering::Release);
+            return;
+        }
         let read =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.deserialize::<T>()))
                 .unwrap_or_else(|panic| {
@@ -218,7 +243,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
         match read {
             Ok(value) => {
                 shared.value.store(Arc::new(value));
-                *last_error = None;
+                last.error = None;
             }
             Err(error) => {
                 tracing::warn!(
@@ -228,10 +253,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Binding<T> {
                     error.message = %error,
                     "a revision does not read as the bound type; the previous value stays"
                 );
-                *last_error = Some(error.to_string());
+                last.error = Some(error.to_string());
             }
         }
-        shared.read_at.store(generation, Ordering::Release);
+        last.from = Arc::downgrade(&snapshot);
+        shared.read_at.store(ended, Ordering::Release);
     }
 }
 
@@ -262,6 +288,26 @@ mod tests {
             let plain = Plain::deserialize(deserializer)?;
             assert!(plain.level != "boom", "a deserializer that panics");
             Ok(Self { level: plain.level })
+        }
+    }
+
+    /// How many times a `Level` was deserialized.
+    static LEVEL_READS: AtomicUsize = AtomicUsize::new(0);
+
+    /// `{ level }`, counting its reads apart from `Counted`'s (the tests run at once).
+    struct Level {
+        level: String,
+    }
+
+    impl<'de> serde::Deserialize<'de> for Level {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            #[derive(serde::Deserialize)]
+            struct Plain {
+                level: String,
+            }
+            LEVEL_READS.fetch_add(1, Ordering::SeqCst);
+            let Plain { level } = Plain::deserialize(deserializer)?;
+            Ok(Self { level })
         }
     }
 
@@ -346,5 +392,44 @@ mod tests {
         let moved = std::thread::spawn(move || cached.load().level.clone());
         assert_eq!(moved.join().unwrap(), "ERROR");
         assert_eq!(READS.load(Ordering::SeqCst), reads + 3);
+    }
+
+    #[test]
+    fn a_thread_that_saw_a_snapshot_loads_its_value_while_its_publish_ends() {
+        let store = Store::new();
+        let writer = store.begin_run();
+        writer.publish(snapshot(1, "INFO"));
+        let current = store.current();
+        let binding = Binding::<Level>::new(current.clone()).unwrap();
+        let mut cached = binding.cached();
+        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 1);
+
+        // Begun, nothing stored yet: the value read stays, and is not read again.
+        current.begin_publish();
+        for _ in 0..3 {
+            assert_eq!(binding.load().level, "INFO");
+            assert_eq!(cached.load().level, "INFO");
+        }
+        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 1, "no read of the same");
+
+        // Stored, not yet ended: a thread that sees the snapshot loads its value.
+        current.store_published(snapshot(2, "DEBUG"));
+        assert_eq!(store.load().revision(), 2);
+        assert_eq!(binding.load().level, "DEBUG");
+        assert_eq!(cached.load().level, "DEBUG");
+        current.end_publish();
+        assert_eq!(binding.load().level, "DEBUG");
+        assert_eq!(cached.load().level, "DEBUG");
+        assert_eq!(
+            LEVEL_READS.load(Ordering::SeqCst),
+            2,
+            "one read of revision 2"
+        );
+
+        // Then publishes as usual, one read each.
+        writer.publish(snapshot(3, "WARN"));
+        assert_eq!(cached.load().level, "WARN");
+        assert_eq!(binding.load().level, "WARN");
+        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 3);
     }
 }

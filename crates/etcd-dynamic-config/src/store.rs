@@ -88,13 +88,18 @@ pub(crate) struct Store {
     metrics: ArcSwapOption<Metrics>,
 }
 
-/// The snapshot being served, and how many have been published: what a typed binding
-/// needs of the store (it holds this, not the store, so that dropping the configuration
-/// still ends its streams).
+/// The snapshot being served, and how many publishes have begun and ended: what a typed
+/// binding needs of the store (it holds this, not the store, so that dropping the
+/// configuration still ends its streams).
+///
+/// A publish counts itself begun, stores the snapshot, then counts itself ended. So a
+/// reader that has seen a snapshot finds every publish up to it begun, and a reader that
+/// finds `n` ended and then loads the snapshot loads the `n`th or a newer one.
 #[derive(Debug)]
 pub(crate) struct Current {
     snapshot: ArcSwap<Snapshot>,
-    generation: AtomicU64,
+    begun: AtomicU64,
+    ended: AtomicU64,
 }
 
 impl Current {
@@ -103,15 +108,37 @@ impl Current {
         self.snapshot.load_full()
     }
 
-    /// How many snapshots have been published; read before [`load`](Self::load), it
-    /// names a snapshot no newer than the one loaded.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// How many publishes have begun: every snapshot a reader has seen, and maybe one
+    /// being stored.
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
+    }
+
+    /// How many publishes have ended; read before [`load`](Self::load), it counts the
+    /// snapshot loaded or an older one.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
     }
 
     fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.begin_publish();
+        self.store_published(snapshot);
+        self.end_publish();
+    }
+
+    /// The first step of a publish (a test can take the steps one at a time).
+    pub(crate) fn begin_publish(&self) {
+        self.begun.fetch_add(1, Ordering::Release);
+    }
+
+    /// The second step of a publish.
+    pub(crate) fn store_published(&self, snapshot: Arc<Snapshot>) {
         self.snapshot.store(snapshot);
-        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The last step of a publish.
+    pub(crate) fn end_publish(&self) {
+        self.ended.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -187,7 +214,8 @@ impl Store {
         Arc::new(Self {
             current: Arc::new(Current {
                 snapshot: ArcSwap::new(empty.clone()),
-                generation: AtomicU64::new(0),
+                begun: AtomicU64::new(0),
+                ended: AtomicU64::new(0),
             }),
             latest: watch::Sender::new(empty),
             listeners: Mutex::default(),
@@ -260,7 +288,7 @@ impl Store {
         }
     }
 
-    /// The current snapshot and its generation, for a typed binding.
+    /// The current snapshot and its publishes, for a typed binding.
     pub(crate) fn current(&self) -> Arc<Current> {
         self.current.clone()
     }
