@@ -432,4 +432,42 @@ mod tests {
         assert_eq!(binding.load().level, "WARN");
         assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 3);
     }
+
+    #[test]
+    fn a_load_between_publishes_takes_no_lock() {
+        /// `{ level }`, read without counting (the other tests count theirs).
+        #[derive(serde::Deserialize)]
+        struct Uncounted {
+            level: String,
+        }
+        let store = Store::new();
+        let writer = store.begin_run();
+        writer.publish(snapshot(1, "INFO"));
+        let binding = Binding::<Uncounted>::new(store.current()).unwrap();
+        for revision in 2..=3 {
+            writer.publish(snapshot(revision, &format!("L{revision}")));
+            assert_eq!(binding.load().level, format!("L{revision}"));
+            // The lock a read after a publish takes, held here: a load of the value
+            // already read, and a handle's, return without it.
+            let held = binding.lock_read();
+            let (done, finished) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn({
+                let binding = binding.clone();
+                move || {
+                    let mut cached = binding.cached();
+                    let levels = (binding.load().level.clone(), cached.load().level.clone());
+                    done.send(levels).unwrap();
+                }
+            });
+            let levels = finished.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            reader.join().unwrap();
+            let expected = format!("L{revision}");
+            assert_eq!(
+                levels,
+                Ok((expected.clone(), expected)),
+                "blocked on the lock"
+            );
+        }
+    }
 }
