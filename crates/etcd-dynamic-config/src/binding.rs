@@ -270,44 +270,29 @@ mod tests {
     use crate::store::Store;
     use crate::value::ValueRef;
 
-    /// How many times a `Counted` was deserialized.
-    static READS: AtomicUsize = AtomicUsize::new(0);
+    /// How many times a `Counted<TEST>` was deserialized, by `TEST`: one count for each
+    /// test that counts (the tests run at once).
+    static READS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+    fn reads(test: usize) -> usize {
+        READS[test].load(Ordering::SeqCst)
+    }
 
     /// `{ level }`, counting its reads; `level = "boom"` panics.
-    struct Counted {
+    struct Counted<const TEST: usize> {
         level: String,
     }
 
-    impl<'de> serde::Deserialize<'de> for Counted {
+    impl<'de, const TEST: usize> serde::Deserialize<'de> for Counted<TEST> {
         fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             #[derive(serde::Deserialize)]
             struct Plain {
                 level: String,
             }
-            READS.fetch_add(1, Ordering::SeqCst);
+            READS[TEST].fetch_add(1, Ordering::SeqCst);
             let plain = Plain::deserialize(deserializer)?;
             assert!(plain.level != "boom", "a deserializer that panics");
             Ok(Self { level: plain.level })
-        }
-    }
-
-    /// How many times a `Level` was deserialized.
-    static LEVEL_READS: AtomicUsize = AtomicUsize::new(0);
-
-    /// `{ level }`, counting its reads apart from `Counted`'s (the tests run at once).
-    struct Level {
-        level: String,
-    }
-
-    impl<'de> serde::Deserialize<'de> for Level {
-        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            #[derive(serde::Deserialize)]
-            struct Plain {
-                level: String,
-            }
-            LEVEL_READS.fetch_add(1, Ordering::SeqCst);
-            let Plain { level } = Plain::deserialize(deserializer)?;
-            Ok(Self { level })
         }
     }
 
@@ -322,16 +307,16 @@ mod tests {
         let store = Store::new();
         let writer = store.begin_run();
         writer.publish(snapshot(1, "INFO"));
-        let binding = Binding::<Counted>::new(store.current()).unwrap();
-        assert_eq!(READS.load(Ordering::SeqCst), 1);
+        let binding = Binding::<Counted<0>>::new(store.current()).unwrap();
+        assert_eq!(reads(0), 1);
         for revision in 2..=1000 {
             writer.publish(snapshot(revision, &format!("L{revision}")));
         }
-        assert_eq!(READS.load(Ordering::SeqCst), 1, "no read per publish");
+        assert_eq!(reads(0), 1, "no read per publish");
         assert_eq!(binding.load().level, "L1000");
         assert_eq!(binding.clone().load_full().level, "L1000");
         let kept = binding.load().into_arc();
-        assert_eq!(READS.load(Ordering::SeqCst), 2, "one read for the latest");
+        assert_eq!(reads(0), 2, "one read for the latest");
 
         // A read that panics keeps the value and says why, once per publish.
         writer.publish(snapshot(1001, "boom"));
@@ -343,12 +328,12 @@ mod tests {
                 .contains("the deserializer panicked")
         );
         assert!(format!("{binding:?}").contains("panicked"));
-        assert_eq!(READS.load(Ordering::SeqCst), 3);
+        assert_eq!(reads(0), 3);
         writer.publish(snapshot(1002, "DEBUG"));
         assert_eq!(binding.load().level, "DEBUG");
         assert_eq!(kept.level, "L1000", "a value kept stays as it was");
         assert_eq!(binding.last_error(), None);
-        assert_eq!(READS.load(Ordering::SeqCst), 4);
+        assert_eq!(reads(0), 4);
 
         // Readers racing a writer, half of them through cached handles: at most one
         // read per publish, and each reader sees the revisions in order.
@@ -374,24 +359,24 @@ mod tests {
             }
         });
         assert_eq!(binding.load().level, "L2099");
-        assert!(READS.load(Ordering::SeqCst) <= 4 + 100, "{READS:?}");
+        assert!(reads(0) <= 4 + 100, "{} reads", reads(0));
 
         // A cached handle: the binding's values, from the binding's reads.
         let mut cached = binding.cached();
         assert!(format!("{cached:?}").starts_with("CachedBinding { binding: Binding {"));
-        let reads = READS.load(Ordering::SeqCst);
+        let before = reads(0);
         assert_eq!(cached.load().level, "L2099");
         writer.publish(snapshot(3000, "WARN"));
         assert_eq!(cached.load().level, "WARN");
         assert_eq!(binding.load().level, "WARN");
-        assert_eq!(READS.load(Ordering::SeqCst), reads + 1, "one read for both");
+        assert_eq!(reads(0), before + 1, "one read for both");
         writer.publish(snapshot(3001, "boom"));
         assert_eq!(cached.load().level, "WARN", "a failed read keeps the value");
         assert!(cached.binding().last_error().unwrap().contains("panicked"));
         writer.publish(snapshot(3002, "ERROR"));
         let moved = std::thread::spawn(move || cached.load().level.clone());
         assert_eq!(moved.join().unwrap(), "ERROR");
-        assert_eq!(READS.load(Ordering::SeqCst), reads + 3);
+        assert_eq!(reads(0), before + 3);
     }
 
     #[test]
@@ -400,9 +385,9 @@ mod tests {
         let writer = store.begin_run();
         writer.publish(snapshot(1, "INFO"));
         let current = store.current();
-        let binding = Binding::<Level>::new(current.clone()).unwrap();
+        let binding = Binding::<Counted<1>>::new(current.clone()).unwrap();
         let mut cached = binding.cached();
-        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 1);
+        assert_eq!(reads(1), 1);
 
         // Begun, nothing stored yet: the value read stays, and is not read again.
         current.begin_publish();
@@ -410,7 +395,7 @@ mod tests {
             assert_eq!(binding.load().level, "INFO");
             assert_eq!(cached.load().level, "INFO");
         }
-        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 1, "no read of the same");
+        assert_eq!(reads(1), 1, "no read of the same");
 
         // Stored, not yet ended: a thread that sees the snapshot loads its value.
         current.store_published(snapshot(2, "DEBUG"));
@@ -420,17 +405,13 @@ mod tests {
         current.end_publish();
         assert_eq!(binding.load().level, "DEBUG");
         assert_eq!(cached.load().level, "DEBUG");
-        assert_eq!(
-            LEVEL_READS.load(Ordering::SeqCst),
-            2,
-            "one read of revision 2"
-        );
+        assert_eq!(reads(1), 2, "one read of revision 2");
 
         // Then publishes as usual, one read each.
         writer.publish(snapshot(3, "WARN"));
         assert_eq!(cached.load().level, "WARN");
         assert_eq!(binding.load().level, "WARN");
-        assert_eq!(LEVEL_READS.load(Ordering::SeqCst), 3);
+        assert_eq!(reads(1), 3);
     }
 
     #[test]
